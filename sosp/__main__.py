@@ -1,0 +1,5 @@
+import sys
+
+from sosp.cli import main
+
+sys.exit(main())

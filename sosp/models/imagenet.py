@@ -1,0 +1,35 @@
+"""ImageNet models: torchvision's ResNets (randomly initialized; load weights from a checkpoint)
+and any timm model by name. Nothing here downloads weights."""
+
+from __future__ import annotations
+
+import torchvision
+from torch import nn
+
+from sosp.errors import UnknownName
+from sosp.models import register
+
+
+def torchvision_resnet(arch: str, num_classes: int, in_channels: int = 3,
+                       image_size: int = 224) -> nn.Module:
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        old = model.conv1
+        model.conv1 = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride,
+                                old.padding, bias=False)
+    return model
+
+
+def timm_model(name: str, num_classes: int, in_channels: int = 3, **options) -> nn.Module:
+    """`timm.create_model(name)` without pretrained weights; a clear error for unknown names."""
+    import timm
+
+    if name not in timm.list_models():
+        raise UnknownName(f"unknown timm model {name!r}; see timm.list_models() for the names")
+    return timm.create_model(name, pretrained=False, num_classes=num_classes,
+                             in_chans=in_channels, **options)
+
+
+for _arch in ("resnet18", "resnet34", "resnet50"):
+    register(_arch, torchvision_resnet, f"torchvision {_arch} (ImageNet)", dataset="imagenet",
+             arch=_arch)

@@ -1,0 +1,56 @@
+"""VGG for small images as in Network Slimming (Liu et al. 2017): conv3x3 (no bias) + BN + ReLU,
+max-pooling between stages, global average pooling and one linear layer 512 -> classes.
+
+On inputs smaller than 32x32 a max-pool is skipped once the feature map is 1x1, so the same
+architecture runs on 8x8 digits; at 32x32 the network is exactly the Slimming one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sosp.models import register
+
+CFGS: dict[str, list[int | str]] = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
+    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+              512, 512, 512, 512, "M", 512, 512, 512, 512],
+}
+
+
+class VGG(nn.Module):
+    """`features` (conv-BN-ReLU and max-pools), global average pool, `classifier` (Linear)."""
+
+    def __init__(self, cfg: list[int | str], num_classes: int, in_channels: int = 3,
+                 image_size: int = 32):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels, size = in_channels, image_size
+        for v in cfg:
+            if v == "M":
+                if size >= 2:
+                    layers.append(nn.MaxPool2d(2))
+                    size //= 2
+                continue
+            layers += [nn.Conv2d(channels, v, 3, padding=1, bias=False), nn.BatchNorm2d(v),
+                       nn.ReLU(inplace=True)]
+            channels = v
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(channels, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 0.5)  # Network Slimming's initialization
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+for _name, _cfg in CFGS.items():
+    register(_name, VGG, f"{_name.upper()} with BN, one linear layer (Network Slimming)",
+             cfg=_cfg)
