@@ -36,9 +36,13 @@ def _model_for(args: argparse.Namespace):
 
 # --------------------------------------------------------------------------------------------
 
+
 def _models_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help="count for this dataset's input and classes "
-                   "(default: each model's own, cifar10 or imagenet)")
+    p.add_argument(
+        "--dataset",
+        help="count for this dataset's input and classes "
+        "(default: each model's own, cifar10 or imagenet)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per model")
 
 
@@ -49,16 +53,24 @@ def cmd_models(args: argparse.Namespace) -> int:
         args.model = name
         model, meta = _model_for(args)
         c = counting.count(model, meta.input_shape)
-        rows.append({"model": name, "dataset": meta.name, **c.as_dict(),
-                     "summary": models.spec(name).summary})
+        rows.append(
+            {
+                "model": name,
+                "dataset": meta.name,
+                **c.as_dict(),
+                "summary": models.spec(name).summary,
+            }
+        )
     if args.json:
         for r in rows:
             print(json.dumps(r))
         return 0
     print(f"{'model':<20} {'dataset':<9} {'params':>12} {'MACs':>15}  summary")
     for r in rows:
-        print(f"{r['model']:<20} {r['dataset']:<9} {r['params']:>12,} {r['macs']:>15,}  "
-              f"{r['summary']}")
+        print(
+            f"{r['model']:<20} {r['dataset']:<9} {r['params']:>12,} {r['macs']:>15,}  "
+            f"{r['summary']}"
+        )
     print("\nAny timm model is available as timm/<name>.")
     return 0
 
@@ -81,6 +93,7 @@ def cmd_count(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(

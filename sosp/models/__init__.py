@@ -30,8 +30,7 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, builder: Builder, summary: str, dataset: str = "cifar10",
-             **kwargs) -> None:
+def register(name: str, builder: Builder, summary: str, dataset: str = "cifar10", **kwargs) -> None:
     """Register `builder(num_classes=, in_channels=, image_size=, **kwargs)` under `name`."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is registered twice")
@@ -57,8 +56,9 @@ def spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def create(name: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
-           **options) -> nn.Module:
+def create(
+    name: str, num_classes: int, in_channels: int = 3, image_size: int = 32, **options
+) -> nn.Module:
     """A freshly initialized model `name` for inputs [B, in_channels, image_size, image_size].
 
     `options` override the registered keyword arguments (e.g. ``shortcut="zeropad"`` for the
@@ -66,12 +66,17 @@ def create(name: str, num_classes: int, in_channels: int = 3, image_size: int = 
     """
     found = spec(name)
     kwargs = {"name": name.removeprefix("timm/")} if name.startswith("timm/") else found.kwargs
-    return found.builder(num_classes=num_classes, in_channels=in_channels,
-                         image_size=image_size, **{**kwargs, **options})
+    return found.builder(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        **{**kwargs, **options},
+    )
 
 
-def timm_model_builder(name: str, num_classes: int, in_channels: int, image_size: int,
-                       **options) -> nn.Module:
+def timm_model_builder(
+    name: str, num_classes: int, in_channels: int, image_size: int, **options
+) -> nn.Module:
     from sosp.models.imagenet import timm_model
 
     return timm_model(name, num_classes, in_channels, **options)

@@ -58,8 +58,15 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """ResNet-(6n+2) for small images: stem conv3x3(width), stages of n blocks, global pool, fc."""
 
-    def __init__(self, depth: int, num_classes: int, in_channels: int = 3, width: int = 16,
-                 shortcut: str = "projection", image_size: int = 32):
+    def __init__(
+        self,
+        depth: int,
+        num_classes: int,
+        in_channels: int = 3,
+        width: int = 16,
+        shortcut: str = "projection",
+        image_size: int = 32,
+    ):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, not {depth}")
@@ -88,11 +95,23 @@ class CifarResNet(nn.Module):
 
 
 for _depth in (20, 32, 56, 110):
-    register(f"resnet{_depth}", CifarResNet,
-             f"CIFAR ResNet-{_depth}, projection shortcuts (SOSP paper)", depth=_depth)
-    register(f"resnet{_depth}_zeropad", CifarResNet,
-             f"CIFAR ResNet-{_depth}, zero-padding shortcuts (option A)",
-             depth=_depth, shortcut="zeropad")
-register("resnet32x4", CifarResNet,
-         "CIFAR ResNet-32 widened 4x (64/128/256), projection shortcuts (C-OBD/EigenDamage)",
-         depth=32, width=64)
+    register(
+        f"resnet{_depth}",
+        CifarResNet,
+        f"CIFAR ResNet-{_depth}, projection shortcuts (SOSP paper)",
+        depth=_depth,
+    )
+    register(
+        f"resnet{_depth}_zeropad",
+        CifarResNet,
+        f"CIFAR ResNet-{_depth}, zero-padding shortcuts (option A)",
+        depth=_depth,
+        shortcut="zeropad",
+    )
+register(
+    "resnet32x4",
+    CifarResNet,
+    "CIFAR ResNet-32 widened 4x (64/128/256), projection shortcuts (C-OBD/EigenDamage)",
+    depth=32,
+    width=64,
+)

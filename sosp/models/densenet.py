@@ -40,8 +40,15 @@ class Transition(nn.Module):
 
 
 class DenseNet(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 32,
-                 depth: int = 40, growth: int = 12, compression: float = 1.0):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        image_size: int = 32,
+        depth: int = 40,
+        growth: int = 12,
+        compression: float = 1.0,
+    ):
         super().__init__()
         if (depth - 4) % 3:
             raise ValueError(f"DenseNet depth must be 3n+4, not {depth}")

@@ -10,13 +10,15 @@ from sosp.errors import UnknownName
 from sosp.models import register
 
 
-def torchvision_resnet(arch: str, num_classes: int, in_channels: int = 3,
-                       image_size: int = 224) -> nn.Module:
+def torchvision_resnet(
+    arch: str, num_classes: int, in_channels: int = 3, image_size: int = 224
+) -> nn.Module:
     model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
     if in_channels != 3:
         old = model.conv1
-        model.conv1 = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride,
-                                old.padding, bias=False)
+        model.conv1 = nn.Conv2d(
+            in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False
+        )
     return model
 
 
@@ -26,10 +28,12 @@ def timm_model(name: str, num_classes: int, in_channels: int = 3, **options) -> 
 
     if name not in timm.list_models():
         raise UnknownName(f"unknown timm model {name!r}; see timm.list_models() for the names")
-    return timm.create_model(name, pretrained=False, num_classes=num_classes,
-                             in_chans=in_channels, **options)
+    return timm.create_model(
+        name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **options
+    )
 
 
 for _arch in ("resnet18", "resnet34", "resnet50"):
-    register(_arch, torchvision_resnet, f"torchvision {_arch} (ImageNet)", dataset="imagenet",
-             arch=_arch)
+    register(
+        _arch, torchvision_resnet, f"torchvision {_arch} (ImageNet)", dataset="imagenet", arch=_arch
+    )

@@ -9,20 +9,35 @@ from torch import nn
 from sosp.models import register
 
 # (output channels, stride) of each depthwise-separable block; CIFAR variant (stem stride 1).
-CFG = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-       (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
+CFG = [
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+]
 
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int, groups: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
     )
 
 
 class MobileNetV1(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 32,
-                 width: float = 1.0):
+    def __init__(
+        self, num_classes: int, in_channels: int = 3, image_size: int = 32, width: float = 1.0
+    ):
         super().__init__()
         c = int(32 * width)
         layers = [_conv_bn_relu(in_channels, c, 3, 1, 1)]

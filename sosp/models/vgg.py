@@ -16,16 +16,37 @@ CFGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
     "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
-    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-              512, 512, 512, 512, "M", 512, 512, 512, 512],
+    "vgg19": [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+    ],
 }
 
 
 class VGG(nn.Module):
     """`features` (conv-BN-ReLU and max-pools), global average pool, `classifier` (Linear)."""
 
-    def __init__(self, cfg: list[int | str], num_classes: int, in_channels: int = 3,
-                 image_size: int = 32):
+    def __init__(
+        self, cfg: list[int | str], num_classes: int, in_channels: int = 3, image_size: int = 32
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         channels, size = in_channels, image_size
@@ -35,8 +56,11 @@ class VGG(nn.Module):
                     layers.append(nn.MaxPool2d(2))
                     size //= 2
                 continue
-            layers += [nn.Conv2d(channels, v, 3, padding=1, bias=False), nn.BatchNorm2d(v),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels, v, 3, padding=1, bias=False),
+                nn.BatchNorm2d(v),
+                nn.ReLU(inplace=True),
+            ]
             channels = v
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -52,5 +76,4 @@ class VGG(nn.Module):
 
 
 for _name, _cfg in CFGS.items():
-    register(_name, VGG, f"{_name.upper()} with BN, one linear layer (Network Slimming)",
-             cfg=_cfg)
+    register(_name, VGG, f"{_name.upper()} with BN, one linear layer (Network Slimming)", cfg=_cfg)

@@ -28,8 +28,14 @@ class WideBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 32,
-                 depth: int = 28, widen: int = 10):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        image_size: int = 32,
+        depth: int = 28,
+        widen: int = 10,
+    ):
         super().__init__()
         if (depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6n+4, not {depth}")
@@ -56,5 +62,6 @@ class WideResNet(nn.Module):
 
 
 register("wrn28_10", WideResNet, "WideResNet-28-10, pre-activation", depth=28, widen=10)
-register("wrn16_4", WideResNet, "WideResNet-16-4, pre-activation (small, for tests)",
-         depth=16, widen=4)
+register(
+    "wrn16_4", WideResNet, "WideResNet-16-4, pre-activation (small, for tests)", depth=16, widen=4
+)

@@ -1,0 +1,95 @@
+"""The model zoo: the published/pinned sizes, shapes on every dataset, and MAC counts that agree
+with an independent counter (ptflops' ATen backend)."""
+
+import pytest
+import torch
+from ptflops import get_model_complexity_info
+from torch import nn
+
+from sosp import counting, data, models
+
+# (model, dataset) -> (params, MACs or None). Sources: DESIGN.md section 6 and issue 2.
+PINNED = {
+    ("resnet56", "cifar10"): (855_770, 125_747_840),
+    ("resnet56_zeropad", "cifar10"): (853_018, 125_485_696),
+    ("resnet18", "imagenet"): (11_689_512, 1_814_073_344),
+    ("vgg19", "cifar10"): (20_035_018, None),
+    ("resnet32x4", "cifar10"): (7_427_914, None),
+    ("densenet40", "cifar10"): (1_059_298, None),
+    ("resnet50", "imagenet"): (25_557_032, 4_089_184_256),
+}
+
+
+def build(name: str, dataset: str) -> nn.Module:
+    meta = data.info(dataset)
+    return models.create(name, meta.num_classes, meta.in_channels, meta.image_size)
+
+
+@pytest.mark.parametrize(("name", "dataset"), list(PINNED))
+def test_pinned_counts(name, dataset):
+    """Params and MACs equal the numbers the papers and torchvision document."""
+    params, macs = PINNED[(name, dataset)]
+    c = counting.count(build(name, dataset), data.info(dataset).input_shape)
+    assert c.params == params
+    if macs is not None:
+        assert c.macs == macs
+
+
+def test_zeropad_differs_only_by_projections():
+    """The projection variant adds exactly the two 1x1 conv + BN shortcuts of ResNet-56."""
+    diff = counting.count_params(build("resnet56", "cifar10")) - counting.count_params(
+        build("resnet56_zeropad", "cifar10")
+    )
+    assert diff == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
+
+
+def ptflops_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """ptflops (ATen backend: convolution and matrix products only) minus the bias additions
+    it includes, i.e. conv + linear MACs by an independent implementation."""
+    macs, _ = get_model_complexity_info(
+        model, shape, as_strings=False, backend="aten", print_per_layer_stat=False, verbose=False
+    )
+    assert not any(m.bias is not None for m in model.modules() if isinstance(m, nn.Conv2d)), (
+        "conv biases would need their own correction"
+    )
+    linear_bias = sum(
+        m.out_features for m in model.modules() if isinstance(m, nn.Linear) and m.bias is not None
+    )
+    return macs - linear_bias
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_macs_match_independent_counter(name):
+    """Our hook-based MAC count equals ptflops' on every zoo model at its native resolution."""
+    dataset = models.spec(name).dataset
+    model = build(name, dataset)
+    shape = data.info(dataset).input_shape
+    assert counting.count_macs(model, shape) == ptflops_macs(model, shape)
+
+
+@pytest.mark.parametrize("name", [n for n in models.names() if models.spec(n).dataset == "cifar10"])
+@pytest.mark.parametrize("dataset", ["digits", "cifar100"])
+def test_cifar_models_accept_their_datasets(name, dataset):
+    """Every CIFAR model runs on 1-channel 8x8 digits and on CIFAR-100, emitting one logit per
+    class."""
+    meta = data.info(dataset)
+    model = build(name, dataset).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, *meta.input_shape))
+    assert out.shape == (2, meta.num_classes)
+
+
+def test_timm_model_by_name():
+    """timm models are created offline by name and counted like any other model."""
+    model = models.create("timm/resnet10t", num_classes=10, in_channels=3)
+    shape = (3, 64, 64)
+    assert counting.count_macs(model, shape) == ptflops_macs(model, shape)
+    assert model(torch.randn(1, *shape)).shape == (1, 10)
+
+
+def test_unknown_model_names_the_alternatives():
+    """An unknown name raises an error that lists the known models."""
+    with pytest.raises(KeyError, match="resnet56"):
+        models.create("resnet57", 10)
+    with pytest.raises(KeyError, match="timm.list_models"):
+        models.create("timm/not_a_model", 10)

@@ -1,0 +1,87 @@
+"""Datasets: the embedded digits, CIFAR through torchvision's real pickled-batch reader, and
+clear errors for missing data."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from sosp import data
+from sosp.errors import DatasetNotFound
+
+
+def test_digits_split_is_fixed_and_complete():
+    """digits: 1437 train + 360 test of the 1797 real images, the same split every call."""
+    train, test = data.load("digits", "train"), data.load("digits", "test")
+    assert (len(train), len(test)) == (1437, 360)
+    assert torch.equal(train.tensors[0], data.load("digits", "train").tensors[0])
+    assert set(test.tensors[1].tolist()) == set(range(10))
+
+
+def test_digits_normalization_constants_match_the_training_split():
+    """The documented mean/std are those of the training split (to 4 decimals)."""
+    x = data.load("digits", "train").tensors[0]
+    assert abs(x.mean().item()) < 1e-3 and abs(x.std().item() - 1) < 1e-3
+
+
+def write_cifar10(root, per_batch=4, seed=0):
+    """Tiny CIFAR-10 in the real on-disk format: protocol-2 pickled dicts with uint8 rows of
+    3072 bytes (R, G, B planes) and integer labels, read back as torchvision does (latin1)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        batch = {
+            "batch_label": name,
+            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, per_batch).tolist(),
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f, protocol=2)
+    return folder
+
+
+def test_cifar_loads_real_pickled_batches(tmp_path):
+    """The CIFAR path reads pickled batches through torchvision and normalizes each channel
+    with the CIFAR constants; test images are not augmented."""
+    folder = write_cifar10(tmp_path)
+    train = data.load("cifar10", "train", root=tmp_path)
+    test = data.load("cifar10", "test", root=tmp_path)
+    assert (len(train), len(test)) == (20, 4)
+    image, label = test[0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    with open(folder / "test_batch", "rb") as f:
+        raw = pickle.load(f, encoding="latin1")
+    pixels = torch.tensor(raw["data"][0], dtype=torch.float32).view(3, 32, 32) / 255
+    mean, std = torch.tensor(data.CIFAR_MEAN), torch.tensor(data.CIFAR_STD)
+    assert torch.allclose(image, (pixels - mean[:, None, None]) / std[:, None, None], atol=1e-6)
+    assert label == raw["labels"][0]
+
+
+def test_cifar_train_augmentation_crops_and_flips(tmp_path):
+    """Training images vary between reads (random crop/flip), test images do not."""
+    write_cifar10(tmp_path)
+    train = data.load("cifar10", "train", root=tmp_path)
+    test = data.load("cifar10", "test", root=tmp_path)
+    torch.manual_seed(0)
+    assert any(not torch.equal(train[0][0], train[0][0]) for _ in range(10))
+    assert torch.equal(test[0][0], test[0][0])
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "imagenet"])
+def test_missing_dataset_names_the_folder(tmp_path, name, monkeypatch):
+    """A missing dataset raises DatasetNotFound naming the folder it looked in."""
+    monkeypatch.delenv("SOSP_IMAGENET", raising=False)
+    with pytest.raises(DatasetNotFound, match=str(tmp_path)):
+        data.load(name, "train", root=tmp_path)
+
+
+def test_synthetic_is_seeded():
+    """Synthetic tensors have the requested shape and are identical for the same seed."""
+    a, b = data.synthetic(8, (3, 4, 4), 5, seed=1), data.synthetic(8, (3, 4, 4), 5, seed=1)
+    assert a.tensors[0].shape == (8, 3, 4, 4) and torch.equal(a.tensors[0], b.tensors[0])
+    assert int(a.tensors[1].max()) < 5
