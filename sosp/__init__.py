@@ -1,0 +1,9 @@
+"""Second-order structured pruning (SOSP-I, SOSP-H; Nonnenmacher et al., ICLR 2022).
+
+r = sosp.prune(model, method="sosp_h", ratio=0.5, data=batches)
+r.mask, r.model, r.order, r.scores, r.report
+"""
+
+from sosp.api import PruneResult, apply_mask, load_mask, load_pruned, prune, save_mask
+
+__all__ = ["PruneResult", "apply_mask", "load_mask", "load_pruned", "prune", "save_mask"]

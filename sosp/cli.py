@@ -7,9 +7,13 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from sosp import counting, data, models
-from sosp.errors import SospError
+import torch
+
+from sosp import api, counting, data, methods, models
+from sosp.errors import BadInput, SospError
+from sosp.io import atomic_save, atomic_write_text, load_checkpoint
 
 Command = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, tuple[Command, Callable[[argparse.ArgumentParser], None], str]] = {}
@@ -78,17 +82,143 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _count_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="zoo name (see `sosp models`) or timm/<name>")
     p.add_argument("--dataset", help="dataset the model is built for (default: the model's own)")
+    p.add_argument("--mask", help="mask.json from `sosp prune`: count the pruned architecture")
     p.add_argument("--json", action="store_true", help='print {"params": ..., "macs": ...}')
 
 
 @command("count", "count the parameters and MACs of a (pruned) architecture", _count_args)
 def cmd_count(args: argparse.Namespace) -> int:
     model, meta = _model_for(args)
+    if args.mask:
+        doc = api.read_mask_file(args.mask)
+        model = api.apply_mask(model, doc["mask"], meta.input_shape, doc.get("exclude"))
     c = counting.count(model, meta.input_shape)
     if args.json:
         print(json.dumps(c.as_dict()))
     else:
         print(f"{args.model} on {meta.name}: {c.params:,} params, {c.macs:,} MACs per image")
+    return 0
+
+
+def _prune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="zoo name (see `sosp models`) or timm/<name>")
+    p.add_argument(
+        "--dataset",
+        help="dataset (default: the model's own); the pruning samples "
+        "come from its training split, without augmentation",
+    )
+    p.add_argument(
+        "--checkpoint",
+        help="weights to prune (a state dict, or a dict with "
+        "'state_dict'); without it the randomly initialized network is pruned",
+    )
+    p.add_argument("--method", default="sosp_h", help="one of: " + ", ".join(methods.names()))
+    p.add_argument(
+        "--ratio",
+        type=float,
+        required=True,
+        help="fraction to prune, in (0, 1), of the --budget quantity",
+    )
+    p.add_argument("--budget", default="structures", choices=["structures", "params", "macs"])
+    p.add_argument("--scope", default="global", choices=["global", "local"])
+    p.add_argument(
+        "--max-layer-fraction",
+        type=float,
+        help="prune at most this fraction of any layer's structures (e.g. 0.95)",
+    )
+    p.add_argument(
+        "--kernel-scaling",
+        action="store_true",
+        help="divide saliencies by the kernel size (the paper's SOSP*)",
+    )
+    p.add_argument(
+        "--exclude",
+        nargs="*",
+        default=[],
+        help="fnmatch patterns of layers never pruned, or the preset "
+        "'resnet_downsample' (the paper's setting for ResNets)",
+    )
+    p.add_argument(
+        "--option",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="method options, e.g. diagonal=true label_samples=10",
+    )
+    p.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "squared"])
+    p.add_argument("--n-samples", type=int, default=1000, help="N', samples for the saliencies")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0, help="picks the N' samples (and labels)")
+    p.add_argument("--data-root", help="folder holding the datasets (default $SOSP_DATA or ./data)")
+    p.add_argument("--download", action="store_true", help="download CIFAR if it is missing")
+    p.add_argument("--out", required=True, help="folder for mask.json, pruned.pt, report.json")
+
+
+def parse_options(items: list[str]) -> dict:
+    """KEY=VALUE strings to a dict, values read as JSON where they parse (true, 3, 0.5)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise BadInput(f"--option takes KEY=VALUE, not {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def load_weights(model: torch.nn.Module, path: str) -> None:
+    """Load a state dict (or a dict holding 'state_dict') into `model`, with clear errors."""
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("state_dict", ckpt)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise BadInput(f"checkpoint {path} does not fit the model: {e}") from e
+
+
+@command("prune", "compute a pruning mask and the physically pruned network", _prune_args)
+def cmd_prune(args: argparse.Namespace) -> int:
+    model, meta = _model_for(args)
+    if args.checkpoint:
+        load_weights(model, args.checkpoint)
+    train = data.load(
+        meta.name, "train", root=args.data_root, augment=False, download=args.download
+    )
+    g = torch.Generator().manual_seed(args.seed)
+    loader = torch.utils.data.DataLoader(
+        train, batch_size=args.batch_size, shuffle=True, generator=g
+    )
+    exclude = args.exclude or None
+    r = api.prune(
+        model,
+        args.method,
+        args.ratio,
+        loader,
+        args.loss,
+        exclude,
+        n_samples=args.n_samples,
+        budget=args.budget,
+        scope=args.scope,
+        max_layer_fraction=args.max_layer_fraction,
+        kernel_scaling=args.kernel_scaling,
+        seed=args.seed,
+        progress=True,
+        **parse_options(args.option),
+    )
+    out = Path(args.out)
+    arch = {"model": args.model, "dataset": meta.name, "exclude": exclude}
+    report = {**arch, "checkpoint": args.checkpoint, "seed": args.seed, **r.report}
+    api.save_mask(r.mask, out / "mask.json", **arch)
+    atomic_save({**arch, "mask": r.mask, "state_dict": r.model.state_dict()}, out / "pruned.pt")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1))
+    print(
+        f"{args.method}: pruned {r.report['pruned_structures']} of "
+        f"{r.report['structures']} structures; params {r.report['before']['params']:,} -> "
+        f"{r.report['after']['params']:,}, MACs {r.report['before']['macs']:,} -> "
+        f"{r.report['after']['macs']:,}; {r.report['seconds']:.1f} s. Wrote {out}/"
+    )
     return 0
 
 

@@ -1,0 +1,279 @@
+"""First- and second-order quantities per structure, streamed over N' samples in batches.
+
+Notation (DESIGN.md section 5): S structures, D outputs, N' samples, loss
+L = (1/N') sum_n l(f(x_n), y_n) with l = cross-entropy or 1/2 ||f - y||^2.
+
+- `gate_jacobians`: per-sample J_n in R^{D x S} with J_n[:, s] = phi(x_n) theta_s, from
+  multiplicative gates (= 1) on every structure's conv output and on its BN's output: by
+  homogeneity the sum of the two gate derivatives is the directional derivative along theta_s.
+  One backward pass per output dimension gives J for the whole batch.
+- `gauss_newton`: G = (1/N') sum_n J_n^T R_n J_n (R = diag(p) - p p^T for cross-entropy, I for
+  squared loss) and lambda_1 = theta_s . dL/dtheta, or with `label_samples=k` the unbiased
+  estimate of G from k labels per input sampled from p.
+- `hessian_terms`: lambda_1 and theta_s . (H theta_struc) by exact double backpropagation.
+
+Everything runs with the model in eval mode (BatchNorm on running statistics), so samples do
+not interact; it works in float64 when model and data are float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from sosp.errors import BadInput
+from sosp.structures import StructureGraph, structure_params
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+LOSSES = ("cross_entropy", "squared")
+
+
+def loss_sum(loss: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """sum_n l(out_n, y_n) for a batch. Integer targets of the squared loss are one-hot."""
+    if loss == "cross_entropy":
+        return F.cross_entropy(out, y, reduction="sum")
+    if loss == "squared":
+        target = F.one_hot(y, out.shape[1]).to(out.dtype) if y.dtype == torch.long else y
+        return 0.5 * ((out - target) ** 2).sum()
+    raise BadInput(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+
+
+def output_residual(loss: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """dl/df per sample [B, D]: p - onehot(y) for cross-entropy, f - y for squared loss."""
+    target = F.one_hot(y, out.shape[1]).to(out.dtype) if y.dtype == torch.long else y
+    return (out.softmax(1) if loss == "cross_entropy" else out) - target
+
+
+def take_samples(
+    batches: Iterable[Batch], n_samples: int, device: torch.device, dtype: torch.dtype
+) -> Iterator[Batch]:
+    """The first `n_samples` samples of `batches` (the last batch cut), moved to the model."""
+    seen = 0
+    for x, y in batches:
+        if seen >= n_samples:
+            return
+        x, y = x[: n_samples - seen], y[: n_samples - seen]
+        seen += len(x)
+        yield x.to(device, dtype), y.to(device)
+
+
+@dataclass
+class Streamed:
+    """Per-structure results accumulated over N' samples."""
+
+    n_samples: int
+    lambda1: torch.Tensor  # [S] theta_s . dL/dtheta
+    second: torch.Tensor  # [S, S] G for SOSP-I, or [S] theta_s . H theta_struc for SOSP-H
+
+
+@contextmanager
+def gated(graph: StructureGraph, batch_size: int):
+    """Install per-sample gates [batch_size, C] (ones, requires_grad) on the output of every
+    prunable layer and of its BatchNorm. Yields the list of gate tensors, in structure order
+    as pairs (layer gate, BN gate or None)."""
+    gates: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    handles = []
+    p = next(graph.gm.parameters())
+
+    def hook_for(gate: torch.Tensor) -> Callable:
+        def hook(_m, _i, out: torch.Tensor) -> torch.Tensor:
+            return out * gate.view(*gate.shape, *[1] * (out.dim() - 2))
+
+        return hook
+
+    for layer in graph.layers.values():
+        if not layer.prunable:
+            continue
+        pair = []
+        for name in (layer.name, layer.bn):
+            if name is None:
+                pair.append(None)
+                continue
+            gate = torch.ones(
+                batch_size, layer.out_channels, dtype=p.dtype, device=p.device, requires_grad=True
+            )
+            handles.append(graph.gm.get_submodule(name).register_forward_hook(hook_for(gate)))
+            pair.append(gate)
+        gates.append((pair[0], pair[1]))
+    try:
+        yield gates
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _gate_grads(scalar_or_out: torch.Tensor, gates, grad_outputs=None) -> torch.Tensor:
+    """[B, S]: d(.)/d(layer gate) + d(.)/d(BN gate) per sample and structure."""
+    flat = [g for pair in gates for g in pair if g is not None]
+    grads = iter(
+        torch.autograd.grad(scalar_or_out, flat, grad_outputs=grad_outputs, retain_graph=True)
+    )
+    per_layer = []
+    for conv_gate, bn_gate in gates:
+        g = next(grads)
+        if bn_gate is not None:
+            g = g + next(grads)
+        per_layer.append(g)
+    return torch.cat(per_layer, 1)
+
+
+def gate_jacobians(graph: StructureGraph, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(J [B, D, S], f(x) [B, D]) with J[n, :, s] = phi(x_n) theta_s, by D backward passes.
+    The model must be in eval mode."""
+    with gated(graph, len(x)) as gates:
+        out = graph.gm(x)
+        cols = [_gate_grads(out[:, d].sum(), gates) for d in range(out.shape[1])]
+    return torch.stack(cols, 1), out.detach()
+
+
+def gauss_newton(
+    graph: StructureGraph,
+    batches: Iterable[Batch],
+    loss: str,
+    n_samples: int = 1000,
+    label_samples: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> Streamed:
+    """G [S, S] and lambda_1 [S] over the first `n_samples` samples (see module docstring).
+
+    Exact: D backward passes per batch. With `label_samples=k`: k + 1 backward passes per
+    batch and G the unbiased estimate E_{y~p}[(J^T (p - e_y))(J^T (p - e_y))^T].
+    """
+    p = next(graph.gm.parameters())
+    S = len(graph.structures)
+    G = torch.zeros(S, S, dtype=p.dtype, device=p.device)
+    lambda1 = torch.zeros(S, dtype=p.dtype, device=p.device)
+    n = 0
+    with (
+        _eval(graph.gm),
+        tqdm(total=n_samples, desc="gauss-newton", disable=not progress, unit="sample") as bar,
+    ):
+        for x, y in take_samples(batches, n_samples, p.device, p.dtype):
+            if label_samples:
+                Gb, l1 = _sampled_batch(graph, x, y, loss, label_samples, generator)
+            else:
+                Gb, l1 = _exact_batch(graph, x, y, loss)
+            G += Gb
+            lambda1 += l1
+            n += len(x)
+            bar.update(len(x))
+    _check_count(n, n_samples)
+    return Streamed(n, lambda1 / n, G / n)
+
+
+def _exact_batch(graph, x, y, loss) -> tuple[torch.Tensor, torch.Tensor]:
+    J, out = gate_jacobians(graph, x)  # [B, D, S]
+    lambda1 = torch.einsum("nds,nd->s", J, output_residual(loss, out, y))
+    if loss == "squared":
+        A = J.reshape(-1, J.shape[2])
+        return A.T @ A, lambda1
+    prob = out.softmax(1)
+    A = (J * prob.sqrt()[:, :, None]).reshape(-1, J.shape[2])  # J^T diag(p) J = A^T A
+    V = torch.einsum("nds,nd->ns", J, prob)  # J^T p
+    return A.T @ A - V.T @ V, lambda1
+
+
+def _sampled_batch(graph, x, y, loss, k, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    if loss != "cross_entropy":
+        raise BadInput(
+            "label sampling estimates cross-entropy curvature; use loss="
+            "'cross_entropy' or drop label_samples"
+        )
+    with gated(graph, len(x)) as gates:
+        out = graph.gm(x)
+        prob = out.detach().softmax(1)
+        lambda1 = _gate_grads(out, gates, output_residual(loss, out.detach(), y)).sum(0)
+        G = torch.zeros(lambda1.numel(), lambda1.numel(), dtype=out.dtype, device=out.device)
+        for _ in range(k):
+            sampled = torch.multinomial(prob.cpu().double(), 1, generator=generator).flatten()
+            r = output_residual(loss, out.detach(), sampled.to(out.device))
+            V = _gate_grads(out, gates, r)  # [B, S]
+            G += V.T @ V
+    return G / k, lambda1
+
+
+def hessian_terms(
+    graph: StructureGraph,
+    batches: Iterable[Batch],
+    loss: str,
+    n_samples: int = 1000,
+    hessian: bool = True,
+    progress: bool = False,
+) -> Streamed:
+    """lambda_1 [S] and theta_s . (H theta_struc) [S] (zeros when `hessian=False`), with H the
+    exact Hessian of L by double backpropagation, theta_struc the weights of all structures."""
+    named = [
+        item
+        for name, layer in graph.layers.items()
+        if layer.prunable
+        for item in structure_params(graph, name)
+    ]
+    params = [p for _, p in named]
+    theta = [p.detach() for p in params]
+    grad_sum = [torch.zeros_like(p) for p in params]
+    hv_sum = [torch.zeros_like(p) for p in params]
+    p0 = params[0]
+    n = 0
+    with (
+        _eval(graph.gm),
+        tqdm(total=n_samples, desc="hessian", disable=not progress, unit="sample") as bar,
+    ):
+        for x, y in take_samples(batches, n_samples, p0.device, p0.dtype):
+            total = loss_sum(loss, graph.gm(x), y)
+            grads = torch.autograd.grad(total, params, create_graph=hessian)
+            if hessian:
+                dot = sum((g * t).sum() for g, t in zip(grads, theta, strict=True))
+                for acc, h in zip(hv_sum, torch.autograd.grad(dot, params), strict=True):
+                    acc += h
+            for acc, g in zip(grad_sum, grads, strict=True):
+                acc += g.detach()
+            n += len(x)
+            bar.update(len(x))
+    _check_count(n, n_samples)
+    return Streamed(
+        n, _per_structure(graph, theta, grad_sum) / n, _per_structure(graph, theta, hv_sum) / n
+    )
+
+
+def _per_structure(
+    graph: StructureGraph, theta: list[torch.Tensor], vec: list[torch.Tensor]
+) -> torch.Tensor:
+    """[S]: sum over each structure's parameters p of theta_p * vec_p (params in the order
+    `hessian_terms` lists them)."""
+    it = iter(zip(theta, vec, strict=True))
+    out = []
+    for name, layer in graph.layers.items():
+        if not layer.prunable:
+            continue
+        total = 0
+        for _ in structure_params(graph, name):
+            t, v = next(it)
+            total = total + (t * v).reshape(t.shape[0], -1).sum(1)
+        out.append(total)
+    return torch.cat(out)
+
+
+def _check_count(n: int, wanted: int) -> None:
+    if n == 0:
+        raise BadInput("no samples: the data passed for pruning is empty")
+    if n < wanted:
+        import warnings
+
+        warnings.warn(f"asked for N'={wanted} samples but the data had only {n}", stacklevel=3)
+
+
+@contextmanager
+def _eval(model: nn.Module):
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)

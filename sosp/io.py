@@ -1,0 +1,54 @@
+"""Atomic file writes and checked checkpoint loading: nothing half-written is ever read."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from sosp.errors import BadInput
+
+
+def _atomic(path: str | os.PathLike, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` via a temporary file in the same folder and a rename."""
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
+def atomic_save(obj: object, path: str | os.PathLike) -> None:
+    """torch.save `obj` to `path` atomically."""
+    _atomic(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint dict (tensors and plain data only); a clear error when it is missing,
+    truncated or not a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BadInput(
+            f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e}); "
+            "delete it and re-create it"
+        ) from e
+    if not isinstance(obj, dict):
+        raise BadInput(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
+    return obj

@@ -1,0 +1,171 @@
+"""Turn saliencies into a pruning order and the order into a mask that meets a budget.
+
+A method yields either per-structure `scores` (prune the smallest first) or the SOSP-I matrix
+`q` (greedy Eq. 4). Selection is `global` (one order over all structures) or `local` (each
+layer ranked on its own; the orders interleave so that a prefix prunes the same fraction of
+every layer). Every layer keeps at least one structure and at most `max_layer_fraction` of
+its structures are pruned. The budget is a fraction of structures, of parameters or of MACs
+removed; for the latter two the shortest prefix of the order that removes at least that
+fraction of the exact count of the pruned architecture is taken (binary search).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from sosp.errors import BadInput
+
+BUDGETS = ("structures", "params", "macs")
+SCOPES = ("global", "local")
+
+
+@dataclass
+class Saliency:
+    """What a method computed: `scores` [S] (lower = prune first) or `q` [S, S] for greedy."""
+
+    scores: torch.Tensor | None = None
+    q: torch.Tensor | None = None
+
+    def check_finite(self, method: str) -> None:
+        values = self.scores if self.scores is not None else self.q
+        if not torch.isfinite(values).all():
+            bad = (~torch.isfinite(values)).sum().item()
+            raise BadInput(
+                f"method {method!r} produced {bad} NaN or infinite saliencies; the weights or "
+                "the loss on the pruning data are not finite (check the checkpoint and the data)"
+            )
+
+
+def greedy_order(
+    q: torch.Tensor, layer_of: torch.Tensor, caps: torch.Tensor, scale: torch.Tensor | None = None
+) -> list[int]:
+    """SOSP-I's greedy selection (Eq. 4) in O(S^2): repeatedly add the structure s not in M
+    minimizing Q_ss + 2 sum_{s' in M} Q_ss' (times `scale[s]`), skipping layers whose cap
+    (max structures pruned) is reached. Keeps c = diag(Q) + 2 Q[:, M] 1 up to date with one
+    column per step. Returns the whole order (until every layer is at its cap)."""
+    c = q.diagonal().clone().double()
+    scale = None if scale is None else scale.double()
+    q2 = 2 * q.double()
+    used = torch.zeros_like(caps)
+    blocked = torch.zeros(len(c), dtype=torch.bool)
+    blocked |= caps[layer_of] == 0
+    order: list[int] = []
+    for _ in range(int(caps.sum())):
+        crit = c if scale is None else c * scale
+        s = int(torch.where(blocked, math.inf, crit).argmin())
+        order.append(s)
+        blocked[s] = True
+        c += q2[:, s]
+        layer = layer_of[s]
+        used[layer] += 1
+        if used[layer] >= caps[layer]:
+            blocked |= layer_of == layer
+    return order
+
+
+def sorted_order(scores: torch.Tensor, layer_of: torch.Tensor, caps: torch.Tensor) -> list[int]:
+    """Structures by ascending score (stable), skipping those beyond their layer's cap."""
+    used = torch.zeros_like(caps)
+    order = []
+    for s in torch.argsort(scores.double(), stable=True).tolist():
+        if used[layer_of[s]] < caps[layer_of[s]]:
+            used[layer_of[s]] += 1
+            order.append(s)
+    return order
+
+
+def layer_caps(layer_sizes: list[int], max_layer_fraction: float | None) -> torch.Tensor:
+    """Max structures pruned per layer: floor(fraction * n), never all n."""
+    if max_layer_fraction is not None and not 0 < max_layer_fraction <= 1:
+        raise BadInput(f"max_layer_fraction must be in (0, 1], not {max_layer_fraction}")
+    frac = 1.0 if max_layer_fraction is None else max_layer_fraction
+    return torch.tensor([min(n - 1, math.floor(frac * n + 1e-9)) for n in layer_sizes])
+
+
+def order(
+    sal: Saliency,
+    layer_of: torch.Tensor,
+    caps: torch.Tensor,
+    scope: str = "global",
+    scale: torch.Tensor | None = None,
+) -> list[int]:
+    """The pruning order of all structures that may be pruned under the caps."""
+    if scope not in SCOPES:
+        raise BadInput(f"scope must be one of {SCOPES}, not {scope!r}")
+    if scope == "global":
+        return _one_order(sal, torch.arange(len(layer_of)), layer_of, caps, scale)
+    ranked = []  # (fraction of its layer pruned after this one, layer, structure)
+    for layer in range(len(caps)):
+        idx = (layer_of == layer).nonzero().flatten()
+        sub = Saliency(
+            None if sal.scores is None else sal.scores[idx],
+            None if sal.q is None else sal.q[idx][:, idx],
+        )
+        local = _one_order(
+            sub,
+            idx,
+            torch.zeros(len(idx), dtype=torch.long),
+            caps[layer : layer + 1],
+            None if scale is None else scale[idx],
+        )
+        ranked += [((r + 1) / len(idx), layer, s) for r, s in enumerate(local)]
+    return [s for *_, s in sorted(ranked)]
+
+
+def _one_order(
+    sal: Saliency,
+    idx: torch.Tensor,
+    layer_of: torch.Tensor,
+    caps: torch.Tensor,
+    scale: torch.Tensor | None,
+) -> list[int]:
+    """Order of the structures `idx` (saliency, layer_of and scale indexed like idx)."""
+    if sal.q is not None:
+        local = greedy_order(sal.q, layer_of, caps, scale)
+    else:
+        scores = sal.scores if scale is None else sal.scores * scale
+        local = sorted_order(scores, layer_of, caps)
+    return [int(idx[s]) for s in local]
+
+
+def prefix_for_budget(
+    full_order: list[int],
+    ratio: float,
+    budget: str,
+    num_structures: int,
+    removed_fraction: Callable[[list[int]], float],
+) -> list[int]:
+    """The structures to prune: the shortest prefix of `full_order` meeting the budget.
+
+    `removed_fraction(pruned)` gives the fraction of params or MACs a mask removes.
+    """
+    if not 0 < ratio < 1:
+        raise BadInput(f"ratio must lie in (0, 1), not {ratio}")
+    if budget not in BUDGETS:
+        raise BadInput(f"budget must be one of {BUDGETS}, not {budget!r}")
+    if budget == "structures":
+        k = round(ratio * num_structures)
+        if k > len(full_order):
+            raise BadInput(
+                f"no mask can prune {k} of {num_structures} structures: the per-layer caps "
+                f"allow at most {len(full_order)}; lower the ratio or raise max_layer_fraction"
+            )
+        return full_order[:k]
+    most = removed_fraction(full_order)
+    if most < ratio:
+        raise BadInput(
+            f"no mask can remove {ratio:.1%} of the {budget}: pruning every allowed structure "
+            f"removes {most:.1%}; lower the ratio or raise max_layer_fraction"
+        )
+    lo, hi = 0, len(full_order)  # removed_fraction(prefix hi) >= ratio
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if removed_fraction(full_order[:mid]) >= ratio:
+            hi = mid
+        else:
+            lo = mid + 1
+    return full_order[:hi]

@@ -1,0 +1,102 @@
+"""Selection: the O(S^2) greedy against the literal argmin of Eq. 4, caps, scopes, budgets."""
+
+import math
+
+import pytest
+import torch
+
+from sosp.errors import BadInput
+from sosp.selection import (
+    Saliency,
+    greedy_order,
+    layer_caps,
+    order,
+    prefix_for_budget,
+    sorted_order,
+)
+
+
+def naive_eq4(q, layer_of, caps):
+    """Literal Eq. 4: argmin over s not in M (layer below cap) of Q_ss + 2 sum_{s' in M} Q_ss'."""
+    M = []
+    used = [0] * len(caps)
+    while True:
+        best, best_val = None, math.inf
+        for s in range(len(q)):
+            if s in M or used[layer_of[s]] >= caps[layer_of[s]]:
+                continue
+            val = q[s, s].item() + 2 * sum(q[s, t].item() for t in M)
+            if val < best_val:
+                best, best_val = s, val
+        if best is None:
+            return M
+        M.append(best)
+        used[layer_of[best]] += 1
+
+
+def random_q(S, seed):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(S, S, generator=g, dtype=torch.float64)
+    return 0.5 * (A @ A.T).abs() + torch.rand(S, generator=g, dtype=torch.float64).diag()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_greedy_equals_literal_eq4(seed):
+    """The running-sum greedy returns the same order as the naive O(S^3) argmin, caps too."""
+    S = 40
+    q = random_q(S, seed)
+    layer_of = torch.arange(S) % 4
+    caps = torch.tensor([9, 5, 10, 3])
+    assert greedy_order(q, layer_of, caps) == naive_eq4(q, layer_of.tolist(), caps.tolist())
+
+
+def test_sorted_order_respects_caps():
+    scores = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    layer_of = torch.tensor([0, 0, 0, 1, 1])
+    assert sorted_order(scores, layer_of, torch.tensor([1, 2])) == [0, 3, 4]
+
+
+def test_layer_caps_keep_one_structure():
+    """Every layer keeps at least one structure; a fraction caps by floor(f * n)."""
+    assert layer_caps([16, 1, 64], None).tolist() == [15, 0, 63]
+    assert layer_caps([16, 64], 0.95).tolist() == [15, 60]
+    with pytest.raises(BadInput):
+        layer_caps([4], 1.5)
+
+
+def test_local_scope_prunes_each_layer_alike():
+    """Local selection: a prefix of k = ratio * S prunes ratio of every layer (integral case)."""
+    scores = torch.rand(12)
+    layer_of = torch.tensor([0] * 4 + [1] * 8)
+    o = order(Saliency(scores=scores), layer_of, layer_caps([4, 8], None), "local")
+    first = o[:6]
+    assert sum(layer_of[s] == 0 for s in first) == 2 and sum(layer_of[s] == 1 for s in first) == 4
+    # within a layer, lowest scores first
+    l1 = [s for s in o if layer_of[s] == 1]
+    assert l1 == sorted(l1, key=lambda s: scores[s].item())
+
+
+def test_budget_is_the_shortest_prefix():
+    """params/MACs budgets take the shortest prefix reaching the fraction."""
+    full = list(range(10))
+    removed = lambda p: len(p) / 10 * 0.8  # noqa: E731
+    assert prefix_for_budget(full, 0.4, "params", 10, removed) == full[:5]
+    assert prefix_for_budget(full, 0.3, "structures", 10, removed) == full[:3]
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.1, 1.5])
+def test_ratio_outside_unit_interval(ratio):
+    with pytest.raises(BadInput, match="ratio"):
+        prefix_for_budget(list(range(4)), ratio, "structures", 4, lambda p: 0.0)
+
+
+def test_unreachable_budget_is_an_error():
+    with pytest.raises(BadInput, match="no mask can"):
+        prefix_for_budget(list(range(4)), 0.9, "params", 4, lambda p: 0.1 * len(p))
+    with pytest.raises(BadInput, match="no mask can"):
+        prefix_for_budget(list(range(4)), 0.9, "structures", 10, lambda p: 0.0)
+
+
+def test_nan_saliency_is_rejected():
+    with pytest.raises(BadInput, match="NaN"):
+        Saliency(scores=torch.tensor([0.1, float("nan")])).check_finite("sosp_h")

@@ -1,0 +1,104 @@
+"""Surgery: the physically pruned model computes what the soft-masked model computes, for
+every zoo model and random masks; its counts are those of the report."""
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+import sosp
+from sosp import counting, data, models
+from sosp.structures import analyze
+from sosp.surgery import indices_from_mask, mask_from_indices, physical, soft_masked
+from tests.tiny_nets import TinyNet, randomized
+
+# Small inputs keep the whole zoo fast on 2 cores; ImageNet models at 64x64.
+SHAPES = {"cifar10": (3, 16, 16), "imagenet": (3, 64, 64)}
+SKIP = {"wrn28_10", "resnet110", "resnet110_zeropad", "resnet32x4"}  # same code, just larger
+
+
+def random_mask(graph, rng):
+    """A random number (0 .. n-1) of random structures per layer."""
+    pruned = []
+    for idx in graph.layer_structures().values():
+        pruned += rng.sample(idx, rng.randint(0, len(idx) - 1))
+    return pruned
+
+
+@pytest.mark.parametrize("name", [n for n in models.names() if n not in SKIP])
+def test_physical_equals_soft_mask(name):
+    """Eval-mode outputs of the pruned network equal the soft-masked network's to 1e-5."""
+    shape = SHAPES[models.spec(name).dataset]
+    model = randomized(models.create(name, 10, shape[0], shape[1]), dtype=torch.float32)
+    graph = analyze(model, shape, exclude="resnet_downsample")
+    rng = random.Random(0)
+    x = torch.randn(2, *shape)
+    for _ in range(2):
+        pruned = random_mask(graph, rng)
+        small = physical(graph, pruned).eval()
+        with torch.no_grad():
+            expected = soft_masked(model, graph, pruned).eval()(x)
+            torch.testing.assert_close(small(x), expected, rtol=1e-5, atol=1e-5)
+        assert counting.count_params(small) < counting.count_params(model)
+
+
+def test_pruning_changes_the_function():
+    """Guard against a vacuous equality: a pruned model differs from the dense one."""
+    model = randomized(TinyNet())
+    graph = analyze(model, (2, 4, 4))
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    assert not torch.allclose(physical(graph, [0, 4]).eval()(x), model(x))
+
+
+def test_residual_stream_survives_while_a_writer_lives():
+    """TinyNet: pruning conv2's channel 0 keeps stream channel 0 (conv1 still writes it);
+    pruning conv1's and conv2's channel 0 removes it from the stream and from bn3."""
+    model = randomized(TinyNet())
+    graph = analyze(model, (2, 4, 4))
+    index = graph.structure_index()
+    only_conv2 = physical(graph, [index[("conv2", 0)]])
+    assert only_conv2.conv2.out_channels == 2 and only_conv2.bn3.num_features == 5
+    both = physical(graph, [index[("conv2", 0)], index[("conv1", 0)]])
+    assert both.conv3.in_channels == 2 and both.bn3.num_features == 4
+
+
+def test_excluded_and_classifier_layers_are_not_structures():
+    model = models.create("resnet20", 10)
+    graph = analyze(model, (3, 32, 32), exclude="resnet_downsample")
+    layers = {name for name, _ in graph.structures}
+    assert "fc" not in layers and not any("shortcut" in n for n in layers)
+    assert "layer2.0.conv1" in layers
+
+
+def test_unsupported_operation_fails_loudly():
+    """A channel-mixing op the analysis cannot prove safe names the node."""
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(torch.sigmoid(self.conv(x)).mean((2, 3)))
+
+    with pytest.raises(sosp.structures.Unsupported, match="sigmoid"):
+        analyze(Scaled(), (3, 8, 8))
+
+
+def test_mask_round_trip_and_fresh_model(tmp_path):
+    """A mask saved to disk applies to a freshly created model of the same architecture and
+    gives the counts of the pruned model."""
+    model = models.create("resnet20", 10, 1, 8)
+    ds = data.load("digits", "train")
+    batches = [(ds.tensors[0][:64], ds.tensors[1][:64])]
+    r = sosp.prune(model, "sosp_h", 0.4, batches, exclude="resnet_downsample", n_samples=64)
+    sosp.save_mask(r.mask, tmp_path / "mask.json", model="resnet20")
+    mask = sosp.load_mask(tmp_path / "mask.json")
+    assert mask == r.mask
+    fresh = models.create("resnet20", 10, 1, 8)
+    small = sosp.apply_mask(fresh, mask, (1, 8, 8), exclude="resnet_downsample")
+    assert counting.count(small, (1, 8, 8)).as_dict() == r.report["after"]
+    graph = analyze(fresh, (1, 8, 8), exclude="resnet_downsample")
+    assert mask_from_indices(graph, indices_from_mask(graph, mask)) == mask
