@@ -115,7 +115,7 @@ def _gate_grads(scalar_or_out: torch.Tensor, gates, grad_outputs=None) -> torch.
         torch.autograd.grad(scalar_or_out, flat, grad_outputs=grad_outputs, retain_graph=True)
     )
     per_layer = []
-    for conv_gate, bn_gate in gates:
+    for _, bn_gate in gates:
         g = next(grads)
         if bn_gate is not None:
             g = g + next(grads)

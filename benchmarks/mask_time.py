@@ -1,0 +1,106 @@
+"""Mask-computation time of SOSP-H and SOSP-I against one forward+backward pass (T_fb).
+
+    python benchmarks/mask_time.py                       # ResNet-56, N'=1000, CPU
+    python benchmarks/mask_time.py --widths 1 2 3 4      # the paper's Fig. 2 sweep
+    python benchmarks/mask_time.py --device cuda
+
+Synthetic CIFAR-sized inputs (timing does not depend on the pixel values). Writes one CSV row
+per (width, method) and, with several widths, a PNG of mask time vs width.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import sosp
+from sosp import counting, data
+from sosp.models.cifar_resnet import CifarResNet
+
+
+def timed(fn, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def forward_backward(model, batches) -> None:
+    for x, y in batches:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--depth", type=int, default=56)
+    p.add_argument("--widths", type=int, nargs="+", default=[1])
+    p.add_argument("--n-samples", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--methods", nargs="+", default=["sosp_h", "sosp_i"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="results/benchmarks/mask_time")
+    args = p.parse_args()
+
+    torch.manual_seed(0)
+    rows = []
+    for width in args.widths:
+        model = CifarResNet(args.depth, 10, width=16 * width).to(args.device).eval()
+        ds = data.synthetic(args.n_samples, (3, 32, 32), 10)
+        batches = [(x.to(args.device), y.to(args.device)) for x, y in
+                   torch.utils.data.DataLoader(ds, batch_size=args.batch_size)]
+        forward_backward(model, batches[:1])  # warm-up
+        t_fb = min(timed(lambda: forward_backward(model, batches), args.device) for _ in range(2))
+        params = counting.count_params(model)
+        for method in args.methods:
+            r = sosp.prune(model, method, 0.5, batches, exclude="resnet_downsample",
+                           n_samples=args.n_samples)
+            sec = r.report["seconds"]
+            row = {"depth": args.depth, "width": width, "params": params, "method": method,
+                   "structures": r.report["structures"], "n_samples": args.n_samples,
+                   "seconds": round(sec, 3), "t_fb": round(t_fb, 3),
+                   "ratio_to_t_fb": round(sec / t_fb, 2), "device": args.device,
+                   "cpu": platform.processor() or platform.machine(),
+                   "threads": torch.get_num_threads()}
+            rows.append(row)
+            print(row, flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    if len(args.widths) > 1:
+        plot(rows, out.with_suffix(".png"))
+
+
+def plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for method in sorted({r["method"] for r in rows}):
+        sel = [r for r in rows if r["method"] == method]
+        ax.plot([r["width"] for r in sel], [r["seconds"] for r in sel], "o-",
+                label=method.upper().replace("_", "-"))
+    ax.set_xlabel("width multiplier of ResNet-56")
+    ax.set_ylabel("mask computation time (s)")
+    ax.set_title(f"N'={rows[0]['n_samples']}, {rows[0]['device']}", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+
+
+if __name__ == "__main__":
+    main()

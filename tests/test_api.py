@@ -1,0 +1,94 @@
+"""sosp.prune end to end: results, budgets, options and the errors a user can trigger."""
+
+import pytest
+import torch
+
+import sosp
+from sosp import counting, models
+from sosp.errors import BadInput, UnknownName
+from tests.tiny_nets import TinyNet, randomized
+
+SMALL_ZOO = [n for n in models.names()
+             if models.spec(n).dataset == "cifar10" and n not in {"wrn28_10", "resnet110",
+                                                                 "resnet110_zeropad",
+                                                                 "resnet32x4"}]
+
+
+def batches(n=16, shape=(1, 8, 8), classes=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n, *shape, generator=g), torch.randint(classes, (n,), generator=g)
+    return [(x[:8], y[:8]), (x[8:], y[8:])]
+
+
+@pytest.mark.parametrize("method", ["sosp_i", "sosp_h"])
+@pytest.mark.parametrize("name", SMALL_ZOO)
+def test_every_cifar_model_prunes(name, method):
+    """Both SOSP methods prune every CIFAR zoo model; the report's counts are the pruned
+    model's, and the model passed in is unchanged."""
+    model = models.create(name, 10, 1, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = sosp.prune(model, method, 0.3, batches(), exclude="resnet_downsample", n_samples=16)
+    assert r.report["after"] == counting.count(r.model, (1, 8, 8)).as_dict()
+    assert r.report["after"]["params"] < r.report["before"]["params"]
+    assert len(r.order) == r.report["pruned_structures"] == sum(map(len, r.mask.values()))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("budget", ["params", "macs"])
+def test_param_and_mac_budgets_are_met(budget):
+    model = models.create("resnet20", 10, 1, 8)
+    r = sosp.prune(model, "sosp_h", 0.4, batches(), budget=budget, n_samples=16)
+    assert r.report[f"{budget}_removed"] >= 0.4
+    assert r.report[f"{budget}_removed"] < 0.45  # shortest prefix, not far past the target
+
+
+def test_max_layer_fraction_and_local_scope():
+    model = models.create("vgg11", 10, 1, 8)
+    r = sosp.prune(model, "sosp_h", 0.5, batches(), max_layer_fraction=0.6, n_samples=16)
+    for name, channels in r.mask.items():
+        assert len(channels) <= 0.6 * model.get_submodule(name).out_channels
+    r = sosp.prune(model, "sosp_i", 0.5, batches(), scope="local", n_samples=16)
+    for name, channels in r.mask.items():
+        assert len(channels) == model.get_submodule(name).out_channels // 2
+
+
+def test_kernel_scaling_divides_saliency_by_kernel_size():
+    """SOSP*: the order is that of saliency / (k_h k_w), so 3x3 structures move ahead."""
+    model = randomized(TinyNet(), dtype=torch.float32)
+    data = [(torch.randn(8, 2, 4, 4), torch.randint(3, (8,)))]
+    plain = sosp.prune(model, "sosp_h", 0.25, data, n_samples=8)
+    scaled = sosp.prune(model, "sosp_h", 0.25, data, n_samples=8, kernel_scaling=True)
+    k = {"conv1": 9, "conv2": 9, "conv3": 1, "hidden": 1}
+    expected = sorted(plain.scores, key=lambda s: plain.scores[s] / k[s[0]])[:3]
+    assert scaled.order == expected  # 3 of 12; no layer reaches its cap this early
+    assert scaled.order != plain.order
+
+
+def test_scores_and_order_agree_for_sosp_h():
+    model = models.create("resnet20", 10, 1, 8)
+    r = sosp.prune(model, "sosp_h", 0.3, batches(), n_samples=16)
+    scores = [r.scores[s] for s in r.order]
+    assert scores == sorted(scores)
+    assert max(scores) <= min(v for s, v in r.scores.items() if s not in set(r.order))
+
+
+def test_errors_name_the_problem():
+    model = models.create("resnet20", 10, 1, 8)
+    with pytest.raises(UnknownName, match="known methods"):
+        sosp.prune(model, "sosp_x", 0.5, batches())
+    with pytest.raises(BadInput, match="takes no option"):
+        sosp.prune(model, "sosp_h", 0.5, batches(), diagonal=True)
+    with pytest.raises(BadInput, match="ratio"):
+        sosp.prune(model, "sosp_h", 1.0, batches())
+    with pytest.raises(BadInput, match="no data"):
+        sosp.prune(model, "sosp_h", 0.5, [])
+    with torch.no_grad():
+        model.conv1.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(BadInput, match="NaN"):
+        sosp.prune(model, "sosp_i", 0.5, batches(), n_samples=16)
+
+
+def test_label_sampling_option():
+    model = models.create("resnet20", 10, 1, 8)
+    r = sosp.prune(model, "sosp_i", 0.3, batches(), n_samples=16, label_samples=2)
+    assert r.report["options"] == {"label_samples": 2}
