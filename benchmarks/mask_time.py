@@ -24,11 +24,12 @@ from sosp import counting, data
 from sosp.models.cifar_resnet import CifarResNet
 
 
-def timed(fn, device: str) -> float:
+def timed(device: str, fn, *args) -> float:
+    """Seconds `fn(*args)` takes, synchronizing the GPU around it."""
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    fn()
+    fn(*args)
     if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -56,21 +57,32 @@ def main() -> None:
     for width in args.widths:
         model = CifarResNet(args.depth, 10, width=16 * width).to(args.device).eval()
         ds = data.synthetic(args.n_samples, (3, 32, 32), 10)
-        batches = [(x.to(args.device), y.to(args.device)) for x, y in
-                   torch.utils.data.DataLoader(ds, batch_size=args.batch_size)]
+        batches = [
+            (x.to(args.device), y.to(args.device))
+            for x, y in torch.utils.data.DataLoader(ds, batch_size=args.batch_size)
+        ]
         forward_backward(model, batches[:1])  # warm-up
-        t_fb = min(timed(lambda: forward_backward(model, batches), args.device) for _ in range(2))
+        t_fb = min(timed(args.device, forward_backward, model, batches) for _ in range(2))
         params = counting.count_params(model)
         for method in args.methods:
-            r = sosp.prune(model, method, 0.5, batches, exclude="resnet_downsample",
-                           n_samples=args.n_samples)
+            r = sosp.prune(
+                model, method, 0.5, batches, exclude="resnet_downsample", n_samples=args.n_samples
+            )
             sec = r.report["seconds"]
-            row = {"depth": args.depth, "width": width, "params": params, "method": method,
-                   "structures": r.report["structures"], "n_samples": args.n_samples,
-                   "seconds": round(sec, 3), "t_fb": round(t_fb, 3),
-                   "ratio_to_t_fb": round(sec / t_fb, 2), "device": args.device,
-                   "cpu": platform.processor() or platform.machine(),
-                   "threads": torch.get_num_threads()}
+            row = {
+                "depth": args.depth,
+                "width": width,
+                "params": params,
+                "method": method,
+                "structures": r.report["structures"],
+                "n_samples": args.n_samples,
+                "seconds": round(sec, 3),
+                "t_fb": round(t_fb, 3),
+                "ratio_to_t_fb": round(sec / t_fb, 2),
+                "device": args.device,
+                "cpu": platform.processor() or platform.machine(),
+                "threads": torch.get_num_threads(),
+            }
             rows.append(row)
             print(row, flush=True)
     out = Path(args.out)
@@ -92,8 +104,12 @@ def plot(rows, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     for method in sorted({r["method"] for r in rows}):
         sel = [r for r in rows if r["method"] == method]
-        ax.plot([r["width"] for r in sel], [r["seconds"] for r in sel], "o-",
-                label=method.upper().replace("_", "-"))
+        ax.plot(
+            [r["width"] for r in sel],
+            [r["seconds"] for r in sel],
+            "o-",
+            label=method.upper().replace("_", "-"),
+        )
     ax.set_xlabel("width multiplier of ResNet-56")
     ax.set_ylabel("mask computation time (s)")
     ax.set_title(f"N'={rows[0]['n_samples']}, {rows[0]['device']}", fontsize=9)

@@ -8,10 +8,12 @@ from sosp import counting, models
 from sosp.errors import BadInput, UnknownName
 from tests.tiny_nets import TinyNet, randomized
 
-SMALL_ZOO = [n for n in models.names()
-             if models.spec(n).dataset == "cifar10" and n not in {"wrn28_10", "resnet110",
-                                                                 "resnet110_zeropad",
-                                                                 "resnet32x4"}]
+SMALL_ZOO = [
+    n
+    for n in models.names()
+    if models.spec(n).dataset == "cifar10"
+    and n not in {"wrn28_10", "resnet110", "resnet110_zeropad", "resnet32x4"}
+]
 
 
 def batches(n=16, shape=(1, 8, 8), classes=10, seed=0):

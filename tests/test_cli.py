@@ -37,21 +37,52 @@ def test_prune_writes_mask_model_and_report(tmp_path):
     from sosp import counting
 
     out = tmp_path / "run"
-    r = sosp_cli("prune", "--model", "resnet20", "--dataset", "digits", "--method", "sosp_i",
-                 "--ratio", "0.4", "--n-samples", "64", "--exclude", "resnet_downsample",
-                 "--out", str(out))
+    r = sosp_cli(
+        "prune",
+        "--model",
+        "resnet20",
+        "--dataset",
+        "digits",
+        "--method",
+        "sosp_i",
+        "--ratio",
+        "0.4",
+        "--n-samples",
+        "64",
+        "--exclude",
+        "resnet_downsample",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "report.json").read_text())
-    counted = sosp_cli("count", "--model", "resnet20", "--dataset", "digits", "--mask",
-                       str(out / "mask.json"), "--json")
+    counted = sosp_cli(
+        "count",
+        "--model",
+        "resnet20",
+        "--dataset",
+        "digits",
+        "--mask",
+        str(out / "mask.json"),
+        "--json",
+    )
     assert json.loads(counted.stdout) == report["after"]
     small = sosp.load_pruned(out / "pruned.pt")
     assert counting.count(small, (1, 8, 8)).as_dict() == report["after"]
 
 
 def test_prune_bad_ratio_leaves_no_output(tmp_path):
-    r = sosp_cli("prune", "--model", "resnet20", "--dataset", "digits", "--ratio", "1.2",
-                 "--out", str(tmp_path / "run"))
+    r = sosp_cli(
+        "prune",
+        "--model",
+        "resnet20",
+        "--dataset",
+        "digits",
+        "--ratio",
+        "1.2",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert r.returncode == 2 and "ratio must lie in (0, 1)" in r.stderr
     assert not (tmp_path / "run").exists()
 
@@ -59,8 +90,19 @@ def test_prune_bad_ratio_leaves_no_output(tmp_path):
 def test_truncated_checkpoint_is_reported(tmp_path):
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"PK\x03\x04 truncated")
-    r = sosp_cli("prune", "--model", "resnet20", "--dataset", "digits", "--ratio", "0.5",
-                 "--checkpoint", str(ckpt), "--out", str(tmp_path / "run"))
+    r = sosp_cli(
+        "prune",
+        "--model",
+        "resnet20",
+        "--dataset",
+        "digits",
+        "--ratio",
+        "0.5",
+        "--checkpoint",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert r.returncode == 2 and "corrupt or truncated" in r.stderr
 
 
