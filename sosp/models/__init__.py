@@ -82,6 +82,13 @@ def timm_model_builder(
     return timm_model(name, num_classes, in_channels, **options)
 
 
+def kaiming_init(model: nn.Module) -> None:
+    """He-normal (fan_out, ReLU) initialization of every Conv2d, as the CIFAR models use."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
 _loaded = False
 
 

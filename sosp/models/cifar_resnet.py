@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sosp.models import register
+from sosp.models import kaiming_init, register
 
 
 class ZeroPadShortcut(nn.Module):
@@ -84,9 +84,7 @@ class CifarResNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = layers
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(planes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
