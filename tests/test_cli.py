@@ -5,26 +5,26 @@ import subprocess
 import sys
 
 
-def sosp(*args: str) -> subprocess.CompletedProcess:
+def run_sosp(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sosp", *args], capture_output=True, text=True)
 
 
 def test_count_json():
     """`sosp count --json` prints exactly the params and MACs of the architecture."""
-    r = sosp("count", "--model", "resnet56", "--dataset", "cifar10", "--json")
+    r = run_sosp("count", "--model", "resnet56", "--dataset", "cifar10", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"params": 855_770, "macs": 125_747_840}
 
 
 def test_unknown_model_is_a_message_not_a_traceback():
     """Bad input exits 2 with one line naming the problem."""
-    r = sosp("count", "--model", "resnet57", "--json")
+    r = run_sosp("count", "--model", "resnet57", "--json")
     assert r.returncode == 2
     assert "unknown model 'resnet57'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_models_table_lists_the_zoo():
-    r = sosp("models", "--dataset", "digits", "--json")
+    r = run_sosp("models", "--dataset", "digits", "--json")
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert {"resnet56", "vgg19", "densenet40", "resnet32x4"} <= {row["model"] for row in rows}
@@ -37,7 +37,7 @@ def test_prune_writes_mask_model_and_report(tmp_path):
     from sosp import counting
 
     out = tmp_path / "run"
-    r = sosp_cli(
+    r = run_sosp(
         "prune",
         "--model",
         "resnet20",
@@ -56,7 +56,7 @@ def test_prune_writes_mask_model_and_report(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "report.json").read_text())
-    counted = sosp_cli(
+    counted = run_sosp(
         "count",
         "--model",
         "resnet20",
@@ -72,7 +72,7 @@ def test_prune_writes_mask_model_and_report(tmp_path):
 
 
 def test_prune_bad_ratio_leaves_no_output(tmp_path):
-    r = sosp_cli(
+    r = run_sosp(
         "prune",
         "--model",
         "resnet20",
@@ -90,7 +90,7 @@ def test_prune_bad_ratio_leaves_no_output(tmp_path):
 def test_truncated_checkpoint_is_reported(tmp_path):
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"PK\x03\x04 truncated")
-    r = sosp_cli(
+    r = run_sosp(
         "prune",
         "--model",
         "resnet20",
@@ -104,6 +104,3 @@ def test_truncated_checkpoint_is_reported(tmp_path):
         str(tmp_path / "run"),
     )
     assert r.returncode == 2 and "corrupt or truncated" in r.stderr
-
-
-sosp_cli = sosp
