@@ -1,3 +1,3 @@
 """Comparison methods, one file each, registered into `sosp.methods` on import."""
 
-from baselines import diagonal, first_order  # noqa: F401
+from baselines import c_obd, diagonal, first_order, magnitude, random_selection, slimming  # noqa: F401

@@ -3,53 +3,12 @@ on a float64 network with conv, BN, a residual sum and a concatenation."""
 
 import pytest
 import torch
-from torch.func import functional_call, jacrev
+from torch.func import functional_call
 
 from sosp import curvature
-from sosp.structures import analyze, structure_params
-from tests.tiny_nets import TinyNet, randomized
+from tests.brute import brute_jacobian, per_structure, setup, structure_param_list
 
 RTOL = 1e-6
-
-
-def setup(loss="cross_entropy", n=6, seed=0):
-    torch.manual_seed(seed)
-    model = randomized(TinyNet(), seed)
-    x = torch.randn(n, 2, 4, 4, dtype=torch.float64)
-    y = torch.randint(3, (n,)) if loss == "cross_entropy" else torch.randn(n, 3).double()
-    return model, analyze(model, (2, 4, 4)), x, y
-
-
-def structure_param_list(graph):
-    """[(param name, param, layer name)] of all structures' parameters, in structure order."""
-    return [
-        (n, p, name)
-        for name, layer in graph.layers.items()
-        if layer.prunable
-        for n, p in structure_params(graph, name)
-    ]
-
-
-def per_structure(graph, per_param):
-    """Reduce {param name: tensor [..., *param.shape]} with theta_p weights to [..., S]."""
-    params = dict(graph.gm.named_parameters())
-    cols = []
-    for name, layer in graph.layers.items():
-        if not layer.prunable:
-            continue
-        total = 0
-        for pname, p in structure_params(graph, name):
-            t = per_param[pname] * params[pname]
-            total = total + t.reshape(*t.shape[: t.dim() - p.dim()], p.shape[0], -1).sum(-1)
-        cols.append(total)
-    return torch.cat(cols, -1)
-
-
-def brute_jacobian(model, graph, x):
-    """J[n, d, s] = sum_{p in s} theta_p df_d(x_n)/dtheta_p from the full parameter Jacobian."""
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    jac = jacrev(lambda p: functional_call(model, p, (x,)))(params)  # each [N, D, *shape]
-    return per_structure(graph, jac)
 
 
 def test_structures_of_tiny_net():

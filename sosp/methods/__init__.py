@@ -14,7 +14,7 @@ from torch import nn
 from sosp.curvature import Batch
 from sosp.errors import UnknownName
 from sosp.selection import Saliency
-from sosp.structures import StructureGraph
+from sosp.structures import Layer, StructureGraph
 
 
 @dataclass
@@ -63,7 +63,18 @@ def options_of(name: str) -> dict[str, object]:
 
 
 def generator(ctx: Context) -> torch.Generator:
+    """A CPU generator seeded by `ctx.seed`: the only source of randomness a method may use."""
     return torch.Generator().manual_seed(ctx.seed)
+
+
+def per_layer_scores(ctx: Context, score: Callable[[Layer], torch.Tensor]) -> Saliency:
+    """Saliency from `score(layer)` [out_channels] of every prunable layer, in structure order."""
+    graph = ctx.graph
+    parts = [score(layer).detach().flatten() for layer in graph.layers.values() if layer.prunable]
+    for part, (name, idx) in zip(parts, graph.layer_structures().items(), strict=True):
+        if len(part) != len(idx):
+            raise ValueError(f"score of {name!r} has {len(part)} entries, not {len(idx)}")
+    return Saliency(scores=torch.cat(parts).double().cpu())
 
 
 _loaded = False

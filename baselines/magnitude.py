@@ -1,0 +1,19 @@
+"""Filter-norm pruning (Li et al. 2017): prune the filters with the smallest L1 (or L2) norm of
+their conv/linear weight."""
+
+from __future__ import annotations
+
+from sosp.errors import BadInput
+from sosp.methods import Context, per_layer_scores, register
+from sosp.selection import Saliency
+
+NORMS = {"l1": 1, "l2": 2}
+
+
+@register("magnitude")
+def magnitude(ctx: Context, norm: str = "l1") -> Saliency:
+    if norm not in NORMS:
+        raise BadInput(f"magnitude norm must be one of {', '.join(NORMS)}, not {norm!r}")
+    return per_layer_scores(
+        ctx, lambda layer: layer.module.weight.detach().flatten(1).norm(p=NORMS[norm], dim=1)
+    )

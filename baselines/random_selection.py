@@ -1,0 +1,14 @@
+"""Random pruning (the Fig. 9 baseline): uniform scores from the run's seed, so the same seed
+prunes the same structures and different seeds prune different ones."""
+
+from __future__ import annotations
+
+import torch
+
+from sosp.methods import Context, generator, register
+from sosp.selection import Saliency
+
+
+@register("random")
+def random(ctx: Context) -> Saliency:
+    return Saliency(scores=torch.rand(len(ctx.graph.structures), generator=generator(ctx)))
