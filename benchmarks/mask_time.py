@@ -110,6 +110,7 @@ def plot(rows, path: Path) -> None:
             "o-",
             label=method.upper().replace("_", "-"),
         )
+    ax.set_xticks(sorted({r["width"] for r in rows}))
     ax.set_xlabel("width multiplier of ResNet-56")
     ax.set_ylabel("mask computation time (s)")
     ax.set_title(f"N'={rows[0]['n_samples']}, {rows[0]['device']}", fontsize=9)
