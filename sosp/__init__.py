@@ -4,6 +4,13 @@ r = sosp.prune(model, method="sosp_h", ratio=0.5, data=batches)
 r.mask, r.model, r.order, r.scores, r.report
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from sosp.api import PruneResult, apply_mask, load_mask, load_pruned, prune, save_mask
+
+try:
+    __version__ = version("sosp")
+except PackageNotFoundError:  # run from a source tree without installing
+    __version__ = "unknown"
 
 __all__ = ["PruneResult", "apply_mask", "load_mask", "load_pruned", "prune", "save_mask"]

@@ -212,15 +212,28 @@ def apply_mask(
     return physical(graph, indices_from_mask(graph, mask))
 
 
+def model_file(model_name: str, dataset: str, net: nn.Module, **extra) -> dict:
+    """The on-disk form of a network (pruned.pt, model.pt): enough to rebuild the architecture
+    (zoo name, dataset, and for a pruned one its mask and exclude) plus the weights."""
+    return {"model": model_name, "dataset": dataset, **extra, "state_dict": net.state_dict()}
+
+
 def load_pruned(path: str | os.PathLike) -> nn.Module:
-    """The pruned network saved by `sosp prune` (pruned.pt): the architecture is rebuilt from
-    its model name, dataset and mask, then its weights are loaded."""
+    """The network of a model file (pruned.pt from `sosp prune`, model.pt from `sosp train` or
+    `sosp finetune`): the architecture is rebuilt from its model name, dataset and mask (none:
+    the dense network), then its weights are loaded."""
     from sosp import data, models
     from sosp.io import load_checkpoint
 
     ckpt = load_checkpoint(path)
-    meta = data.info(ckpt["dataset"])
-    model = models.create(ckpt["model"], meta.num_classes, meta.in_channels, meta.image_size)
-    small = apply_mask(model, ckpt["mask"], meta.input_shape, ckpt.get("exclude"))
-    small.load_state_dict(ckpt["state_dict"])
-    return small
+    try:
+        meta = data.info(ckpt["dataset"])
+        model = models.create(ckpt["model"], meta.num_classes, meta.in_channels, meta.image_size)
+        if ckpt.get("mask"):
+            model = apply_mask(model, ckpt["mask"], meta.input_shape, ckpt.get("exclude"))
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, RuntimeError) as e:
+        raise BadInput(
+            f"{path} is not a model file written by sosp ({type(e).__name__}: {e})"
+        ) from e
+    return model

@@ -226,6 +226,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from sosp import cli_train  # noqa: F401  (registers train, finetune, evaluate)
+
     top = argparse.ArgumentParser(
         prog="sosp",
         description="Second-order structured pruning (SOSP-I, SOSP-H) and its baselines.",
@@ -244,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except SospError as e:
         print(f"sosp {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
 
 
 if __name__ == "__main__":

@@ -92,6 +92,26 @@ def load(
     return _LOADERS[name](meta, train, data_root(root), augment, download)
 
 
+def tensors(
+    name: str, split: str, root: str | os.PathLike | None = None, download: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole `split` of `name` as raw tensors (x [N, C, H, W] uint8 or float in [0, 1],
+    y [N] long), for the device-resident loader; normalization is left to the caller."""
+    meta = info(name)
+    if name == "digits":
+        x_train, x_test, y_train, y_test = digits_split()
+        x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
+        return torch.from_numpy(x), torch.from_numpy(y).long()
+    if name in _CIFAR:
+        ds = load(name, split, root, augment=False, download=download)
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+    if name == "synthetic":
+        ds = load(name, split)
+        x = ds.tensors[0]
+        return (x - x.min()) / (x.max() - x.min()), ds.tensors[1]
+    raise BadInput(f"{meta.name} has no tensor form (it is read from files); use the DataLoader")
+
+
 # --------------------------------------------------------------------------------------------
 # digits
 
@@ -143,6 +163,28 @@ def _present_files_only(cls: type) -> type:
 
 _TORCHVISION_CIFAR = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}
 _CIFAR = {name: _present_files_only(cls) for name, cls in _TORCHVISION_CIFAR.items()}
+
+
+def write_fake_cifar10(root: str | os.PathLike, per_batch: int = 4, seed: int = 0) -> Path:
+    """Random CIFAR-10 in the real on-disk format under `root` (for tests and benchmarks on
+    machines without the data): protocol-2 pickled dicts of uint8 rows of 3072 bytes (R, G, B
+    planes) and integer labels, five training batches and one test batch of `per_batch` each."""
+    import pickle
+
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            "batch_label": name,
+            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, per_batch).tolist(),
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f, protocol=2)
+    return folder
 
 
 def _cifar(meta: DatasetInfo, train: bool, root: Path, augment: bool, download: bool) -> Dataset:

@@ -3,7 +3,6 @@ clear errors for missing data."""
 
 import pickle
 
-import numpy as np
 import pytest
 import torch
 
@@ -25,30 +24,10 @@ def test_digits_normalization_constants_match_the_training_split():
     assert abs(x.mean().item()) < 1e-3 and abs(x.std().item() - 1) < 1e-3
 
 
-def write_cifar10(root, per_batch=4, seed=0):
-    """Tiny CIFAR-10 in the real on-disk format: protocol-2 pickled dicts with uint8 rows of
-    3072 bytes (R, G, B planes) and integer labels, read back as torchvision does (latin1)."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in names:
-        batch = {
-            "batch_label": name,
-            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-            "labels": rng.integers(0, 10, per_batch).tolist(),
-        }
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f, protocol=2)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f, protocol=2)
-    return folder
-
-
 def test_cifar_loads_real_pickled_batches(tmp_path):
     """The CIFAR path reads pickled batches through torchvision and normalizes each channel
     with the CIFAR constants; test images are not augmented."""
-    folder = write_cifar10(tmp_path)
+    folder = data.write_fake_cifar10(tmp_path, per_batch=4)
     train = data.load("cifar10", "train", root=tmp_path)
     test = data.load("cifar10", "test", root=tmp_path)
     assert (len(train), len(test)) == (20, 4)
@@ -64,7 +43,7 @@ def test_cifar_loads_real_pickled_batches(tmp_path):
 
 def test_cifar_train_augmentation_crops_and_flips(tmp_path):
     """Training images vary between reads (random crop/flip), test images do not."""
-    write_cifar10(tmp_path)
+    data.write_fake_cifar10(tmp_path, per_batch=4)
     train = data.load("cifar10", "train", root=tmp_path)
     test = data.load("cifar10", "test", root=tmp_path)
     torch.manual_seed(0)

@@ -1,0 +1,274 @@
+"""Training and fine-tuning: SGD with the recipe's schedule, a checkpoint after every epoch,
+exact resume, and a clean stop on SIGTERM.
+
+A run lives in one folder:
+    last.pt       {epoch, model, optimizer, history, config}, rewritten atomically every epoch
+    model.pt      the final network as a model file (see `sosp.api.load_pruned`)
+    metrics.json  per-epoch metrics, final and best test accuracy, wall time, device, versions,
+                  the resolved config; "finished": true once the run is complete
+
+Re-running the same command resumes from last.pt, and does nothing once metrics.json says the
+run finished. Every random draw of epoch e is seeded by (seed, e) (see `sosp.loaders`), so a
+resumed run reaches the same weights as an uninterrupted one on the same machine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from sosp import loaders
+from sosp.errors import BadInput, SospError
+from sosp.io import atomic_save, atomic_write_json, load_checkpoint, read_json
+from sosp.recipes import Recipe
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Preempted(SospError):
+    """A stop signal arrived; the last completed epoch is in last.pt."""
+
+    exit_code = 143  # 128 + SIGTERM, what a process killed by SIGTERM reports
+
+
+def lr_at(recipe: Recipe, epoch: int) -> float:
+    """Learning rate of epoch `epoch` (0-based): steps of `gamma` at each milestone reached,
+    or a cosine from `lr` towards 0 over the run."""
+    if recipe.schedule == "step":
+        return recipe.lr * recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
+    if recipe.schedule == "cosine":
+        return recipe.lr * 0.5 * (1 + math.cos(math.pi * epoch / recipe.epochs))
+    return recipe.lr
+
+
+def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay,
+    )
+
+
+def add_bn_l1_grad(model: nn.Module, strength: float) -> None:
+    """Network Slimming's sparsity term: d/dgamma of strength * sum |gamma| over all BNs."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight.grad is not None:
+            m.weight.grad.add_(strength * torch.sign(m.weight.detach()))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, device, amp: bool = False) -> dict[str, float]:
+    """Mean cross-entropy and accuracy (in [0, 1]) of `model` in eval mode over `batches`."""
+    was = model.training
+    model.eval()
+    loss, correct, n = 0.0, 0, 0
+    try:
+        for x, y in batches:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with _autocast(device, amp):
+                out = model(x)
+            loss += F.cross_entropy(out.float(), y, reduction="sum").item()
+            correct += (out.argmax(1) == y).sum().item()
+            n += len(y)
+    finally:
+        model.train(was)
+    return {"loss": loss / max(n, 1), "acc": correct / max(n, 1)}
+
+
+def _autocast(device, amp: bool):
+    kind = torch.device(device).type
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=amp and kind == "cuda")
+
+
+@contextmanager
+def stop_on_signal() -> Iterator[Callable[[], bool]]:
+    """Within the block, SIGTERM/SIGUSR1 set a flag instead of killing the process; yields a
+    function that says whether one arrived."""
+    if not _is_main_thread():
+        yield lambda: False
+        return
+    arrived: list[int] = []
+    previous = {s: signal.signal(s, lambda num, _frame: arrived.append(num)) for s in STOP_SIGNALS}
+    try:
+        yield lambda: bool(arrived)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def fit(
+    model: nn.Module,
+    recipe: Recipe,
+    train_batches,
+    test_batches,
+    out: str | os.PathLike,
+    *,
+    config: dict,
+    save_model: Callable[[nn.Module, Path], None],
+    seed: int = 0,
+    device: str = "cpu",
+    amp: bool = False,
+    logger=None,
+    progress: bool = True,
+    rank: int = 0,
+) -> dict:
+    """Train `model` by `recipe` on `train_batches` (a loader with `set_epoch`), evaluating on
+    `test_batches`; checkpoints and metrics go to `out`. `config` is everything that defines the
+    run: a last.pt made under another config is refused. `save_model(model, path)` writes the
+    final model file. Returns the metrics. Raises `Preempted` after SIGTERM/SIGUSR1."""
+    out = Path(out)
+    metrics_path, last_path = out / "metrics.json", out / "last.pt"
+    if metrics_path.is_file() and (out / "model.pt").is_file():
+        done = read_json(metrics_path)
+        if done.get("finished") and done.get("config") == config:
+            if rank == 0:
+                print(f"{out}: finished earlier (final test acc {done['final_test_acc']:.4f})")
+            return done
+    net = model.module if hasattr(model, "module") else model  # unwrapped under DDP
+    opt = optimizer_for(model, recipe)
+    history: list[dict] = []
+    start_epoch, wall_before = 0, 0.0
+    if last_path.is_file():
+        ckpt = load_checkpoint(last_path)
+        if ckpt.get("config") != config:
+            raise BadInput(
+                f"{last_path} was written by a different run configuration; use another --out "
+                f"or delete {out} to start over"
+            )
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        start_epoch, history, wall_before = ckpt["epoch"], ckpt["history"], ckpt["wall_seconds"]
+        if rank == 0:
+            print(f"{out}: resuming after epoch {start_epoch} of {recipe.epochs}")
+    started = time.perf_counter()
+    with stop_on_signal() as stopped:
+        for epoch in range(start_epoch, recipe.epochs):
+            row = _train_epoch(
+                model, opt, recipe, train_batches, epoch, seed, device, amp, stopped, progress
+            )
+            if (epoch + 1) % recipe.test_every == 0 or epoch + 1 == recipe.epochs:
+                test = evaluate(net, test_batches, device, amp)
+                row.update(test_loss=test["loss"], test_acc=test["acc"])
+            history.append(row)
+            wall = wall_before + time.perf_counter() - started
+            if rank == 0:
+                state = {
+                    "epoch": epoch + 1,
+                    "model": net.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "history": history,
+                    "wall_seconds": wall,
+                    "config": config,
+                }
+                atomic_save(state, last_path)
+                if logger is not None:
+                    logger.log(row, step=epoch + 1)
+            if stopped():
+                raise Preempted(_preempted_message(out, epoch + 1))
+    if rank != 0:
+        return {}
+    save_model(net, out / "model.pt")
+    tested = [r for r in history if "test_acc" in r]
+    metrics = {
+        "finished": True,
+        "final_test_acc": tested[-1]["test_acc"],
+        "final_test_loss": tested[-1]["test_loss"],
+        "best_test_acc_selected_on_test": max(r["test_acc"] for r in tested),
+        "epochs": history,
+        "wall_seconds": wall_before + time.perf_counter() - started,
+        "device": _device_name(device),
+        "seed": seed,
+        "versions": versions(),
+        "config": config,
+    }
+    atomic_write_json(metrics_path, metrics)
+    return metrics
+
+
+def _train_epoch(model, opt, recipe, batches, epoch, seed, device, amp, stopped, progress) -> dict:
+    lr = lr_at(recipe, epoch)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    torch.manual_seed(loaders.epoch_seed(seed, epoch))  # dropout and other global draws
+    batches.set_epoch(epoch)
+    model.train()
+    total_loss = torch.zeros((), device=device)  # summed on the device: no sync per batch
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    bar = tqdm(
+        batches, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False
+    )
+    for x, y in bar:
+        loss, out, y = train_step(model, opt, x, y, recipe, device, amp)
+        total_loss += loss.detach() * len(y)
+        correct += (out.argmax(1) == y).sum()
+        n += len(y)
+        if stopped():
+            raise Preempted(
+                f"stopped by a signal during epoch {epoch + 1}; re-run the same command to "
+                f"resume from epoch {epoch} (last.pt)"
+            )
+    mean_loss = total_loss.item() / n
+    if not math.isfinite(mean_loss):
+        raise BadInput(f"the training loss became {mean_loss} in epoch {epoch + 1}; lower lr")
+    return {"epoch": epoch + 1, "lr": lr, "train_loss": mean_loss, "train_acc": correct.item() / n}
+
+
+def train_step(model, opt, x, y, recipe: Recipe, device, amp: bool):
+    """One SGD step on the batch (x, y); `amp`: bf16 autocast and channels_last inputs (CUDA).
+    Returns (loss, logits, y on the device)."""
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if amp:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with _autocast(device, amp):
+        out = model(x)
+        loss = F.cross_entropy(out.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if recipe.bn_l1:
+        add_bn_l1_grad(model, recipe.bn_l1)
+    opt.step()
+    return loss, out, y
+
+
+def _preempted_message(out: Path, epoch: int) -> str:
+    return f"stopped by a signal after epoch {epoch}; re-run the same command to resume ({out})"
+
+
+def _device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    from sosp import __version__
+
+    return {
+        "sosp": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": sys.version.split()[0],
+    }

@@ -1,0 +1,197 @@
+"""Training: schedules, recipes, exact resume after SIGTERM, corrupt checkpoints, W&B offline,
+and the train -> prune -> finetune -> evaluate chain on the embedded digits."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from sosp import recipes
+from sosp.errors import BadInput, UnknownName
+from sosp.recipes import Recipe
+from sosp.train import add_bn_l1_grad, lr_at
+from tests.test_cli import run_sosp
+
+QUICK = ["--dataset", "digits", "--no-progress", "--set", "epochs=3"]
+
+
+def sosp_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sosp", *args]
+
+
+def state(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_step_schedule_divides_at_milestones():
+    r = recipes.PRESETS["cifar"]
+    assert [lr_at(r, e) for e in (0, 119, 120, 159, 160, 199)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
+
+
+def test_cosine_schedule_starts_at_lr_and_decays():
+    r = recipes.PRESETS["imagenet"]
+    lrs = [lr_at(r, e) for e in range(r.epochs)]
+    assert lrs[0] == pytest.approx(0.1) and all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lrs[-1] < 1e-3
+
+
+def test_presets_hold_the_paper_recipes():
+    assert recipes.PRESETS["densenet"].milestones == (150, 225)
+    assert recipes.PRESETS["densenet"].epochs == 300
+    ft = recipes.PRESETS["c_obd_finetune"]
+    assert (ft.lr, ft.epochs, ft.milestones) == (1e-3, 150, (75, 112))
+    assert recipes.PRESETS["imagenet"].batch_size == 256
+
+
+def test_overrides_are_typed_and_unknown_keys_named(tmp_path):
+    r = recipes.resolve("cifar", {"epochs": "7", "milestones": "3,5", "nesterov": "true"})
+    assert (r.epochs, r.milestones, r.nesterov, r.lr) == (7, (3, 5), True, 0.1)
+    f = tmp_path / "r.yaml"
+    f.write_text("lr: 0.02\nepochs: 9\n")
+    assert recipes.resolve("cifar", {"epochs": 4}, f) == Recipe(lr=0.02, epochs=4, name="cifar")
+    with pytest.raises(BadInput, match="'lrate'"):
+        recipes.resolve("cifar", {"lrate": 1})
+    with pytest.raises(BadInput, match="'epochs'"):
+        recipes.resolve("cifar", {"epochs": "many"})
+    with pytest.raises(UnknownName, match="known recipes"):
+        recipes.resolve("cifar10")
+
+
+def test_bn_l1_adds_the_sign_of_gamma():
+    """Slimming's penalty: grad(gamma) += strength * sign(gamma), other grads untouched."""
+    bn = torch.nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([0.5, -2.0, 1.0]))
+    bn.weight.grad, bn.bias.grad = torch.zeros(3), torch.zeros(3)
+    add_bn_l1_grad(torch.nn.Sequential(bn), 1e-4)
+    assert torch.equal(bn.weight.grad, torch.tensor([1e-4, -1e-4, 1e-4]))
+    assert torch.equal(bn.bias.grad, torch.zeros(3))
+
+
+def test_resume_after_sigterm_reaches_the_same_weights(tmp_path):
+    """A run stopped by SIGTERM after its first checkpoint exits non-zero; the same command
+    then resumes and ends with weights identical to an uninterrupted run."""
+    args = ["train", "--model", "resnet20", "--dataset", "digits", "--no-progress"]
+    args += ["--set", "epochs=6", "batch_size=32"]
+    whole = run_sosp(*args, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(sosp_cmd(*args, "--out", str(out)), stderr=subprocess.PIPE, text=True)
+    while not (out / "last.pt").exists():
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "re-run the same command to resume" in err
+    assert not (out / "model.pt").exists()
+
+    resumed = run_sosp(*args, "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stdout
+    a, b = state(tmp_path / "whole" / "model.pt"), state(out / "model.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    m1 = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    m2 = json.loads((out / "metrics.json").read_text())
+    assert [e["train_loss"] for e in m1["epochs"]] == [e["train_loss"] for e in m2["epochs"]]
+
+
+def test_finished_run_is_not_repeated(tmp_path):
+    out = tmp_path / "run"
+    first = run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    stamp = (out / "model.pt").stat().st_mtime_ns
+    again = run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(out))
+    assert again.returncode == 0 and "finished earlier" in again.stdout
+    assert (out / "model.pt").stat().st_mtime_ns == stamp
+
+
+def test_truncated_checkpoint_is_reported_and_kept(tmp_path):
+    """A truncated last.pt stops the run with 'corrupt or truncated'; the file is untouched."""
+    out = tmp_path / "run"
+    r = run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    (out / "metrics.json").unlink()
+    blob = (out / "last.pt").read_bytes()
+    (out / "last.pt").write_bytes(blob[: len(blob) // 2])
+    r = run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(out))
+    assert r.returncode == 2
+    assert "corrupt or truncated" in r.stderr and "Traceback" not in r.stderr
+    assert (out / "last.pt").read_bytes() == blob[: len(blob) // 2]
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    out = tmp_path / "run"
+    assert run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(out)).returncode == 0
+    (out / "metrics.json").unlink()
+    r = run_sosp("train", "--model", "resnet20", *QUICK, "lr=0.3", "--out", str(out))
+    assert r.returncode == 2 and "different run configuration" in r.stderr
+
+
+def test_offline_wandb_writes_under_the_run_folder(tmp_path, monkeypatch):
+    """--wandb offline keeps W&B's run files inside the run folder, with no network."""
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    r = run_sosp("train", "--model", "resnet20", *QUICK, "--wandb", "offline", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+def test_train_prune_finetune_evaluate_chain(tmp_path):
+    """Dense training, pruning the trained model, fine-tuning the smaller network and
+    evaluating it; evaluate's counts are the pruned architecture's."""
+    dense = tmp_path / "dense"
+    assert run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(dense)).returncode == 0
+    pruned = tmp_path / "pruned"
+    r = run_sosp(
+        "prune", "--model", "resnet20", "--dataset", "digits", "--checkpoint",
+        str(dense / "model.pt"), "--method", "sosp_h", "--ratio", "0.5", "--n-samples", "64",
+        "--exclude", "resnet_downsample", "--out", str(pruned),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    ft = tmp_path / "ft"
+    r = run_sosp("finetune", "--pruned", str(pruned / "pruned.pt"), *QUICK[2:], "--out", str(ft))
+    assert r.returncode == 0, r.stderr
+    r = run_sosp("evaluate", "--checkpoint", str(ft / "model.pt"), "--record", "method=sosp_h",
+                 "--out", str(ft / "eval.json"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    ev = json.loads((ft / "eval.json").read_text())
+    report = json.loads((pruned / "report.json").read_text())
+    assert ev["params"] == report["after"]["params"] and ev["method"] == "sosp_h"
+    metrics = json.loads((ft / "metrics.json").read_text())
+    assert ev["test_acc"] == pytest.approx(metrics["final_test_acc"])
+    assert metrics["config"]["command"] == "finetune" and metrics["config"]["recipe"]["epochs"] == 3
+
+
+def test_digits_resnet20_reaches_95_percent(tmp_path):
+    """The default digits recipe (30 epochs) trains resnet20 to >= 95% test accuracy."""
+    out = tmp_path / "run"
+    r = run_sosp("train", "--model", "resnet20", "--dataset", "digits", "--no-progress",
+                 "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["final_test_acc"] >= 0.95
+    assert metrics["config"]["recipe"]["name"] == "digits"
+
+
+def test_torchrun_two_processes(tmp_path):
+    """DDP through torchrun (gloo on the CPU): two ranks train one model, rank 0 writes it."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "sosp"]
+    cmd += ["train", "--model", "resnet20", *QUICK, "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["world_size"] == 2 and metrics["final_test_acc"] > 0.5
