@@ -42,6 +42,28 @@ def prune(
     data: Iterable[Batch] = (),
     loss: str = "cross_entropy",
     exclude: str | Sequence[str] | None = None,
+    **settings,
+) -> PruneResult:
+    """Prune `ratio` of `model` by `method`, judged on the first `n_samples` samples of `data`.
+
+    budget: what `ratio` is a fraction of: 'structures', 'params' or 'macs' (removed).
+    scope: 'global' (one ranking over all layers) or 'local' (same fraction per layer).
+    max_layer_fraction: at most this fraction of a layer's structures is pruned (e.g. 0.95).
+    kernel_scaling: divide each saliency by its kernel size (the paper's SOSP*).
+    exclude: fnmatch patterns of layer names never pruned, or a preset ('resnet_downsample').
+    Other keywords: n_samples (1000), seed, progress, and the method's own options (see
+    `sosp.methods.options_of(method)`). The model passed in is left unchanged.
+    """
+    return prune_ratios(model, method, [ratio], data, loss, exclude, **settings)[0]
+
+
+def prune_ratios(
+    model: nn.Module,
+    method: str,
+    ratios: Sequence[float],
+    data: Iterable[Batch] = (),
+    loss: str = "cross_entropy",
+    exclude: str | Sequence[str] | None = None,
     *,
     n_samples: int = 1000,
     budget: str = "structures",
@@ -51,17 +73,9 @@ def prune(
     seed: int = 0,
     progress: bool = False,
     **options,
-) -> PruneResult:
-    """Prune `ratio` of `model` by `method`, judged on the first `n_samples` samples of `data`.
-
-    budget: what `ratio` is a fraction of: 'structures', 'params' or 'macs' (removed).
-    scope: 'global' (one ranking over all layers) or 'local' (same fraction per layer).
-    max_layer_fraction: at most this fraction of a layer's structures is pruned (e.g. 0.95).
-    kernel_scaling: divide each saliency by its kernel size (the paper's SOSP*).
-    exclude: fnmatch patterns of layer names never pruned, or a preset ('resnet_downsample').
-    options: the method's own (see `sosp.methods.options_of(method)`).
-    The model passed in is left unchanged.
-    """
+) -> list[PruneResult]:
+    """`prune` at several ratios from one saliency computation: one result per ratio. Each
+    report's `seconds` counts the shared saliency time plus its own selection and surgery."""
     start = time.perf_counter()
     fn = methods.get(method)
     known = methods.options_of(method)
@@ -75,8 +89,9 @@ def prune(
         raise BadInput(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     if budget not in BUDGETS:
         raise BadInput(f"budget must be one of {BUDGETS}, not {budget!r}")
-    if not 0 < ratio < 1:
-        raise BadInput(f"ratio must lie in (0, 1), not {ratio}")
+    for ratio in ratios:
+        if not 0 < ratio < 1:
+            raise BadInput(f"ratio must lie in (0, 1), not {ratio}")
     batches = _materialize(data, n_samples)
     input_shape = tuple(batches[0][0].shape[1:])
     graph = analyze(model, input_shape, exclude)
@@ -85,25 +100,14 @@ def prune(
     ctx = methods.Context(model, graph, batches, loss, n_samples, seed, progress)
     saliency = fn(ctx, **options)
     saliency.check_finite(method)
-    t_saliency = time.perf_counter() - start
-
     layer_of, sizes = _layer_index(graph)
     scale = _kernel_scale(graph) if kernel_scaling else None
     full = order(saliency, layer_of, layer_caps(sizes, max_layer_fraction), scope, scale)
-    pruned = prefix_for_budget(
-        full,
-        ratio,
-        budget,
-        len(graph.structures),
-        lambda p: _removed(graph, p, dense, input_shape, budget),
-    )
-    small = physical(graph, pruned)
-    after = counting.count(small, input_shape)
-    seconds = time.perf_counter() - start
-    report = {
+    t_saliency = time.perf_counter() - start
+    scores = _scores(graph, saliency)
+    settings = {
         "method": method,
         "options": options,
-        "ratio": ratio,
         "budget": budget,
         "scope": scope,
         "max_layer_fraction": max_layer_fraction,
@@ -112,21 +116,40 @@ def prune(
         "exclude": exclude,
         "n_samples": sum(len(x) for x, _ in batches),
         "structures": len(graph.structures),
-        "pruned_structures": len(pruned),
-        "before": dense.as_dict(),
-        "after": after.as_dict(),
-        "params_removed": 1 - after.params / dense.params,
-        "macs_removed": 1 - after.macs / dense.macs,
-        "seconds_saliency": t_saliency,
-        "seconds": seconds,
     }
-    return PruneResult(
-        mask_from_indices(graph, pruned),
-        small,
-        [graph.structures[i] for i in pruned],
-        _scores(graph, saliency),
-        report,
-    )
+    results = []
+    for ratio in ratios:
+        t0 = time.perf_counter()
+        pruned = prefix_for_budget(
+            full,
+            ratio,
+            budget,
+            len(graph.structures),
+            lambda p: _removed(graph, p, dense, input_shape, budget),
+        )
+        small = physical(graph, pruned)
+        after = counting.count(small, input_shape)
+        report = {
+            **settings,
+            "ratio": ratio,
+            "pruned_structures": len(pruned),
+            "before": dense.as_dict(),
+            "after": after.as_dict(),
+            "params_removed": 1 - after.params / dense.params,
+            "macs_removed": 1 - after.macs / dense.macs,
+            "seconds_saliency": t_saliency,
+            "seconds": t_saliency + time.perf_counter() - t0,
+        }
+        results.append(
+            PruneResult(
+                mask_from_indices(graph, pruned),
+                small,
+                [graph.structures[i] for i in pruned],
+                scores,
+                report,
+            )
+        )
+    return results
 
 
 def _materialize(data: Iterable[Batch], n_samples: int) -> list[Batch]:

@@ -116,8 +116,10 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ratio",
         type=float,
+        nargs="+",
         required=True,
-        help="fraction to prune, in (0, 1), of the --budget quantity",
+        help="fraction to prune, in (0, 1), of the --budget quantity; several ratios share one "
+        "saliency computation and go to OUT/<ratio>/",
     )
     p.add_argument("--budget", default="structures", choices=["structures", "params", "macs"])
     p.add_argument("--scope", default="global", choices=["global", "local"])
@@ -151,7 +153,12 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="picks the N' samples (and labels)")
     p.add_argument("--data-root", help="folder holding the datasets (default $SOSP_DATA or ./data)")
     p.add_argument("--download", action="store_true", help="download CIFAR if it is missing")
-    p.add_argument("--out", required=True, help="folder for mask.json, pruned.pt, report.json")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder for mask.json, pruned.pt, report.json (one sub-folder per ratio when "
+        "several are given) and reports.json, the list of all reports, written last",
+    )
 
 
 def parse_options(items: list[str]) -> dict:
@@ -180,6 +187,7 @@ def load_weights(model: torch.nn.Module, path: str) -> None:
 
 @command("prune", "compute a pruning mask and the physically pruned network", _prune_args)
 def cmd_prune(args: argparse.Namespace) -> int:
+    torch.manual_seed(args.seed)  # without --checkpoint: the init `sosp train` starts from
     model, meta = _model_for(args)
     if args.checkpoint:
         load_weights(model, args.checkpoint)
@@ -191,7 +199,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         train, batch_size=args.batch_size, shuffle=True, generator=g
     )
     exclude = args.exclude or None
-    r = api.prune(
+    results = api.prune_ratios(
         model,
         args.method,
         args.ratio,
@@ -209,16 +217,24 @@ def cmd_prune(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     arch = {"model": args.model, "dataset": meta.name, "exclude": exclude}
-    report = {**arch, "checkpoint": args.checkpoint, "seed": args.seed, **r.report}
-    api.save_mask(r.mask, out / "mask.json", **arch)
-    atomic_save({**arch, "mask": r.mask, "state_dict": r.model.state_dict()}, out / "pruned.pt")
-    atomic_write_text(out / "report.json", json.dumps(report, indent=1))
-    print(
-        f"{args.method}: pruned {r.report['pruned_structures']} of "
-        f"{r.report['structures']} structures; params {r.report['before']['params']:,} -> "
-        f"{r.report['after']['params']:,}, MACs {r.report['before']['macs']:,} -> "
-        f"{r.report['after']['macs']:,}; {r.report['seconds']:.1f} s. Wrote {out}/"
-    )
+    reports = []
+    for ratio, r in zip(args.ratio, results, strict=True):
+        folder = out if len(args.ratio) == 1 else out / f"{ratio:g}"
+        report = {**arch, "checkpoint": args.checkpoint, "seed": args.seed, **r.report}
+        api.save_mask(r.mask, folder / "mask.json", **arch)
+        atomic_save(
+            api.model_file(args.model, meta.name, r.model, exclude=exclude, mask=r.mask),
+            folder / "pruned.pt",
+        )
+        atomic_write_text(folder / "report.json", json.dumps(report, indent=1))
+        reports.append({**report, "folder": str(folder)})
+        print(
+            f"{args.method} at {ratio:g}: pruned {r.report['pruned_structures']} of "
+            f"{r.report['structures']} structures; params {r.report['before']['params']:,} -> "
+            f"{r.report['after']['params']:,}, MACs {r.report['before']['macs']:,} -> "
+            f"{r.report['after']['macs']:,}; {r.report['seconds']:.1f} s. Wrote {folder}/"
+        )
+    atomic_write_text(out / "reports.json", json.dumps(reports, indent=1))
     return 0
 
 

@@ -17,7 +17,7 @@ import torch
 from sosp import api, counting, data, loaders, models, recipes, tracking
 from sosp.cli import command, parse_options
 from sosp.errors import BadInput
-from sosp.io import atomic_save, atomic_write_json, load_checkpoint
+from sosp.io import atomic_save, atomic_write_json, load_checkpoint, read_json
 from sosp.train import evaluate, fit
 
 LOADERS = ("auto", "tensor", "torch")
@@ -248,7 +248,13 @@ def _logger(args, source: dict, config: dict) -> tracking.Logger:
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="model.pt or pruned.pt written by sosp")
+    p.add_argument(
+        "--checkpoint",
+        nargs="+",
+        required=True,
+        help="model files written by sosp (model.pt, pruned.pt); for a fine-tuned one, its "
+        "metrics.json and the pruned.pt and report.json it came from are read as well",
+    )
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-root", help="folder holding the datasets (default $SOSP_DATA or ./data)")
@@ -257,38 +263,71 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="fields to store with the result (e.g. method=sosp_h ratio=0.5 seed=1)",
+        help="fields to store with every result (e.g. experiment=fig1 method=sosp_h seed=1)",
     )
-    p.add_argument("--out", help="write the result as JSON here (default: print only)")
+    p.add_argument("--out", help="write the results as a JSON list here (default: print only)")
 
 
-@command("evaluate", "test accuracy, loss, params and MACs of a saved network", _evaluate_args)
+@command("evaluate", "test accuracy, loss, params and MACs of saved networks", _evaluate_args)
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    ckpt = load_checkpoint(args.checkpoint)
-    model = api.load_pruned(args.checkpoint)
-    meta = data.info(ckpt["dataset"])
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = "cpu" if device == "auto" else device
+    extra = parse_options(args.record)
+    records = [_evaluate_one(Path(c), extra, device, args) for c in args.checkpoint]
+    if args.out:
+        atomic_write_json(args.out, records)
+    for r in records:
+        before = r.get("test_acc_before_finetune")
+        note = "" if before is None else f" (before fine-tuning {before:.4f})"
+        print(
+            f"{r['checkpoint']}: test acc {r['test_acc']:.4f}{note}, "
+            f"{r['params']:,} params, {r['macs']:,} MACs"
+        )
+    return 0
+
+
+def _evaluate_one(path: Path, extra: dict, device: str, args) -> dict:
+    """The record of one model file: its test accuracy and counts, and where it was fine-tuned
+    from a pruned network, that network's accuracy and the prune report."""
+    ckpt = load_checkpoint(path)
+    meta = data.info(ckpt["dataset"])
     batches = _test_batches(meta, args.data_root, args.batch_size)
+    model = api.load_pruned(path)
     result = evaluate(model.to(device), batches, device)
-    counts = counting.count(model.cpu(), meta.input_shape)
     record = {
-        **parse_options(args.record),
+        **extra,
         "model": ckpt["model"],
         "dataset": meta.name,
-        "checkpoint": str(args.checkpoint),
+        "checkpoint": str(path),
         "test_acc": result["acc"],
         "test_loss": result["loss"],
-        **counts.as_dict(),
-        "pruned_channels": sum(len(v) for v in (ckpt.get("mask") or {}).values()),
+        **counting.count(model.cpu(), meta.input_shape).as_dict(),
+        "layer_pruned_fraction": _layer_fractions(ckpt, meta),
     }
-    if args.out:
-        atomic_write_json(args.out, record)
-    print(
-        f"{ckpt['model']} on {meta.name}: test acc {record['test_acc']:.4f}, loss "
-        f"{record['test_loss']:.4f}, {record['params']:,} params, {record['macs']:,} MACs"
-    )
-    return 0
+    metrics_path = path.parent / "metrics.json"
+    if metrics_path.is_file():
+        metrics = read_json(metrics_path)
+        record["best_test_acc_selected_on_test"] = metrics.get("best_test_acc_selected_on_test")
+        record["train_seconds"] = metrics.get("wall_seconds")
+        pruned = metrics.get("config", {}).get("pruned")
+        if pruned:
+            source = api.load_pruned(pruned).to(device)
+            record["test_acc_before_finetune"] = evaluate(source, batches, device)["acc"]
+            report = read_json(Path(pruned).parent / "report.json")
+            record["prune"] = {k: v for k, v in report.items() if k not in ("model", "dataset")}
+    return record
+
+
+def _layer_fractions(ckpt: dict, meta: data.DatasetInfo) -> dict[str, float]:
+    """Pruned fraction of each layer's output channels, from the mask and the dense model."""
+    mask = ckpt.get("mask") or {}
+    if not mask:
+        return {}
+    dense = models.create(ckpt["model"], meta.num_classes, meta.in_channels, meta.image_size)
+    return {
+        layer: len(channels) / dense.get_submodule(layer).weight.shape[0]
+        for layer, channels in mask.items()
+    }
 
 
 def _test_batches(meta: data.DatasetInfo, root, batch_size: int):

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
-from torchvision import datasets
-from torchvision.transforms import v2
 
 from sosp.errors import BadInput, DatasetNotFound, UnknownName
 
@@ -102,7 +101,7 @@ def tensors(
         x_train, x_test, y_train, y_test = digits_split()
         x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
         return torch.from_numpy(x), torch.from_numpy(y).long()
-    if name in _CIFAR:
+    if name in CIFARS:
         ds = load(name, split, root, augment=False, download=download)
         return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
     if name == "synthetic":
@@ -141,7 +140,13 @@ def _digits(meta: DatasetInfo, train: bool, root: Path, augment: bool, download:
 # CIFAR
 
 
-def cifar_transform(meta: DatasetInfo, augment: bool) -> v2.Compose:
+# torchvision is imported where it is used: it costs seconds at every `sosp` start, and the
+# digits path never needs it.
+
+
+def cifar_transform(meta: DatasetInfo, augment: bool):
+    from torchvision.transforms import v2
+
     steps: list = [v2.ToImage()]
     if augment:
         steps += [v2.RandomCrop(meta.image_size, padding=4), v2.RandomHorizontalFlip()]
@@ -161,8 +166,18 @@ def _present_files_only(cls: type) -> type:
     return type(cls.__name__, (cls,), unsummed)
 
 
-_TORCHVISION_CIFAR = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}
-_CIFAR = {name: _present_files_only(cls) for name, cls in _TORCHVISION_CIFAR.items()}
+CIFARS = ("cifar10", "cifar100")
+
+
+def _torchvision_cifar(name: str) -> type:
+    from torchvision import datasets
+
+    return {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+
+
+@functools.cache
+def _cifar_class(name: str) -> type:
+    return _present_files_only(_torchvision_cifar(name))
 
 
 def write_fake_cifar10(root: str | os.PathLike, per_batch: int = 4, seed: int = 0) -> Path:
@@ -188,10 +203,10 @@ def write_fake_cifar10(root: str | os.PathLike, per_batch: int = 4, seed: int = 
 
 
 def _cifar(meta: DatasetInfo, train: bool, root: Path, augment: bool, download: bool) -> Dataset:
-    cls = _CIFAR[meta.name]
+    cls = _cifar_class(meta.name)
     folder = root / cls.base_folder
     if download:  # torchvision fetches the archive and verifies its MD5 sums
-        _TORCHVISION_CIFAR[meta.name](str(root), train=train, download=True)
+        _torchvision_cifar(meta.name)(str(root), train=train, download=True)
     if not folder.is_dir():
         raise DatasetNotFound(
             f"{meta.name} not found: expected the folder {folder.resolve()} with the python "
@@ -205,7 +220,9 @@ def _cifar(meta: DatasetInfo, train: bool, root: Path, augment: bool, download: 
 # ImageNet
 
 
-def imagenet_transform(meta: DatasetInfo, augment: bool) -> v2.Compose:
+def imagenet_transform(meta: DatasetInfo, augment: bool):
+    from torchvision.transforms import v2
+
     if augment:
         steps = [v2.RandomResizedCrop(meta.image_size), v2.RandomHorizontalFlip()]
     else:
@@ -230,6 +247,8 @@ def _imagenet(meta: DatasetInfo, train: bool, root: Path, augment: bool, downloa
             "image-net.org, arrange train/ and val/ by class, and set SOSP_IMAGENET to the "
             "folder holding them."
         )
+    from torchvision import datasets
+
     return datasets.ImageFolder(str(folder), transform=imagenet_transform(meta, augment))
 
 

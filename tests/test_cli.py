@@ -104,3 +104,19 @@ def test_truncated_checkpoint_is_reported(tmp_path):
         str(tmp_path / "run"),
     )
     assert r.returncode == 2 and "corrupt or truncated" in r.stderr
+
+
+def test_prune_several_ratios_share_one_saliency(tmp_path):
+    """`--ratio 0.3 0.6` writes one folder per ratio and reports.json listing both; the larger
+    ratio prunes more and its order extends the smaller one's mask."""
+    out = tmp_path / "run"
+    r = run_sosp(
+        "prune", "--model", "resnet20", "--dataset", "digits", "--method", "sosp_h",
+        "--ratio", "0.3", "0.6", "--n-samples", "32", "--out", str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    reports = json.loads((out / "reports.json").read_text())
+    assert [rep["ratio"] for rep in reports] == [0.3, 0.6]
+    small, large = (json.loads((out / f / "mask.json").read_text())["mask"] for f in ("0.3", "0.6"))
+    assert all(set(small.get(k, [])) <= set(large.get(k, [])) for k in small)
+    assert reports[0]["pruned_structures"] < reports[1]["pruned_structures"]

@@ -166,9 +166,13 @@ def test_train_prune_finetune_evaluate_chain(tmp_path):
     r = run_sosp("evaluate", "--checkpoint", str(ft / "model.pt"), "--record", "method=sosp_h",
                  "--out", str(ft / "eval.json"))  # fmt: skip
     assert r.returncode == 0, r.stderr
-    ev = json.loads((ft / "eval.json").read_text())
+    (ev,) = json.loads((ft / "eval.json").read_text())
     report = json.loads((pruned / "report.json").read_text())
     assert ev["params"] == report["after"]["params"] and ev["method"] == "sosp_h"
+    assert ev["prune"]["ratio"] == 0.5 and 0 <= ev["test_acc_before_finetune"] <= 1
+    assert set(ev["layer_pruned_fraction"]) <= set(
+        json.loads((pruned / "mask.json").read_text())["mask"]
+    )
     metrics = json.loads((ft / "metrics.json").read_text())
     assert ev["test_acc"] == pytest.approx(metrics["final_test_acc"])
     assert metrics["config"]["command"] == "finetune" and metrics["config"]["recipe"]["epochs"] == 3

@@ -3,7 +3,6 @@ and any timm model by name. Nothing here downloads weights."""
 
 from __future__ import annotations
 
-import torchvision
 from torch import nn
 
 from sosp.errors import UnknownName
@@ -13,6 +12,8 @@ from sosp.models import register
 def torchvision_resnet(
     arch: str, num_classes: int, in_channels: int = 3, image_size: int = 224
 ) -> nn.Module:
+    import torchvision  # imported on use: it costs seconds at every `sosp` start
+
     model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
     if in_channels != 3:
         old = model.conv1
