@@ -79,8 +79,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def _finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pruned",
+        nargs="+",
         required=True,
-        help="pruned.pt from `sosp prune` (pruned at init for init-pruning, or after training)",
+        help="pruned.pt from `sosp prune` (pruned at init for init-pruning, or after training); "
+        "several are trained one after another into OUT/<folder of each pruned.pt>/",
     )
     _common_args(p)
 
@@ -92,25 +94,50 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = models.create(args.model, meta.num_classes, meta.in_channels, meta.image_size)
     source = {"command": "train", "model": args.model, "dataset": dataset}
-    return _run(args, model, source, extra={})
+    _run(args, model, source, {}, Path(args.out))
+    return 0
 
 
-@command("finetune", "train a pruned network (from `sosp prune`) further", _finetune_args)
+@command("finetune", "train pruned networks (from `sosp prune`) further", _finetune_args)
 def cmd_finetune(args: argparse.Namespace) -> int:
-    ckpt = load_checkpoint(args.pruned)
-    if "mask" not in ckpt:
-        raise BadInput(f"{args.pruned} holds no mask: pass the pruned.pt written by `sosp prune`")
-    model = api.load_pruned(args.pruned)
-    source = {
-        "command": "finetune",
-        "model": ckpt["model"],
-        "dataset": ckpt["dataset"],
-        "pruned": str(Path(args.pruned).resolve()),
-    }
-    return _run(args, model, source, extra={"mask": ckpt["mask"], "exclude": ckpt.get("exclude")})
+    outs = _finetune_outs(args.pruned, Path(args.out))
+    summary = []
+    for pruned, out in zip(args.pruned, outs, strict=True):
+        ckpt = load_checkpoint(pruned)
+        if "mask" not in ckpt:
+            raise BadInput(f"{pruned} holds no mask: pass the pruned.pt written by `sosp prune`")
+        source = {
+            "command": "finetune",
+            "model": ckpt["model"],
+            "dataset": ckpt["dataset"],
+            "pruned": str(Path(pruned).resolve()),
+        }
+        extra = {"mask": ckpt["mask"], "exclude": ckpt.get("exclude")}
+        metrics = _run(args, api.load_pruned(pruned), source, extra, out)
+        summary.append({"pruned": str(pruned), "out": str(out), **_headline(metrics)})
+    atomic_write_json(Path(args.out) / "runs.json", summary)
+    return 0
 
 
-def _run(args: argparse.Namespace, model: torch.nn.Module, source: dict, extra: dict) -> int:
+def _finetune_outs(pruned: list[str], out: Path) -> list[Path]:
+    """OUT for one pruned network; OUT/<name of its folder> for each of several."""
+    if len(pruned) == 1:
+        return [out]
+    names = [Path(p).parent.name for p in pruned]
+    if len(set(names)) != len(names):
+        raise BadInput("several --pruned files must lie in differently named folders")
+    return [out / name for name in names]
+
+
+def _headline(metrics: dict) -> dict:
+    keys = ("final_test_acc", "best_test_acc_selected_on_test", "wall_seconds")
+    return {k: metrics.get(k) for k in keys}
+
+
+def _run(
+    args: argparse.Namespace, model: torch.nn.Module, source: dict, extra: dict, out: Path
+) -> dict:
+    """Train `model` as `args` say into `out`; returns the metrics (empty on ranks > 0)."""
     meta = data.info(source["dataset"])
     preset = args.recipe or recipes.default_preset(source["model"], meta.name)
     recipe = recipes.resolve(preset, parse_options(args.set), args.recipe_file)
@@ -133,7 +160,7 @@ def _run(args: argparse.Namespace, model: torch.nn.Module, source: dict, extra: 
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device != "cpu" else None
         )
-    logger = _logger(args, source, config) if rank == 0 else None
+    logger = _logger(args, source, config, out) if rank == 0 else None
 
     def save_model(net: torch.nn.Module, path: Path) -> None:
         file = api.model_file(source["model"], meta.name, net.float(), **extra)
@@ -145,7 +172,7 @@ def _run(args: argparse.Namespace, model: torch.nn.Module, source: dict, extra: 
             recipe,
             train_batches,
             test_batches,
-            args.out,
+            out,
             config=config,
             save_model=save_model,
             seed=args.seed,
@@ -165,9 +192,9 @@ def _run(args: argparse.Namespace, model: torch.nn.Module, source: dict, extra: 
         print(
             f"{source['command']} {source['model']} on {meta.name}: final test acc "
             f"{metrics['final_test_acc']:.4f} (best seen {best:.4f}), "
-            f"{metrics['wall_seconds']:.0f} s. Wrote {args.out}/"
+            f"{metrics['wall_seconds']:.0f} s. Wrote {out}/"
         )
-    return 0
+    return metrics
 
 
 def _distributed(device: str) -> tuple[int, int, str]:
@@ -231,14 +258,14 @@ def _batches(args, meta, recipe, kind, device, rank, world):
     )
 
 
-def _logger(args, source: dict, config: dict) -> tracking.Logger:
+def _logger(args, source: dict, config: dict, out: Path) -> tracking.Logger:
     return tracking.Logger(
         args.wandb,
-        directory=Path(args.out),
+        directory=out,
         project=args.wandb_project,
         group=args.wandb_group,
         job_type=source["command"],
-        name=Path(args.out).name,
+        name=out.name,
         tags=args.wandb_tags,
         config=config,
     )

@@ -7,7 +7,8 @@
     digits          the embedded demo: batch 64, 30 epochs, cosine (seconds on a laptop)
 
 Fine-tuning repeats the training schedule unless told otherwise. `bn_l1` adds Network
-Slimming's L1 penalty on BatchNorm scales (slimming trains with 1e-4).
+Slimming's L1 penalty on BatchNorm scales (slimming trains with 1e-4); `cycles=2` runs the
+schedule twice (the paper's init-pruning trains the pruned network for two cycles).
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ class Recipe:
     bn_l1: float = 0.0
     augment: bool = True
     test_every: int = 1  # evaluate on the test split every k epochs (and after the last)
+    cycles: int = 1  # run the schedule this many times (lr restarts); the paper's init-pruning: 2
     name: str = "custom"  # the preset it came from
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs * self.cycles
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "milestones": list(self.milestones)}
@@ -129,7 +135,9 @@ def _coerce(key: str, value, default):
 def _check(r: Recipe) -> None:
     if r.schedule not in SCHEDULES:
         raise BadInput(f"recipe key 'schedule' must be one of {', '.join(SCHEDULES)}")
-    if r.epochs < 1 or r.batch_size < 1 or r.lr <= 0 or r.test_every < 1:
-        raise BadInput("recipe keys 'epochs', 'batch_size', 'lr', 'test_every' must be positive")
+    if min(r.epochs, r.batch_size, r.test_every, r.cycles) < 1 or r.lr <= 0:
+        raise BadInput(
+            "recipe keys 'epochs', 'batch_size', 'lr', 'test_every', 'cycles' must be positive"
+        )
     if any(m < 1 for m in r.milestones):  # milestones past the last epoch are never reached
         raise BadInput(f"recipe key 'milestones' {r.milestones} must be positive epochs")

@@ -45,7 +45,8 @@ class Preempted(SospError):
 
 def lr_at(recipe: Recipe, epoch: int) -> float:
     """Learning rate of epoch `epoch` (0-based): steps of `gamma` at each milestone reached,
-    or a cosine from `lr` towards 0 over the run."""
+    or a cosine from `lr` towards 0 over the cycle; each of `cycles` cycles starts over."""
+    epoch %= recipe.epochs
     if recipe.schedule == "step":
         return recipe.lr * recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
     if recipe.schedule == "cosine":
@@ -159,14 +160,14 @@ def fit(
         opt.load_state_dict(ckpt["optimizer"])
         start_epoch, history, wall_before = ckpt["epoch"], ckpt["history"], ckpt["wall_seconds"]
         if rank == 0:
-            print(f"{out}: resuming after epoch {start_epoch} of {recipe.epochs}")
+            print(f"{out}: resuming after epoch {start_epoch} of {recipe.total_epochs}")
     started = time.perf_counter()
     with stop_on_signal() as stopped:
-        for epoch in range(start_epoch, recipe.epochs):
+        for epoch in range(start_epoch, recipe.total_epochs):
             row = _train_epoch(
                 model, opt, recipe, train_batches, epoch, seed, device, amp, stopped, progress
             )
-            if (epoch + 1) % recipe.test_every == 0 or epoch + 1 == recipe.epochs:
+            if (epoch + 1) % recipe.test_every == 0 or epoch + 1 == recipe.total_epochs:
                 test = evaluate(net, test_batches, device, amp)
                 row.update(test_loss=test["loss"], test_acc=test["acc"])
             history.append(row)
@@ -216,7 +217,7 @@ def _train_epoch(model, opt, recipe, batches, epoch, seed, device, amp, stopped,
     correct = torch.zeros((), device=device, dtype=torch.long)
     n = 0
     bar = tqdm(
-        batches, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False
+        batches, desc=f"epoch {epoch + 1}/{recipe.total_epochs}", disable=not progress, leave=False
     )
     for x, y in bar:
         loss, out, y = train_step(model, opt, x, y, recipe, device, amp)

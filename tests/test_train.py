@@ -199,3 +199,9 @@ def test_torchrun_two_processes(tmp_path):
     assert r.returncode == 0, r.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["world_size"] == 2 and metrics["final_test_acc"] > 0.5
+
+
+def test_cycles_restart_the_schedule():
+    r = recipes.resolve("cifar", {"cycles": 2})
+    assert r.total_epochs == 400
+    assert lr_at(r, 200) == pytest.approx(0.1) and lr_at(r, 399) == pytest.approx(0.001)

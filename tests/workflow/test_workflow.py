@@ -1,0 +1,137 @@
+"""The Snakemake workflow: a tiny config end to end, schema errors that name the key, the
+re-plot target, and `snakemake --profile slurm` against a fake sbatch that records its calls."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+TINY = """
+name: tiny
+device: cpu
+experiments:
+  mini:
+    title: tiny digits run
+    dataset: digits
+    models: [resnet20]
+    methods: [sosp_h, magnitude]
+    ratios: [0.3, 0.6]
+    seeds: [0]
+    n_samples: 64
+    group_ratios: true
+    train: {set: {epochs: 2}}
+    finetune: {set: {epochs: 1}}
+"""
+
+
+def snakemake(workdir: Path, *args: str, env=None) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        **(env or {}),
+    }
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+
+
+def write_config(tmp_path: Path, text: str = TINY) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_tiny_config_end_to_end_and_replot(tmp_path):
+    """train -> prune -> finetune -> evaluate -> report on digits; the table holds every
+    (method, ratio) cell with one seed; `replot` rebuilds it from the records alone."""
+    cfg = write_config(tmp_path)
+    r = snakemake(tmp_path, "--cores", "2", "--configfile", str(cfg))
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(tmp_path / "results/tiny/summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    cells = {(row["method"], row["ratio"]) for row in rows}
+    assert cells == {("dense", "0.0"), ("sosp_h", "0.3"), ("sosp_h", "0.6"),
+                     ("magnitude", "0.3"), ("magnitude", "0.6")}  # fmt: skip
+    assert all(row["seeds"] == "1" for row in rows)
+    sosp_h = {
+        row["ratio"]: float(row["params_removed_mean"]) for row in rows if row["method"] == "sosp_h"
+    }
+    assert 0 < sosp_h["0.3"] < sosp_h["0.6"] < 100
+    table = (tmp_path / "results/tiny/tables.md").read_text()
+    assert "| resnet20 | sosp_h | trained | 0.6 | 1 |" in table
+    for fig in ("accuracy_vs_params", "accuracy_vs_macs", "layerwise", "before_after"):
+        assert (tmp_path / f"figures/tiny/mini_{fig}.png").stat().st_size > 10_000
+
+    again = snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(cfg))
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    (tmp_path / "results/tiny/tables.md").unlink()
+    shutil.rmtree(tmp_path / "figures")
+    r = snakemake(tmp_path, "replot", "--cores", "1", "--configfile", str(cfg))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (
+        "| resnet20 | sosp_h | trained | 0.6 | 1 |"
+        in (tmp_path / "results/tiny/tables.md").read_text()
+    )
+    assert (tmp_path / "figures/tiny/mini_layerwise.png").exists()
+    assert "rule train" not in r.stdout + r.stderr
+
+
+def test_schema_error_names_the_key(tmp_path):
+    cfg = write_config(
+        tmp_path, TINY.replace("    seeds: [0]", "    seeds: [0]\n    budget: flops")
+    )
+    r = snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(cfg))
+    assert r.returncode != 0
+    assert "budget" in r.stderr and "flops" in r.stderr
+
+
+FAKE_SBATCH = """#!/bin/sh
+echo "$@" >> "$SBATCH_LOG"
+n=$(wc -l < "$SBATCH_LOG")
+echo "$((1000 + n))"
+"""
+FAKE_SACCT = """#!/bin/sh
+n=$(wc -l < "$SBATCH_LOG")
+i=1
+while [ $i -le $n ]; do echo "$((1000 + i))|FAILED"; i=$((i + 1)); done
+"""
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is not None, reason="a real SLURM is on PATH")
+def test_slurm_profile_submits_gpu_jobs(tmp_path):
+    """`snakemake --profile slurm` from the repository root submits the first jobs (dense
+    training) through sbatch with one GPU, the profile's partition, account, time and memory."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in {"sbatch": FAKE_SBATCH, "sacct": FAKE_SACCT, "squeue": "#!/bin/sh\n",
+                       "sinfo": "#!/bin/sh\n", "scontrol": "#!/bin/sh\n",
+                       "sacctmgr": "#!/bin/sh\necho my-account\n",
+                       "sshare": "#!/bin/sh\necho my-account\n"}.items():  # fmt: skip
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / "sbatch.log"
+    log.touch()
+    cfg = write_config(tmp_path)
+    env = {"PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "SBATCH_LOG": str(log)}  # fmt: skip
+    r = snakemake(
+        tmp_path, "--profile", "slurm", "--configfile", str(cfg), "--retries", "0",
+        "--slurm-init-seconds-before-status-checks", "1", env=env,
+    )  # fmt: skip
+    calls = log.read_text().splitlines()
+    assert calls, r.stderr[-3000:]
+    train = [c for c in calls if "rule_train" in c]
+    assert len(train) == 1  # one dense network for the one (model, seed)
+    call = train[0]
+    assert "--gpus=1" in call or "--gres=gpu:1" in call, call
+    assert "-p gpu" in call or "--partition gpu" in call or "--partition=gpu" in call, call
+    assert "my-account" in call, call
+    assert "--mem 16000" in call or "--mem=16000" in call, call
+    assert r.returncode != 0  # the fake cluster reports every job as failed

@@ -1,0 +1,177 @@
+# The job tables: every run the config asks for, keyed by a hash of the settings that make it
+# (sosp.paths), so a dense checkpoint is trained once and shared by every method and ratio.
+import shlex
+
+from sosp import paths, recipes
+
+RUNS = config["runs_dir"]
+NAME = config["name"]
+RESULTS = f"results/{NAME}"
+FIGURES = f"figures/{NAME}"
+
+DENSE = {}  # key -> {model, dataset, seed, recipe, spec, minutes}
+PRUNE = {}  # key -> settings of one saliency computation and all its ratios
+FINETUNE = {}  # key -> {prune, ratio, recipe, pruned, ...}
+EVALUATE = {}  # "<experiment>/<key>" -> {checkpoints, inputs, record}
+
+
+def _recipe(spec, model, dataset):
+    """(resolved recipe dict, preset name, overrides) for a config recipe spec."""
+    preset = spec.get("preset") or recipes.default_preset(model, dataset)
+    overrides = spec.get("set", {})
+    return recipes.resolve(preset, overrides).as_dict(), preset, overrides
+
+
+def _ratios(name, exp, model):
+    ratios = exp["ratios"]
+    if isinstance(ratios, dict):
+        if model not in ratios:
+            raise ValueError(f"experiments.{name}.ratios has no entry for model {model!r}")
+        ratios = ratios[model]
+    return sorted(set(ratios))
+
+
+def pruned_file(pkey, ratio):
+    folder = f"{RUNS}/prune/{pkey}"
+    return f"{folder}/pruned.pt" if len(PRUNE[pkey]["ratios"]) == 1 else f"{folder}/{ratio:g}/pruned.pt"
+
+
+def finetuned_file(fkey, ratio):
+    folder = f"{RUNS}/finetune/{fkey}"
+    return f"{folder}/model.pt" if len(FINETUNE[fkey]["ratios"]) == 1 else f"{folder}/{ratio:g}/model.pt"
+
+
+def _add_jobs(name, exp):
+    res = exp.get("resources", {})
+    for model in exp["models"]:
+        for seed in exp["seeds"]:
+            train, preset, overrides = _recipe(exp["train"], model, exp["dataset"])
+            dense = {"model": model, "dataset": exp["dataset"], "seed": seed, "recipe": train}
+            dkey = paths.run_key(f"{model}-{exp['dataset']}-s{seed}", dense)
+            dense_job = {**dense, "preset": preset, "set": overrides,
+                         "minutes": res.get("train_minutes", 60)}
+            ft_spec = exp["finetune"] or exp["train"]
+            finetune, ft_preset, ft_set = _recipe(ft_spec, model, exp["dataset"])
+            record = {"config": NAME, "experiment": name, "model": model, "seed": seed}
+            if "trained" in exp["prune_at"]:
+                DENSE[dkey] = dense_job
+                EVALUATE[f"{name}/{dkey}"] = {
+                    "checkpoints": [f"{RUNS}/dense/{dkey}/model.pt"],
+                    "inputs": [f"{RUNS}/dense/{dkey}/model.pt", f"{RUNS}/dense/{dkey}/metrics.json"],
+                    "record": {**record, "method": "dense", "prune_at": "none"},
+                }
+            for prune_at in exp["prune_at"]:
+                for method in exp["methods"]:
+                    prune = {
+                        "source": dkey if prune_at == "trained" else "init",
+                        "model": model, "dataset": exp["dataset"], "seed": seed,
+                        "method": method, "options": exp["method_options"].get(method, {}),
+                        "budget": exp["budget"], "scope": exp["scope"],
+                        "max_layer_fraction": exp["max_layer_fraction"],
+                        "kernel_scaling": exp["kernel_scaling"], "exclude": exp["exclude"],
+                        "n_samples": exp["n_samples"], "batch_size": exp["batch_size"],
+                        "ratios": _ratios(name, exp, model),
+                    }  # fmt: skip
+                    pkey = paths.run_key(f"{model}-{method}-{prune_at}-s{seed}", prune)
+                    PRUNE[pkey] = {**prune, "minutes": res.get("prune_minutes", 30)}
+                    groups = (
+                        [prune["ratios"]] if exp["group_ratios"] else [[r] for r in prune["ratios"]]
+                    )
+                    checkpoints, inputs = [], []
+                    for ratios in groups:
+                        ft = {"prune": pkey, "ratios": ratios, "recipe": finetune}
+                        tag = "-".join(f"{r:g}" for r in ratios)
+                        fkey = paths.run_key(f"{model}-{method}-r{tag}-s{seed}", ft)
+                        FINETUNE[fkey] = {**ft, "preset": ft_preset, "set": ft_set, "seed": seed,
+                                          "minutes": res.get("finetune_minutes", 60) * len(ratios)}
+                        checkpoints += [finetuned_file(fkey, r) for r in ratios]
+                        inputs.append(f"{RUNS}/finetune/{fkey}/runs.json")
+                    EVALUATE[f"{name}/{pkey}"] = {
+                        "checkpoints": checkpoints,
+                        "inputs": inputs,
+                        "record": {**record, "method": method, "prune_at": prune_at},
+                    }
+
+
+for _name, _exp in config["experiments"].items():
+    _add_jobs(_name, _exp)
+
+
+# -- command lines ---------------------------------------------------------------------------
+
+
+def _common_flags():
+    flags = ["--device", config["device"]]
+    if config["data_root"]:
+        flags += ["--data-root", config["data_root"]]
+    return flags
+
+
+def _train_flags(job, group):
+    flags = ["--recipe", job["preset"], "--seed", str(job["seed"]), "--no-progress"]
+    if job["set"]:
+        flags += ["--set", *[f"{k}={_value(v)}" for k, v in job["set"].items()]]
+    flags += ["--wandb", config["wandb"], "--wandb-project", config["wandb_project"]]
+    return flags + ["--wandb-group", group, *_common_flags()]
+
+
+def _value(v):
+    return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
+def train_cmd(key):
+    job = DENSE[key]
+    args = ["sosp", "train", "--model", job["model"], "--dataset", job["dataset"]]
+    args += _train_flags(job, f"{NAME}-dense-{job['model']}") + ["--out", f"{RUNS}/dense/{key}"]
+    return shlex.join(args)
+
+
+def prune_cmd(key):
+    job = PRUNE[key]
+    args = ["sosp", "prune", "--model", job["model"], "--dataset", job["dataset"]]
+    if job["source"] != "init":
+        args += ["--checkpoint", f"{RUNS}/dense/{job['source']}/model.pt"]
+    args += ["--method", job["method"], "--ratio", *[f"{r:g}" for r in job["ratios"]]]
+    args += ["--budget", job["budget"], "--scope", job["scope"], "--seed", str(job["seed"])]
+    args += ["--n-samples", str(job["n_samples"]), "--batch-size", str(job["batch_size"])]
+    if job["max_layer_fraction"] is not None:
+        args += ["--max-layer-fraction", str(job["max_layer_fraction"])]
+    if job["kernel_scaling"]:
+        args += ["--kernel-scaling"]
+    if job["exclude"]:
+        exclude = job["exclude"]
+        args += ["--exclude", *([exclude] if isinstance(exclude, str) else exclude)]
+    if job["options"]:
+        args += ["--option", *[f"{k}={_value(v)}" for k, v in job["options"].items()]]
+    if config["data_root"]:
+        args += ["--data-root", config["data_root"]]
+    return shlex.join(args + ["--out", f"{RUNS}/prune/{key}"])
+
+
+def finetune_cmd(key):
+    job = FINETUNE[key]
+    prune = PRUNE[job["prune"]]
+    args = ["sosp", "finetune", "--pruned", *[pruned_file(job["prune"], r) for r in job["ratios"]]]
+    group = f"{NAME}-{prune['model']}-{prune['method']}"
+    return shlex.join(args + _train_flags(job, group) + ["--out", f"{RUNS}/finetune/{key}"])
+
+
+def evaluate_cmd(key):
+    job = EVALUATE[key]
+    args = ["sosp", "evaluate", "--checkpoint", *job["checkpoints"]]
+    args += ["--record", *[f"{k}={v}" for k, v in job["record"].items()]]
+    args += ["--device", config["device"]]
+    if config["data_root"]:
+        args += ["--data-root", config["data_root"]]
+    return shlex.join(args + ["--out", f"{RESULTS}/runs/{key}.json"])
+
+
+def figure_files():
+    return [
+        f"{FIGURES}/{name}_{figure}.png"
+        for name, exp in config["experiments"].items()
+        for figure in exp["figures"]
+    ]
+
+
+REPORT_FILES = [f"{RESULTS}/{f}" for f in ("runs.csv", "summary.csv", "tables.md", "tables.tex")]

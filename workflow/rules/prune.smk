@@ -1,0 +1,20 @@
+rule prune:
+    """One saliency computation, a mask and a pruned network per ratio (OUT/<ratio>/)."""
+    input:
+        lambda wc: (
+            []
+            if PRUNE[wc.key]["source"] == "init"
+            else [f"{RUNS}/dense/{PRUNE[wc.key]['source']}/model.pt"]
+        ),
+    output:
+        f"{RUNS}/prune/{{key}}/reports.json",
+    params:
+        cmd=lambda wc: prune_cmd(wc.key),
+    log:
+        f"{RUNS}/logs/prune/{{key}}.log",
+    threads: 1
+    resources:
+        gpu=1,
+        runtime=lambda wc: PRUNE[wc.key]["minutes"],
+    shell:
+        "OMP_NUM_THREADS={threads} {params.cmd} > {log} 2>&1"

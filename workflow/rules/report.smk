@@ -1,0 +1,54 @@
+import json
+
+REPORT_SPEC = {
+    name: {"title": exp.get("title", name), "dataset": exp["dataset"], "figures": exp["figures"]}
+    for name, exp in config["experiments"].items()
+}
+REPORT_CMD = shlex.join(
+    ["python", f"{workflow.basedir}/workflow/scripts/report.py"]
+    + ["--results", RESULTS, "--figures", FIGURES]
+    + ["--experiments", json.dumps(REPORT_SPEC)]
+    + [
+        arg
+        for p in config["published"]
+        for arg in ("--published", f"{workflow.basedir}/results/published/{p}")
+    ]
+)
+
+
+rule report:
+    """Aggregate every record into CSV, Markdown tables beside the published numbers, and
+    figures."""
+    input:
+        [f"{RESULTS}/runs/{key}.json" for key in EVALUATE],
+    output:
+        REPORT_FILES + figure_files(),
+    log:
+        f"{RUNS}/logs/report/{NAME}.log",
+    shell:
+        REPORT_CMD.replace("{", "{{").replace("}", "}}") + " > {log} 2>&1"
+
+
+rule replot:
+    """Rebuild every table and figure from the records already in results/<name>/runs/,
+    training nothing: `snakemake replot`."""
+    shell:
+        REPORT_CMD.replace("{", "{{").replace("}", "}}")
+
+
+rule mask_time:
+    """Fig. 2: mask computation time of SOSP-I and SOSP-H against ResNet-56's width."""
+    output:
+        f"{RESULTS}/fig2_mask_time_vs_width.csv",
+    params:
+        widths=lambda wc: " ".join(map(str, config["mask_time"]["widths"])),
+        n=lambda wc: config["mask_time"]["n_samples"],
+        device=lambda wc: config["mask_time"].get("device", "cuda"),
+    log:
+        f"{RUNS}/logs/mask_time/{NAME}.log",
+    resources:
+        gpu=1,
+        runtime=240,
+    shell:
+        f"python {workflow.basedir}/benchmarks/mask_time.py --widths {params.widths} --n-samples {params.n} "
+        "--device {params.device} --out {RESULTS}/fig2_mask_time_vs_width > {log} 2>&1"

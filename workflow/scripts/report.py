@@ -1,0 +1,319 @@
+"""Aggregate the workflow's run records into CSV, Markdown/LaTeX tables and figures.
+
+    python workflow/scripts/report.py --results results/demo --figures figures/demo \
+        --experiments '{"digits": {"title": "...", "dataset": "digits", "figures": [...]}}' \
+        [--published results/published/sosp2022_table1.csv]
+
+Reads every results/<name>/runs/**/*.json (lists of records written by `sosp evaluate`), so it
+re-plots from cached results alone. Writes runs.csv (one row per network), summary.csv (mean,
+std and seed count per cell), tables.md / tables.tex and one PNG per experiment and figure.
+Accuracies are in percent; "final" is after the last fine-tuning epoch, "best" the best test
+accuracy seen during fine-tuning (selected on the test set, as the paper's Table 1 reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+CELL = ["experiment", "model", "dataset", "method", "prune_at", "ratio"]
+METRICS = {
+    "acc": "final test acc (%)",
+    "best_acc": "best test acc (%)",
+    "acc_before_ft": "acc before fine-tuning (%)",
+    "params_removed": "params removed (%)",
+    "macs_removed": "MACs removed (%)",
+    "mask_seconds": "mask seconds",
+}
+
+
+def flatten(record: dict) -> dict:
+    """One CSV row from one record of `sosp evaluate`."""
+    prune = record.get("prune") or {}
+    before = prune.get("before", {})
+    row = {
+        "experiment": record["experiment"],
+        "model": record["model"],
+        "dataset": record["dataset"],
+        "method": record["method"],
+        "prune_at": record.get("prune_at", "trained"),
+        "seed": int(record["seed"]),
+        "ratio": float(prune.get("ratio", 0.0)),
+        "budget": prune.get("budget"),
+        "acc": 100 * record["test_acc"],
+        "best_acc": _pct(record.get("best_test_acc_selected_on_test")),
+        "acc_before_ft": _pct(record.get("test_acc_before_finetune")),
+        "params": record["params"],
+        "macs": record["macs"],
+        "params_removed": 100 * (1 - record["params"] / before["params"]) if before else 0.0,
+        "macs_removed": 100 * (1 - record["macs"] / before["macs"]) if before else 0.0,
+        "mask_seconds": prune.get("seconds"),
+        "checkpoint": record["checkpoint"],
+    }
+    return row
+
+
+def _pct(x):
+    return None if x is None else 100 * x
+
+
+def load_records(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per network, one row per (network, layer) with its pruned fraction)."""
+    rows, layers = [], []
+    for path in sorted((results / "runs").rglob("*.json")):
+        for record in json.loads(path.read_text()):
+            row = flatten(record)
+            rows.append(row)
+            for i, (layer, frac) in enumerate(record.get("layer_pruned_fraction", {}).items()):
+                layers.append({**{k: row[k] for k in CELL + ["seed"]}, "layer": layer,
+                               "index": i, "pruned": 100 * frac})  # fmt: skip
+    if not rows:
+        raise SystemExit(f"no records under {results}/runs: run the workflow first")
+    return pd.DataFrame(rows), pd.DataFrame(layers)
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and seed count of every metric per cell."""
+    agg = runs.groupby(CELL, dropna=False)[list(METRICS)].agg(["mean", "std"])
+    agg.columns = [f"{m}_{s}" for m, s in agg.columns]
+    agg["seeds"] = runs.groupby(CELL, dropna=False)["seed"].nunique()
+    return agg.reset_index()
+
+
+def _cell(mean, std, digits=2) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def latex(df: pd.DataFrame, caption: str) -> str:
+    esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%").replace("±", r"$\pm$")  # noqa: E731
+    lines = [r"\begin{table}", r"\centering", rf"\caption{{{esc(caption)}}}"]
+    lines += [r"\begin{tabular}{" + "l" * len(df.columns) + "}", r"\toprule"]
+    lines += [" & ".join(esc(c) for c in df.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(esc(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}", r"\end{table}"])
+
+
+def cell_table(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
+    s = summary[summary.experiment == experiment].sort_values(["model", "method", "ratio"])
+    out = pd.DataFrame(
+        {
+            "model": s.model,
+            "method": s.method,
+            "prune at": s.prune_at,
+            "ratio": s.ratio.map(lambda r: f"{r:g}"),
+            "seeds": s.seeds,
+        }
+    )
+    for m, label in METRICS.items():
+        out[label] = [_cell(a, b) for a, b in zip(s[f"{m}_mean"], s[f"{m}_std"], strict=True)]
+    return out
+
+
+def published_table(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+    """Each published cell beside ours: our ratio whose params reduction is nearest to the
+    published one, our best accuracy (the paper's convention) with std and seed count."""
+    rows = []
+    for p in published.itertuples(index=False):
+        if p.method == "baseline":
+            ours = summary[(summary.model == p.model) & (summary.dataset == p.dataset)
+                           & (summary.method == "dense")]  # fmt: skip
+        else:
+            ours = summary[(summary.model == p.model) & (summary.dataset == p.dataset)
+                           & (summary.method == p.method)]  # fmt: skip
+        if ours.empty:
+            continue
+        target = getattr(p, "weights_reduction_pct", float("nan"))
+        if p.method != "baseline" and not math.isnan(target):
+            ours = ours.iloc[[(ours.params_removed_mean - target).abs().argmin()]]
+        o = ours.iloc[0]
+        acc = o.best_acc_mean if p.method != "baseline" else o.acc_mean
+        acc_std = o.best_acc_std if p.method != "baseline" else o.acc_std
+        rows.append(
+            {
+                "source": p.source,
+                "model": p.model,
+                "dataset": p.dataset,
+                "method": p.method,
+                "published acc": _cell(p.test_acc, p.test_acc_std),
+                "our acc": _cell(acc, acc_std),
+                "difference": f"{acc - p.test_acc:+.2f}",
+                "our seeds": int(o.seeds),
+                "published params removed": _cell(p.weights_reduction_pct, None),
+                "our params removed": _cell(o.params_removed_mean, o.params_removed_std),
+                "published MACs removed": _cell(p.macs_reduction_pct, None),
+                "our MACs removed": _cell(o.macs_removed_mean, o.macs_removed_std),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# -- figures ---------------------------------------------------------------------------------
+
+
+def _models_axes(models: list[str], title: str):
+    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.6), squeeze=False)
+    fig.suptitle(title, fontsize=10)
+    return fig, axes[0]
+
+
+def _dense_line(ax, summary, experiment, model):
+    dense = summary[(summary.experiment == experiment) & (summary.model == model)
+                    & (summary.method == "dense")]  # fmt: skip
+    if not dense.empty:
+        ax.axhline(dense.acc_mean.iloc[0], color="k", ls="--", lw=1, label="dense")
+
+
+def accuracy_vs(summary, experiment, title, quantity: str, path: Path) -> None:
+    """Final accuracy (mean ± std over seeds) against the remaining params or MACs."""
+    s = summary[(summary.experiment == experiment) & (summary.method != "dense")]
+    models = sorted(s.model.unique())
+    fig, axes = _models_axes(models, title)
+    for ax, model in zip(axes, models, strict=True):
+        for (method, prune_at), g in s[s.model == model].groupby(["method", "prune_at"]):
+            g = g.sort_values("ratio")
+            x = 100 - g[f"{quantity}_removed_mean"]
+            label = method if s.prune_at.nunique() == 1 else f"{method} ({prune_at})"
+            line = ax.plot(x, g.acc_mean, "o-", ms=3, label=label)[0]
+            std = g.acc_std.fillna(0)
+            ax.fill_between(x, g.acc_mean - std, g.acc_mean + std, alpha=0.15,
+                            color=line.get_color())  # fmt: skip
+        _dense_line(ax, summary, experiment, model)
+        ax.set_xlabel(f"remaining {'parameters' if quantity == 'params' else 'MACs'} (%)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(model, fontsize=9)
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _save(fig, path)
+
+
+def layerwise(layers, summary, experiment, title, path: Path) -> None:
+    """Pruned fraction of each layer (mean over seeds) at the largest ratio, per method."""
+    s = layers[(layers.experiment == experiment)]
+    models = sorted(s.model.unique())
+    fig, axes = _models_axes(models, title + " — layer-wise pruning at the largest ratio")
+    for ax, model in zip(axes, models, strict=True):
+        m = s[s.model == model]
+        top = m[m.ratio == m.ratio.max()]
+        for (method, prune_at), g in top.groupby(["method", "prune_at"]):
+            mean = g.groupby("index").pruned.mean()
+            label = method if s.prune_at.nunique() == 1 else f"{method} ({prune_at})"
+            ax.plot(mean.index, mean.values, ".-", ms=4, lw=1, label=label)
+        ax.set_xlabel("layer (network order)")
+        ax.set_ylabel("channels pruned (%)")
+        ax.set_title(f"{model}, ratio {top.ratio.max():g}", fontsize=9)
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _save(fig, path)
+
+
+def before_after(summary, experiment, title, path: Path) -> None:
+    """Accuracy right after pruning (dashed) and after fine-tuning (solid) against the ratio."""
+    s = summary[(summary.experiment == experiment) & (summary.method != "dense")]
+    models = sorted(s.model.unique())
+    fig, axes = _models_axes(models, title + " — before (dashed) and after (solid) fine-tuning")
+    for ax, model in zip(axes, models, strict=True):
+        for (method, prune_at), g in s[s.model == model].groupby(["method", "prune_at"]):
+            g = g.sort_values("ratio")
+            label = method if s.prune_at.nunique() == 1 else f"{method} ({prune_at})"
+            line = ax.plot(g.ratio, g.acc_mean, "o-", ms=3, label=label)[0]
+            ax.plot(g.ratio, g.acc_before_ft_mean, "o--", ms=3, color=line.get_color(), alpha=0.7)
+        _dense_line(ax, summary, experiment, model)
+        ax.set_xlabel(f"pruning ratio ({s.budget.iloc[0] if 'budget' in s else 'structures'})")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(model, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=130)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--results", type=Path, required=True)
+    p.add_argument("--figures", type=Path, required=True)
+    p.add_argument("--experiments", required=True, help="JSON: name -> {title, figures}")
+    p.add_argument("--published", action="append", default=[], type=Path)
+    args = p.parse_args()
+    experiments = json.loads(args.experiments)
+
+    runs, layers = load_records(args.results)
+    summary = summarize(runs)
+    s = summary.merge(runs.groupby(CELL)["budget"].first().reset_index(), on=CELL, how="left")
+    _write(args.results / "runs.csv", runs.to_csv(index=False))
+    _write(args.results / "summary.csv", s.to_csv(index=False))
+
+    md = [f"# Results: {args.results.name}", "", __doc__.split("\n\n")[-1].strip(), ""]
+    tex = []
+    for name, spec in experiments.items():
+        table = cell_table(s, name)
+        md += [f"## {spec['title']}", "", markdown(table), ""]
+        tex += [latex(table, spec["title"]), ""]
+        makers = {
+            "accuracy_vs_params": lambda n=name, t=spec["title"]: accuracy_vs(
+                s, n, t, "params", args.figures / f"{n}_accuracy_vs_params.png"
+            ),
+            "accuracy_vs_macs": lambda n=name, t=spec["title"]: accuracy_vs(
+                s, n, t, "macs", args.figures / f"{n}_accuracy_vs_macs.png"
+            ),
+            "layerwise": lambda n=name, t=spec["title"]: layerwise(
+                layers, s, n, t, args.figures / f"{n}_layerwise.png"
+            ),
+            "before_after": lambda n=name, t=spec["title"]: before_after(
+                s, n, t, args.figures / f"{n}_before_after.png"
+            ),
+        }
+        for figure in spec["figures"]:
+            makers[figure]()
+    for path in args.published:
+        compared = published_table(s, pd.read_csv(path))
+        md += [f"## Beside the published numbers ({path.name})", ""]
+        md += [markdown(compared) if not compared.empty else "(no matching cells yet)", ""]
+        if not compared.empty:
+            tex += [latex(compared, f"Ours beside {path.name}"), ""]
+    _write(args.results / "tables.md", "\n".join(md))
+    _write(args.results / "tables.tex", "\n".join(tex))
+    print(f"{len(runs)} networks in {len(s)} cells -> {args.results}/, {args.figures}/")
+
+
+if __name__ == "__main__":
+    main()
