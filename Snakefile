@@ -10,7 +10,10 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: f"{workflow.basedir}/config/demo.yaml"
+if not config:  # the embedded default; --configfile FILE replaces it (not merged into it)
+
+    configfile: f"{workflow.basedir}/config/demo.yaml"
+
 
 
 validate(config, f"{workflow.basedir}/workflow/schemas/config.schema.json")

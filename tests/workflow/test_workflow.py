@@ -89,7 +89,8 @@ def test_schema_error_names_the_key(tmp_path):
     )
     r = snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(cfg))
     assert r.returncode != 0
-    assert "budget" in r.stderr and "flops" in r.stderr
+    out = r.stdout + r.stderr
+    assert "['experiments']['mini']['budget']" in out and "flops" in out
 
 
 FAKE_SBATCH = """#!/bin/sh
