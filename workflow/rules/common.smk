@@ -72,6 +72,7 @@ def _add_jobs(name, exp):
                         "n_samples": exp["n_samples"], "batch_size": exp["batch_size"],
                         "ratios": _ratios(name, exp, model),
                     }  # fmt: skip
+                    prune.update(exp["method_settings"].get(method, {}))
                     pkey = paths.run_key(f"{model}-{method}-{prune_at}-s{seed}", prune)
                     PRUNE[pkey] = {**prune, "minutes": res.get("prune_minutes", 30)}
                     groups = (

@@ -1,39 +1,42 @@
 import json
+import os
 
 REPORT_SPEC = {
     name: {"title": exp.get("title", name), "dataset": exp["dataset"], "figures": exp["figures"]}
     for name, exp in config["experiments"].items()
 }
-REPORT_CMD = shlex.join(
-    ["python", f"{workflow.basedir}/workflow/scripts/report.py"]
-    + ["--results", RESULTS, "--figures", FIGURES]
-    + ["--experiments", json.dumps(REPORT_SPEC)]
-    + [
-        arg
-        for p in config["published"]
-        for arg in ("--published", f"{workflow.basedir}/results/published/{p}")
-    ]
-)
+RECORDS = [f"{RESULTS}/runs/{key}.json" for key in EVALUATE]
+
+
+def report_cmd(records):
+    """The report script's command line (braces escaped for snakemake's shell formatting)."""
+    published = [f"{workflow.basedir}/results/published/{p}" for p in config["published"]]
+    args = ["python", f"{workflow.basedir}/workflow/scripts/report.py"]
+    args += ["--results", RESULTS, "--figures", FIGURES]
+    args += ["--experiments", json.dumps(REPORT_SPEC)]
+    args += [arg for path in published for arg in ("--published", path)]
+    args += ["--records", *records]
+    return shlex.join(args).replace("{", "{{").replace("}", "}}")
 
 
 rule report:
     """Aggregate every record into CSV, Markdown tables beside the published numbers, and
     figures."""
     input:
-        [f"{RESULTS}/runs/{key}.json" for key in EVALUATE],
+        RECORDS,
     output:
         REPORT_FILES + figure_files(),
     log:
         f"{RUNS}/logs/report/{NAME}.log",
     shell:
-        REPORT_CMD.replace("{", "{{").replace("}", "}}") + " > {log} 2>&1"
+        report_cmd(RECORDS) + " > {log} 2>&1"
 
 
 rule replot:
-    """Rebuild every table and figure from the records already in results/<name>/runs/,
+    """Rebuild every table and figure from the config's records already in results/<name>/runs/,
     training nothing: `snakemake replot`."""
     shell:
-        REPORT_CMD.replace("{", "{{").replace("}", "}}")
+        report_cmd([path for path in RECORDS if os.path.exists(path)])
 
 
 rule mask_time:

@@ -2,11 +2,13 @@
 
     python workflow/scripts/report.py --results results/demo --figures figures/demo \
         --experiments '{"digits": {"title": "...", "dataset": "digits", "figures": [...]}}' \
-        [--published results/published/sosp2022_table1.csv]
+        [--published results/published/sosp2022_table1.csv] [--records FILE ...]
 
-Reads every results/<name>/runs/**/*.json (lists of records written by `sosp evaluate`), so it
-re-plots from cached results alone. Writes runs.csv (one row per network), summary.csv (mean,
-std and seed count per cell), tables.md / tables.tex and one PNG per experiment and figure.
+Reads the records named by --records (JSON lists written by `sosp evaluate`; by default every
+results/<name>/runs/**/*.json), so it re-plots from cached results alone. Writes runs.csv (one
+row per network), summary.csv (mean, std and seed count per cell), tables.md / tables.tex and
+one PNG per experiment and figure.
+
 Accuracies are in percent; "final" is after the last fine-tuning epoch, "best" the best test
 accuracy seen during fine-tuning (selected on the test set, as the paper's Table 1 reports).
 """
@@ -67,10 +69,10 @@ def _pct(x):
     return None if x is None else 100 * x
 
 
-def load_records(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_records(paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per network, one row per (network, layer) with its pruned fraction)."""
     rows, layers = [], []
-    for path in sorted((results / "runs").rglob("*.json")):
+    for path in paths:
         for record in json.loads(path.read_text()):
             row = flatten(record)
             rows.append(row)
@@ -78,7 +80,7 @@ def load_records(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 layers.append({**{k: row[k] for k in CELL + ["seed"]}, "layer": layer,
                                "index": i, "pruned": 100 * frac})  # fmt: skip
     if not rows:
-        raise SystemExit(f"no records under {results}/runs: run the workflow first")
+        raise SystemExit("no records to report: run the workflow first")
     return pd.DataFrame(rows), pd.DataFrame(layers)
 
 
@@ -255,7 +257,7 @@ def _save(fig, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
     os.close(fd)
     fig.savefig(tmp, dpi=130)
-    os.replace(tmp, path)
+    _publish(tmp, path)
     plt.close(fig)
 
 
@@ -264,6 +266,14 @@ def _write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    _publish(tmp, path)
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Rename the finished temporary file into place with the usual permissions."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     os.replace(tmp, path)
 
 
@@ -273,10 +283,20 @@ def main() -> None:
     p.add_argument("--figures", type=Path, required=True)
     p.add_argument("--experiments", required=True, help="JSON: name -> {title, figures}")
     p.add_argument("--published", action="append", default=[], type=Path)
+    p.add_argument(
+        "--records",
+        nargs="*",
+        type=Path,
+        help="the record files to aggregate (the workflow passes its config's); "
+        "default: every results/<name>/runs/**/*.json",
+    )
     args = p.parse_args()
     experiments = json.loads(args.experiments)
 
-    runs, layers = load_records(args.results)
+    paths = (
+        args.records if args.records is not None else sorted(args.results.rglob("runs/**/*.json"))
+    )
+    runs, layers = load_records(paths)
     summary = summarize(runs)
     s = summary.merge(runs.groupby(CELL)["budget"].first().reset_index(), on=CELL, how="left")
     _write(args.results / "runs.csv", runs.to_csv(index=False))
