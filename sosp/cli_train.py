@@ -115,7 +115,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         extra = {"mask": ckpt["mask"], "exclude": ckpt.get("exclude")}
         metrics = _run(args, api.load_pruned(pruned), source, extra, out)
         summary.append({"pruned": str(pruned), "out": str(out), **_headline(metrics)})
-    atomic_write_json(Path(args.out) / "runs.json", summary)
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun only rank 0 writes
+        atomic_write_json(Path(args.out) / "runs.json", summary)
     return 0
 
 
