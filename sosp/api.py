@@ -245,10 +245,15 @@ def load_pruned(path: str | os.PathLike) -> nn.Module:
     """The network of a model file (pruned.pt from `sosp prune`, model.pt from `sosp train` or
     `sosp finetune`): the architecture is rebuilt from its model name, dataset and mask (none:
     the dense network), then its weights are loaded."""
-    from sosp import data, models
     from sosp.io import load_checkpoint
 
-    ckpt = load_checkpoint(path)
+    return model_from_file(load_checkpoint(path), path)
+
+
+def model_from_file(ckpt: dict, path: str | os.PathLike = "the model file") -> nn.Module:
+    """`load_pruned` for a model file already read with `sosp.io.load_checkpoint`."""
+    from sosp import data, models
+
     try:
         meta = data.info(ckpt["dataset"])
         model = models.create(ckpt["model"], meta.num_classes, meta.in_channels, meta.image_size)

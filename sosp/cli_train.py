@@ -113,7 +113,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             "pruned": str(Path(pruned).resolve()),
         }
         extra = {"mask": ckpt["mask"], "exclude": ckpt.get("exclude")}
-        metrics = _run(args, api.load_pruned(pruned), source, extra, out)
+        metrics = _run(args, api.model_from_file(ckpt, pruned), source, extra, out)
         summary.append({"pruned": str(pruned), "out": str(out), **_headline(metrics)})
     if int(os.environ.get("RANK", 0)) == 0:  # under torchrun only rank 0 writes
         atomic_write_json(Path(args.out) / "runs.json", summary)
@@ -200,8 +200,7 @@ def _run(
 
 def _distributed(device: str) -> tuple[int, int, str]:
     """(rank, world size, device) of this process; under torchrun, joins the process group."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _resolve(device)
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world == 1:
         return 0, 1, device
@@ -214,6 +213,13 @@ def _distributed(device: str) -> tuple[int, int, str]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return dist.get_rank(), world, device
+
+
+def _resolve(device: str) -> str:
+    """'auto' -> 'cuda' where a GPU is present, else 'cpu'; anything else as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def _loader_kind(choice: str, dataset: str, device: str) -> str:
@@ -298,10 +304,16 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 @command("evaluate", "test accuracy, loss, params and MACs of saved networks", _evaluate_args)
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    device = "cpu" if device == "auto" else device
+    device = _resolve(args.device)
     extra = parse_options(args.record)
-    records = [_evaluate_one(Path(c), extra, device, args) for c in args.checkpoint]
+    test_sets: dict[str, object] = {}  # dataset name -> test batches, read once per call
+
+    def test_batches(meta: data.DatasetInfo):
+        if meta.name not in test_sets:
+            test_sets[meta.name] = _test_batches(meta, args.data_root, args.batch_size)
+        return test_sets[meta.name]
+
+    records = [_evaluate_one(Path(c), extra, device, test_batches) for c in args.checkpoint]
     if args.out:
         atomic_write_json(args.out, records)
     for r in records:
@@ -314,13 +326,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_one(path: Path, extra: dict, device: str, args) -> dict:
+def _evaluate_one(path: Path, extra: dict, device: str, test_batches) -> dict:
     """The record of one model file: its test accuracy and counts, and where it was fine-tuned
     from a pruned network, that network's accuracy and the prune report."""
     ckpt = load_checkpoint(path)
     meta = data.info(ckpt["dataset"])
-    batches = _test_batches(meta, args.data_root, args.batch_size)
-    model = api.load_pruned(path)
+    batches = test_batches(meta)
+    model = api.model_from_file(ckpt, path)
     result = evaluate(model.to(device), batches, device)
     record = {
         **extra,

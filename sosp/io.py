@@ -12,7 +12,8 @@ import torch
 from sosp.errors import BadInput
 
 
-def _atomic(path: str | os.PathLike, write) -> None:
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call `write(f)` on a binary temporary file beside `path`, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -36,7 +37,7 @@ def _umask() -> int:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` via a temporary file in the same folder and a rename."""
-    _atomic(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: object) -> None:
@@ -54,7 +55,7 @@ def read_json(path: str | os.PathLike) -> dict:
 
 def atomic_save(obj: object, path: str | os.PathLike) -> None:
     """torch.save `obj` to `path` atomically."""
-    _atomic(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

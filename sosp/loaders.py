@@ -67,8 +67,10 @@ class TensorLoader:
         device = self.x.device
         g = torch.Generator(device=device).manual_seed(epoch_seed(self.seed, self.epoch))
         n = len(self.y)
-        order = torch.randperm(n, generator=g, device=device) if self.shuffle else None
-        order = torch.arange(n, device=device) if order is None else order
+        if self.shuffle:
+            order = torch.randperm(n, generator=g, device=device)
+        else:
+            order = torch.arange(n, device=device)
         order = order[self.rank :: self.world]
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]

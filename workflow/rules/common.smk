@@ -31,14 +31,18 @@ def _ratios(name, exp, model):
     return sorted(set(ratios))
 
 
+def _ratio_file(folder, ratios, ratio, name):
+    """Where `sosp prune`/`sosp finetune` put a ratio's file: in the folder for one ratio,
+    in folder/<ratio>/ for several."""
+    return f"{folder}/{name}" if len(ratios) == 1 else f"{folder}/{ratio:g}/{name}"
+
+
 def pruned_file(pkey, ratio):
-    folder = f"{RUNS}/prune/{pkey}"
-    return f"{folder}/pruned.pt" if len(PRUNE[pkey]["ratios"]) == 1 else f"{folder}/{ratio:g}/pruned.pt"
+    return _ratio_file(f"{RUNS}/prune/{pkey}", PRUNE[pkey]["ratios"], ratio, "pruned.pt")
 
 
 def finetuned_file(fkey, ratio):
-    folder = f"{RUNS}/finetune/{fkey}"
-    return f"{folder}/model.pt" if len(FINETUNE[fkey]["ratios"]) == 1 else f"{folder}/{ratio:g}/model.pt"
+    return _ratio_file(f"{RUNS}/finetune/{fkey}", FINETUNE[fkey]["ratios"], ratio, "model.pt")
 
 
 def _add_jobs(name, exp):

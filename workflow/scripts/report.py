@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +25,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from sosp.io import atomic_write, atomic_write_text  # noqa: E402
 
 CELL = ["experiment", "model", "dataset", "method", "prune_at", "ratio"]
 METRICS = {
@@ -252,29 +252,9 @@ def before_after(summary, experiment, title, path: Path) -> None:
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=130)
-    _publish(tmp, path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=130))
     plt.close(fig)
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    _publish(tmp, path)
-
-
-def _publish(tmp: str, path: Path) -> None:
-    """Rename the finished temporary file into place with the usual permissions."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -299,8 +279,8 @@ def main() -> None:
     runs, layers = load_records(paths)
     summary = summarize(runs)
     s = summary.merge(runs.groupby(CELL)["budget"].first().reset_index(), on=CELL, how="left")
-    _write(args.results / "runs.csv", runs.to_csv(index=False))
-    _write(args.results / "summary.csv", s.to_csv(index=False))
+    atomic_write_text(args.results / "runs.csv", runs.to_csv(index=False))
+    atomic_write_text(args.results / "summary.csv", s.to_csv(index=False))
 
     md = [f"# Results: {args.results.name}", "", __doc__.split("\n\n")[-1].strip(), ""]
     tex = []
@@ -330,8 +310,8 @@ def main() -> None:
         md += [markdown(compared) if not compared.empty else "(no matching cells yet)", ""]
         if not compared.empty:
             tex += [latex(compared, f"Ours beside {path.name}"), ""]
-    _write(args.results / "tables.md", "\n".join(md))
-    _write(args.results / "tables.tex", "\n".join(tex))
+    atomic_write_text(args.results / "tables.md", "\n".join(md))
+    atomic_write_text(args.results / "tables.tex", "\n".join(tex))
     print(f"{len(runs)} networks in {len(s)} cells -> {args.results}/, {args.figures}/")
 
 
