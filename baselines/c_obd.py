@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from sosp.errors import BadInput
 from sosp.methods import Context, generator, per_layer_scores, register
+from sosp.modes import eval_mode
 from sosp.selection import Saliency
 
 CHUNK_ELEMENTS = 2**24  # per-example gradients held at once (64 MiB in float32)
@@ -69,27 +70,25 @@ def fisher_diagonal(
         m.register_forward_hook(lambda _m, i, o, n=n: _keep(seen, n, i[0], o))
         for n, m in modules.items()
     ]
-    was = model.training
-    model.eval()
     n = 0
     bar = tqdm(total=n_samples, desc="fisher", disable=not (ctx and ctx.progress), unit="sample")
     try:
-        for x, _ in batches:
-            x = x[: n_samples - n].to(p.device, p.dtype)
-            if len(x) == 0:
-                break
-            out = model(x)
-            loss = F.cross_entropy(out, sampled_labels(out, gen), reduction="sum")
-            names = list(seen)
-            gouts = torch.autograd.grad(loss, [seen[k][1] for k in names])
-            for name, gout in zip(names, gouts, strict=True):
-                _accumulate(acc[name], modules[name], seen[name][0], gout.detach())
-            seen.clear()
-            n += len(x)
-            bar.update(len(x))
+        with eval_mode(model):
+            for x, _ in batches:
+                x = x[: n_samples - n].to(p.device, p.dtype)
+                if len(x) == 0:
+                    break
+                out = model(x)
+                loss = F.cross_entropy(out, sampled_labels(out, gen), reduction="sum")
+                names = list(seen)
+                gouts = torch.autograd.grad(loss, [seen[k][1] for k in names])
+                for name, gout in zip(names, gouts, strict=True):
+                    _accumulate(acc[name], modules[name], seen[name][0], gout.detach())
+                seen.clear()
+                n += len(x)
+                bar.update(len(x))
     finally:
         bar.close()
-        model.train(was)
         for h in handles:
             h.remove()
     if n == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sosp import counting, methods
+from sosp import batchnorm, counting, methods
 from sosp.curvature import LOSSES, Batch
 from sosp.errors import BadInput
 from sosp.io import atomic_write_text
@@ -31,6 +32,8 @@ class PruneResult:
     mask: Mask
     model: nn.Module
     order: list[tuple[str, int]]
+    # saliency each structure was ranked by (Q_ss for SOSP-I; divided by the kernel side with
+    # kernel_scaling)
     scores: dict[tuple[str, int], float] = field(default_factory=dict)
     report: dict = field(default_factory=dict)
 
@@ -49,7 +52,12 @@ def prune(
     budget: what `ratio` is a fraction of: 'structures', 'params' or 'macs' (removed).
     scope: 'global' (one ranking over all layers) or 'local' (same fraction per layer).
     max_layer_fraction: at most this fraction of a layer's structures is pruned (e.g. 0.95).
-    kernel_scaling: divide each saliency by its kernel size (the paper's SOSP*).
+    kernel_scaling: divide each saliency by its kernel's side length, 1, 3 or 7 (the paper's
+        SOSP*; sqrt(k_h k_w) for a non-square kernel); `scores` are then the divided ones.
+    recalibrate_bn: re-estimate BatchNorm running statistics on the pruning samples before
+        computing saliencies (needed for an untrained network: pruning at initialization).
+        The returned model carries the re-estimated statistics; the report gives the
+        eval-mode logit standard deviation before and after.
     exclude: fnmatch patterns of layer names never pruned, or a preset ('resnet_downsample').
     Other keywords: n_samples (1000), seed, progress, and the method's own options (see
     `sosp.methods.options_of(method)`). The model passed in is left unchanged.
@@ -70,6 +78,7 @@ def prune_ratios(
     scope: str = "global",
     max_layer_fraction: float | None = None,
     kernel_scaling: bool = False,
+    recalibrate_bn: bool = False,
     seed: int = 0,
     progress: bool = False,
     **options,
@@ -94,6 +103,10 @@ def prune_ratios(
             raise BadInput(f"ratio must lie in (0, 1), not {ratio}")
     batches = _materialize(data, n_samples)
     input_shape = tuple(batches[0][0].shape[1:])
+    recalibration = None
+    if recalibrate_bn:
+        model = copy.deepcopy(model)  # the model passed in stays unchanged
+        recalibration = batchnorm.recalibrate(model, batches)
     graph = analyze(model, input_shape, exclude)
     dense = counting.count(model, input_shape)
 
@@ -104,7 +117,7 @@ def prune_ratios(
     scale = _kernel_scale(graph) if kernel_scaling else None
     full = order(saliency, layer_of, layer_caps(sizes, max_layer_fraction), scope, scale)
     t_saliency = time.perf_counter() - start
-    scores = _scores(graph, saliency)
+    scores = _scores(graph, saliency, scale)
     settings = {
         "method": method,
         "options": options,
@@ -112,6 +125,8 @@ def prune_ratios(
         "scope": scope,
         "max_layer_fraction": max_layer_fraction,
         "kernel_scaling": kernel_scaling,
+        "recalibrate_bn": recalibrate_bn,
+        "bn_recalibration": recalibration,
         "loss": loss,
         "exclude": exclude,
         "n_samples": sum(len(x) for x, _ in batches),
@@ -177,8 +192,10 @@ def _layer_index(graph: StructureGraph) -> tuple[torch.Tensor, list[int]]:
 
 
 def _kernel_scale(graph: StructureGraph) -> torch.Tensor:
-    """1 / kernel size (k_h * k_w) of each structure's layer."""
-    return torch.tensor([1.0 / graph.layers[name].kernel_size for name, _ in graph.structures])
+    """[S] 1 / kernel side of each structure's layer (1, 1/3, 1/7: the paper's SOSP*)."""
+    return torch.tensor(
+        [1.0 / graph.layers[name].kernel_side for name, _ in graph.structures], dtype=torch.float64
+    )
 
 
 def _removed(
@@ -192,8 +209,15 @@ def _removed(
     return 1 - (c.params / dense.params if budget == "params" else c.macs / dense.macs)
 
 
-def _scores(graph: StructureGraph, saliency: Saliency) -> dict[tuple[str, int], float]:
+def _scores(
+    graph: StructureGraph, saliency: Saliency, scale: torch.Tensor | None
+) -> dict[tuple[str, int], float]:
+    """Structure -> the saliency it was ranked by: the score, or Q_ss for SOSP-I (times
+    `scale` with kernel scaling)."""
     values = saliency.scores if saliency.scores is not None else saliency.q.diagonal()
+    values = values.double().cpu()
+    if scale is not None:
+        values = values * scale
     return dict(zip(graph.structures, values.tolist(), strict=True))
 
 

@@ -134,6 +134,14 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
         help="divide saliencies by the kernel size (the paper's SOSP*)",
     )
     p.add_argument(
+        "--recalibrate-bn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="re-estimate BatchNorm running statistics on the pruning samples before the "
+        "saliencies (default: on without --checkpoint, i.e. when pruning at initialization, "
+        "where the initial statistics 0 and 1 make the eval-mode network meaningless)",
+    )
+    p.add_argument(
         "--exclude",
         nargs="*",
         default=[],
@@ -199,6 +207,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         train, batch_size=args.batch_size, shuffle=True, generator=g
     )
     exclude = args.exclude or None
+    recalibrate = args.recalibrate_bn if args.recalibrate_bn is not None else not args.checkpoint
     results = api.prune_ratios(
         model,
         args.method,
@@ -211,10 +220,18 @@ def cmd_prune(args: argparse.Namespace) -> int:
         scope=args.scope,
         max_layer_fraction=args.max_layer_fraction,
         kernel_scaling=args.kernel_scaling,
+        recalibrate_bn=recalibrate,
         seed=args.seed,
         progress=True,
         **parse_options(args.option),
     )
+    recalibration = results[0].report["bn_recalibration"]
+    if recalibration:
+        print(
+            f"recalibrated the statistics of {recalibration['batchnorms']} BatchNorms on "
+            f"{recalibration['samples']} pruning samples: eval-mode logit std "
+            f"{recalibration['logit_std_before']:.3g} -> {recalibration['logit_std_after']:.3g}"
+        )
     out = Path(args.out)
     arch = {"model": args.model, "dataset": meta.name, "exclude": exclude}
     reports = []

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from sosp.modes import eval_mode
+
 
 @dataclass(frozen=True)
 class Counts:
@@ -55,14 +57,12 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
     counted = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     handles = [m.register_forward_hook(hook) for m in counted]
-    was_training = model.training
     param = next(model.parameters(), None)
     kwargs = {"device": param.device, "dtype": param.dtype} if param is not None else {}
     try:
-        model.eval()
-        model(torch.zeros(1, *input_shape, **kwargs))
+        with eval_mode(model):
+            model(torch.zeros(1, *input_shape, **kwargs))
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return total

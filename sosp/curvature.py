@@ -1,12 +1,14 @@
 """First- and second-order quantities per structure, streamed over N' samples in batches.
 
-Notation (DESIGN.md section 5): S structures, D outputs, N' samples, loss
+Notation (the SOSP paper, Sec. 2): S structures, D outputs, N' samples, loss
 L = (1/N') sum_n l(f(x_n), y_n) with l = cross-entropy or 1/2 ||f - y||^2.
 
 - `gate_jacobians`: per-sample J_n in R^{D x S} with J_n[:, s] = phi(x_n) theta_s, from
-  multiplicative gates (= 1) on every structure's conv output and on its BN's output: by
-  homogeneity the sum of the two gate derivatives is the directional derivative along theta_s.
-  One backward pass per output dimension gives J for the whole batch.
+  multiplicative gates (= 1) on the output channels of every module that holds a slice of
+  theta_s (`StructureGraph.theta`: the writer, its affine BN, consumer slices). Each such
+  output channel is homogeneous of degree one in its module's slice, so the sum of the gate
+  derivatives is the directional derivative along theta_s. One backward pass per output
+  dimension gives J for the whole batch.
 - `gauss_newton`: G = (1/N') sum_n J_n^T R_n J_n (R = diag(p) - p p^T for cross-entropy, I for
   squared loss) and lambda_1 = theta_s . dL/dtheta, or with `label_samples=k` the unbiased
   estimate of G from k labels per input sampled from p.
@@ -28,7 +30,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sosp.errors import BadInput
-from sosp.structures import StructureGraph, structure_params
+from sosp.modes import eval_mode
+from sosp.structures import StructureGraph, slice_params
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LOSSES = ("cross_entropy", "squared")
@@ -72,14 +75,17 @@ class Streamed:
     second: torch.Tensor  # [S, S] G for SOSP-I, or [S] theta_s . H theta_struc for SOSP-H
 
 
+Gates = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (gate, channels, structures)
+
+
 @contextmanager
 def gated(graph: StructureGraph, batch_size: int):
     """Install per-sample gates [batch_size, C] (ones, requires_grad) on the output of every
-    prunable layer and of its BatchNorm. Yields the list of gate tensors, in structure order
-    as pairs (layer gate, BN gate or None)."""
-    gates: list[tuple[torch.Tensor, torch.Tensor | None]] = []
-    handles = []
+    module of `graph.theta`. Yields, per slice, (gate, its channels, their structures) as
+    tensors on the model's device."""
     p = next(graph.gm.parameters())
+    gates: Gates = []
+    handles = []
 
     def hook_for(gate: torch.Tensor) -> Callable:
         def hook(_m, _i, out: torch.Tensor) -> torch.Tensor:
@@ -87,20 +93,12 @@ def gated(graph: StructureGraph, batch_size: int):
 
         return hook
 
-    for layer in graph.layers.values():
-        if not layer.prunable:
-            continue
-        pair = []
-        for name in (layer.name, layer.bn):
-            if name is None:
-                pair.append(None)
-                continue
-            gate = torch.ones(
-                batch_size, layer.out_channels, dtype=p.dtype, device=p.device, requires_grad=True
-            )
-            handles.append(graph.gm.get_submodule(name).register_forward_hook(hook_for(gate)))
-            pair.append(gate)
-        gates.append((pair[0], pair[1]))
+    for sl in graph.theta:
+        m = graph.gm.get_submodule(sl.module)
+        width = m.weight.shape[0]
+        gate = torch.ones(batch_size, width, dtype=p.dtype, device=p.device, requires_grad=True)
+        handles.append(m.register_forward_hook(hook_for(gate)))
+        gates.append((gate, _index(sl.channels, p.device), _index(sl.structures, p.device)))
     try:
         yield gates
     finally:
@@ -108,19 +106,22 @@ def gated(graph: StructureGraph, batch_size: int):
             h.remove()
 
 
-def _gate_grads(scalar_or_out: torch.Tensor, gates, grad_outputs=None) -> torch.Tensor:
-    """[B, S]: d(.)/d(layer gate) + d(.)/d(BN gate) per sample and structure."""
-    flat = [g for pair in gates for g in pair if g is not None]
-    grads = iter(
-        torch.autograd.grad(scalar_or_out, flat, grad_outputs=grad_outputs, retain_graph=True)
+def _index(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.long, device=device)
+
+
+def _gate_grads(
+    scalar_or_out: torch.Tensor, gates: Gates, num_structures: int, grad_outputs=None
+) -> torch.Tensor:
+    """[B, S]: per sample and structure, the sum of d(.)/d(gate) over the structure's gates."""
+    grads = torch.autograd.grad(
+        scalar_or_out, [g for g, _, _ in gates], grad_outputs=grad_outputs, retain_graph=True
     )
-    per_layer = []
-    for _, bn_gate in gates:
-        g = next(grads)
-        if bn_gate is not None:
-            g = g + next(grads)
-        per_layer.append(g)
-    return torch.cat(per_layer, 1)
+    first = grads[0]
+    out = first.new_zeros(first.shape[0], num_structures)
+    for grad, (_, channels, structures) in zip(grads, gates, strict=True):
+        out.index_add_(1, structures, grad.index_select(1, channels))
+    return out
 
 
 def gate_jacobians(graph: StructureGraph, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,7 +129,8 @@ def gate_jacobians(graph: StructureGraph, x: torch.Tensor) -> tuple[torch.Tensor
     The model must be in eval mode."""
     with gated(graph, len(x)) as gates:
         out = graph.gm(x)
-        cols = [_gate_grads(out[:, d].sum(), gates) for d in range(out.shape[1])]
+        S = len(graph.structures)
+        cols = [_gate_grads(out[:, d].sum(), gates, S) for d in range(out.shape[1])]
     return torch.stack(cols, 1), out.detach()
 
 
@@ -152,7 +154,7 @@ def gauss_newton(
     lambda1 = torch.zeros(S, dtype=p.dtype, device=p.device)
     n = 0
     with (
-        _eval(graph.gm),
+        eval_mode(graph.gm),
         tqdm(total=n_samples, desc="gauss-newton", disable=not progress, unit="sample") as bar,
     ):
         for x, y in take_samples(batches, n_samples, p.device, p.dtype):
@@ -189,12 +191,13 @@ def _sampled_batch(graph, x, y, loss, k, generator) -> tuple[torch.Tensor, torch
     with gated(graph, len(x)) as gates:
         out = graph.gm(x)
         prob = out.detach().softmax(1)
-        lambda1 = _gate_grads(out, gates, output_residual(loss, out.detach(), y)).sum(0)
+        S = len(graph.structures)
+        lambda1 = _gate_grads(out, gates, S, output_residual(loss, out.detach(), y)).sum(0)
         G = torch.zeros(lambda1.numel(), lambda1.numel(), dtype=out.dtype, device=out.device)
         for _ in range(k):
             sampled = torch.multinomial(prob.cpu().double(), 1, generator=generator).flatten()
             r = output_residual(loss, out.detach(), sampled.to(out.device))
-            V = _gate_grads(out, gates, r)  # [B, S]
+            V = _gate_grads(out, gates, S, r)  # [B, S]
             G += V.T @ V
     return G / k, lambda1
 
@@ -209,20 +212,13 @@ def hessian_terms(
 ) -> Streamed:
     """lambda_1 [S] and theta_s . (H theta_struc) [S] (zeros when `hessian=False`), with H the
     exact Hessian of L by double backpropagation, theta_struc the weights of all structures."""
-    named = [
-        item
-        for name, layer in graph.layers.items()
-        if layer.prunable
-        for item in structure_params(graph, name)
-    ]
-    params = [p for _, p in named]
-    theta = [p.detach() for p in params]
+    params, theta = _theta_struc(graph)
     grad_sum = [torch.zeros_like(p) for p in params]
     hv_sum = [torch.zeros_like(p) for p in params]
     p0 = params[0]
     n = 0
     with (
-        _eval(graph.gm),
+        eval_mode(graph.gm),
         tqdm(total=n_samples, desc="hessian", disable=not progress, unit="sample") as bar,
     ):
         for x, y in take_samples(batches, n_samples, p0.device, p0.dtype):
@@ -242,22 +238,34 @@ def hessian_terms(
     )
 
 
+def _theta_struc(graph: StructureGraph) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
+    """(the parameters holding any theta_s, and theta_struc on each: the parameter with the
+    channels that belong to no structure set to zero), in `graph.theta` order."""
+    params, theta = [], []
+    for sl in graph.theta:
+        for p in slice_params(graph.gm.get_submodule(sl.module)):
+            keep = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)
+            keep[_index(sl.channels, p.device)] = 1
+            params.append(p)
+            theta.append(p.detach() * keep.view(-1, *[1] * (p.dim() - 1)))
+    return params, theta
+
+
 def _per_structure(
     graph: StructureGraph, theta: list[torch.Tensor], vec: list[torch.Tensor]
 ) -> torch.Tensor:
-    """[S]: sum over each structure's parameters p of theta_p * vec_p (params in the order
-    `hessian_terms` lists them)."""
-    it = iter(zip(theta, vec, strict=True))
-    out = []
-    for name, layer in graph.layers.items():
-        if not layer.prunable:
-            continue
-        total = 0
-        for _ in structure_params(graph, name):
-            t, v = next(it)
-            total = total + (t * v).reshape(t.shape[0], -1).sum(1)
-        out.append(total)
-    return torch.cat(out)
+    """[S]: sum over each structure's parameters p of theta_p * vec_p (tensors in the order
+    of `_theta_struc`)."""
+    pairs = iter(zip(theta, vec, strict=True))
+    out = theta[0].new_zeros(len(graph.structures))
+    for sl in graph.theta:
+        per_channel = 0
+        for _ in slice_params(graph.gm.get_submodule(sl.module)):
+            t, v = next(pairs)
+            per_channel = per_channel + (t * v).reshape(t.shape[0], -1).sum(1)
+        channels = _index(sl.channels, out.device)
+        out.index_add_(0, _index(sl.structures, out.device), per_channel[channels])
+    return out
 
 
 def _check_count(n: int, wanted: int) -> None:
@@ -267,13 +275,3 @@ def _check_count(n: int, wanted: int) -> None:
         import warnings
 
         warnings.warn(f"asked for N'={wanted} samples but the data had only {n}", stacklevel=3)
-
-
-@contextmanager
-def _eval(model: nn.Module):
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)

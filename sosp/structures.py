@@ -2,8 +2,20 @@
 
 A *writer* is a Conv2d (groups=1) or Linear layer; each of its output channels is a writer
 channel. A *structure* is a writer channel of a prunable layer (not the classifier, not an
-excluded layer). Its weights theta_s are W[s], b[s] and gamma[s], beta[s] of a BatchNorm that
-directly (and privately) follows the writer.
+excluded layer). Its weights theta_s are every parameter slice that removing the channel
+deletes and whose zeroing makes the channel exactly zero (`StructureGraph.theta`):
+W[s], b[s]; gamma[s], beta[s] of an affine BatchNorm that directly (and privately) follows
+the writer; and the slice of every per-channel consumer (a pre-activation BatchNorm, a
+depthwise convolution) of a channel that s alone writes (DenseNet, MobileNet). So zeroing
+theta_s is exactly the removal that surgery applies, and each of those modules' output
+channel is homogeneous of degree one in its slice (the gate identity of `curvature`).
+
+Two cases are not covered by that equality, both documented rather than hidden: a BatchNorm
+without affine parameters holds no part of theta_s (zeroing W[s], b[s] leaves its constant
+-mean/std, which removal drops), and a consumer slice of a channel with several writers
+(a pre-activation residual stream) belongs to no single structure (it goes when its last
+writer goes). A BatchNorm with `track_running_stats=False` normalizes by batch statistics
+even in eval mode, so samples interact: it is refused.
 
 The model is traced with torch.fx and every tensor's channel dimension (dim 1) is annotated
 with the set of writer channels that contribute to each of its channels: a residual sum takes
@@ -29,6 +41,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from sosp.errors import BadInput
 from sosp.models.cifar_resnet import ZeroPadShortcut
+from sosp.modes import eval_mode
 
 # The SOSP paper's exclusion for ResNets: the downsampling path is never pruned.
 PRESETS: dict[str, list[str]] = {
@@ -73,9 +86,11 @@ class Layer:
         return self.module.weight.shape[0]
 
     @property
-    def kernel_size(self) -> int:
+    def kernel_side(self) -> float:
+        """The kernel's side length (1, 3, 7; sqrt(k_h k_w) for a non-square kernel, 1 for a
+        Linear): what SOSP* divides saliencies by."""
         w = self.module.weight
-        return int(w[0, 0].numel()) if w.dim() > 2 else 1
+        return float(w[0, 0].numel()) ** 0.5 if w.dim() > 2 else 1.0
 
 
 @dataclass
@@ -86,11 +101,22 @@ class Consumer:
     node: str
 
 
+@dataclass(frozen=True)
+class ThetaSlice:
+    """Output channels `channels` of module `module` (its weight and bias along dim 0) hold
+    part of theta_s of the structures `structures` (one structure per channel)."""
+
+    module: str
+    channels: tuple[int, ...]
+    structures: tuple[int, ...]
+
+
 @dataclass
 class StructureGraph:
     """The traced model with channel sources on every tensor node.
 
-    `structures[i] = (layer_name, channel)` in graph order; `writer_ids[i]` is its writer id.
+    `structures[i] = (layer_name, channel)` in graph order; `writer_ids[i]` is its writer id;
+    `theta` lists where the parameters of every structure live (module docstring).
     """
 
     gm: fx.GraphModule
@@ -100,6 +126,7 @@ class StructureGraph:
     num_writers: int
     structures: list[tuple[str, int]] = field(default_factory=list)
     writer_ids: list[int] = field(default_factory=list)
+    theta: list[ThetaSlice] = field(default_factory=list)
 
     def structure_index(self) -> dict[tuple[str, int], int]:
         return {s: i for i, s in enumerate(self.structures)}
@@ -137,12 +164,8 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
         raise Unsupported(f"cannot trace {type(model).__name__} with torch.fx: {e}") from e
     gm = fx.GraphModule(model, graph)
     p = next(model.parameters())
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         ShapeProp(gm).propagate(torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device))
-    finally:
-        model.train(was_training)
     return gm
 
 
@@ -208,7 +231,34 @@ class _Analysis:
                     g.writer_ids.append(layer.first_id + c)
         if not g.structures:
             raise BadInput("the model has no prunable structures (all layers excluded?)")
+        g.theta = self.theta_slices(g)
         return g
+
+    def theta_slices(self, g: StructureGraph) -> list[ThetaSlice]:
+        """Where theta_s lives: the writer, its affine private BN, and consumer slices of
+        channels with a single writer that is a structure."""
+        structure_of = {w: i for i, w in enumerate(g.writer_ids)}
+        out = []
+        for layer in self.layers.values():
+            if not layer.prunable:
+                continue
+            idx = tuple(structure_of[layer.first_id + c] for c in range(layer.out_channels))
+            channels = tuple(range(layer.out_channels))
+            out.append(ThetaSlice(layer.name, channels, idx))
+            if layer.bn is not None and _has_params(self.modules[layer.bn]):
+                out.append(ThetaSlice(layer.bn, channels, idx))
+        for consumer in self.consumers:
+            if not _has_params(self.modules[consumer.name]):
+                continue
+            owned = [
+                (c, structure_of[next(iter(src))])
+                for c, src in enumerate(self.sources[consumer.node])
+                if len(src) == 1 and next(iter(src)) in structure_of
+            ]
+            if owned:
+                channels, idx = zip(*owned, strict=True)
+                out.append(ThetaSlice(consumer.name, channels, idx))
+        return out
 
     def visit(self, node: fx.Node) -> Sources | None:
         if node.op == "placeholder":
@@ -234,6 +284,13 @@ class _Analysis:
         if isinstance(m, nn.Linear):
             return self.writer(node, m)
         if isinstance(m, BATCHNORMS):
+            if not m.track_running_stats:
+                raise Unsupported(
+                    f"BatchNorm {node.target!r} has track_running_stats=False: it normalizes "
+                    "every batch by its own statistics, even in eval mode, so samples interact "
+                    "and per-sample derivatives are undefined. Build it with "
+                    "track_running_stats=True and prune with recalibrate_bn=True"
+                )
             writer = self.private_writer(x)
             if writer is not None and self.layers[writer].bn is None:
                 self.layers[writer].bn = node.target
@@ -324,16 +381,11 @@ class _Analysis:
                     stack.append(arg)
 
 
-def structure_params(graph: StructureGraph, name: str) -> list[tuple[str, nn.Parameter]]:
-    """The parameters that hold theta_s for the structures of layer `name`, each with its
-    output-channel dimension first: weight, bias, and the following BN's weight and bias."""
-    layer = graph.layers[name]
-    mods = [(name, layer.module)] + (
-        [(layer.bn, graph.gm.get_submodule(layer.bn))] if layer.bn else []
-    )
-    return [
-        (f"{mod_name}.{p}", getattr(m, p))
-        for mod_name, m in mods
-        for p in ("weight", "bias")
-        if getattr(m, p, None) is not None
-    ]
+def _has_params(m: nn.Module) -> bool:
+    """Whether `m` has a weight (an affine BatchNorm, a convolution)."""
+    return getattr(m, "weight", None) is not None
+
+
+def slice_params(m: nn.Module) -> list[nn.Parameter]:
+    """The parameters of `m` that a `ThetaSlice` slices along dim 0: weight and bias."""
+    return [p for p in (getattr(m, "weight", None), getattr(m, "bias", None)) if p is not None]

@@ -16,7 +16,7 @@ from torch import nn
 
 from sosp.errors import BadInput
 from sosp.models.cifar_resnet import ZeroPadShortcut
-from sosp.structures import ADD, BATCHNORMS, StructureGraph, structure_params
+from sosp.structures import ADD, BATCHNORMS, StructureGraph, slice_params
 
 Mask = dict[str, list[int]]
 
@@ -51,21 +51,31 @@ def indices_from_mask(graph: StructureGraph, mask: Mask) -> list[int]:
 
 @torch.no_grad()
 def apply_soft_mask(graph: StructureGraph, pruned: Iterable[int]) -> None:
-    """Zero, in place, theta_s of every pruned structure and every consumer's slice of a dead
-    channel. Modifies the modules of the model `graph` was traced from."""
+    """Make every dead channel exactly zero, in place: zero theta_s of every pruned structure
+    and every per-channel consumer's slice of a dead channel (a BatchNorm without affine
+    parameters gets a zero running mean there). Modifies the modules of the model `graph`
+    was traced from."""
     alive = graph.alive_writers(pruned)
     for layer in graph.layers.values():
         ids = torch.arange(layer.first_id, layer.first_id + layer.out_channels)
-        dead = (~alive[ids]).nonzero().flatten()
-        for _, p in structure_params(graph, layer.name):
-            p[dead] = 0
+        dead = (~alive[ids]).nonzero().flatten().tolist()
+        for name in (layer.name, layer.bn):
+            if name is not None:
+                _zero_channels(graph.gm.get_submodule(name), dead)
     for consumer in graph.consumers:
         keep = set(graph.kept(consumer.node, alive))
         dead = [c for c in range(len(graph.sources[consumer.node])) if c not in keep]
-        m = graph.gm.get_submodule(consumer.name)
-        for p in (m.weight, m.bias):
-            if p is not None:
-                p[dead] = 0
+        _zero_channels(graph.gm.get_submodule(consumer.name), dead)
+
+
+def _zero_channels(m: nn.Module, channels: list[int]) -> None:
+    """Make output channels `channels` of `m` zero for a zero input (and for a writer's, any
+    input): zero their weight and bias; a BatchNorm without affine parameters gets a zero
+    running mean."""
+    for p in slice_params(m):
+        p[channels] = 0
+    if isinstance(m, BATCHNORMS) and not m.affine:
+        m.running_mean[channels] = 0
 
 
 def soft_masked(model: nn.Module, graph: StructureGraph, pruned: Iterable[int]) -> nn.Module:
@@ -122,7 +132,8 @@ def _sliced(m: nn.Module, out_idx: list[int], in_idx: list[int] | None) -> nn.Mo
     """A copy of Conv2d/Linear/BatchNorm `m` keeping output channels `out_idx` and (for
     groups=1 conv and linear) input channels `in_idx`."""
     m = copy.deepcopy(m)
-    out_t = torch.tensor(out_idx, dtype=torch.long, device=m.weight.device)
+    device = next(t.device for t in (*m.parameters(), *m.buffers()))
+    out_t = torch.tensor(out_idx, dtype=torch.long, device=device)
     with torch.no_grad():
         if isinstance(m, BATCHNORMS):
             if m.affine:

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from sosp import loaders
 from sosp.errors import BadInput, SospError
 from sosp.io import atomic_save, atomic_write_json, load_checkpoint, read_json
+from sosp.modes import eval_mode
 from sosp.recipes import Recipe
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -74,10 +75,8 @@ def add_bn_l1_grad(model: nn.Module, strength: float) -> None:
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, device, amp: bool = False) -> dict[str, float]:
     """Mean cross-entropy and accuracy (in [0, 1]) of `model` in eval mode over `batches`."""
-    was = model.training
-    model.eval()
     loss, correct, n = 0.0, 0, 0
-    try:
+    with eval_mode(model):
         for x, y in batches:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with _autocast(device, amp):
@@ -85,8 +84,6 @@ def evaluate(model: nn.Module, batches, device, amp: bool = False) -> dict[str, 
             loss += F.cross_entropy(out.float(), y, reduction="sum").item()
             correct += (out.argmax(1) == y).sum().item()
             n += len(y)
-    finally:
-        model.train(was)
     return {"loss": loss / max(n, 1), "acc": correct / max(n, 1)}
 
 

@@ -49,16 +49,33 @@ def test_max_layer_fraction_and_local_scope():
         assert len(channels) == model.get_submodule(name).out_channels // 2
 
 
-def test_kernel_scaling_divides_saliency_by_kernel_size():
-    """SOSP*: the order is that of saliency / (k_h k_w), so 3x3 structures move ahead."""
+def test_kernel_scaling_divides_saliency_by_kernel_side():
+    """SOSP*: the order is that of saliency / kernel side (3 for TinyNet's 3x3 convolutions,
+    1 for its 1x1 convolution and linear layer), not / kernel area."""
     model = randomized(TinyNet(), dtype=torch.float32)
     data = [(torch.randn(8, 2, 4, 4), torch.randint(3, (8,)))]
     plain = sosp.prune(model, "sosp_h", 0.25, data, n_samples=8)
     scaled = sosp.prune(model, "sosp_h", 0.25, data, n_samples=8, kernel_scaling=True)
-    k = {"conv1": 9, "conv2": 9, "conv3": 1, "hidden": 1}
+    k = {"conv1": 3, "conv2": 3, "conv3": 1, "hidden": 1}
     expected = sorted(plain.scores, key=lambda s: plain.scores[s] / k[s[0]])[:3]
     assert scaled.order == expected  # 3 of 12; no layer reaches its cap this early
     assert scaled.order != plain.order
+
+
+def test_kernel_scaling_on_resnet50_divides_by_1_3_and_7():
+    """On torchvision's ResNet-50 the scores of 1x1, 3x3 and the 7x7 stem's structures are
+    divided by 1, 3 and 7."""
+    model = models.create("resnet50", 10, 3, 32)
+    data = [(torch.randn(2, 3, 32, 32), torch.randint(10, (2,)))]
+    kw = {"n_samples": 2, "exclude": "resnet_downsample"}
+    plain = sosp.prune(model, "sosp_h", 0.1, data, **kw)
+    scaled = sosp.prune(model, "sosp_h", 0.1, data, kernel_scaling=True, **kw)
+    side = {"conv1": 7, "layer1.0.conv1": 1, "layer1.0.conv2": 3, "layer4.2.conv3": 1}
+    for layer, k in side.items():
+        for s in [(layer, 0), (layer, 5)]:
+            assert scaled.scores[s] == pytest.approx(plain.scores[s] / k, rel=1e-12), s
+    sides = {model.get_submodule(name).kernel_size[0] for name, _ in plain.scores}
+    assert sides == {1, 3, 7}
 
 
 def test_scores_and_order_agree_for_sosp_h():

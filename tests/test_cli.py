@@ -120,3 +120,23 @@ def test_prune_several_ratios_share_one_saliency(tmp_path):
     small, large = (json.loads((out / f / "mask.json").read_text())["mask"] for f in ("0.3", "0.6"))
     assert all(set(small.get(k, [])) <= set(large.get(k, [])) for k in small)
     assert reports[0]["pruned_structures"] < reports[1]["pruned_structures"]
+
+
+def test_pruning_at_initialization_recalibrates_batchnorm(tmp_path):
+    """Without --checkpoint `sosp prune` re-estimates BN statistics, says so, and records it:
+    the untrained ResNet-56's eval-mode logit std drops below 10."""
+
+    import sosp
+    from sosp import batchnorm, data
+
+    out = tmp_path / "init"
+    args = ["--model", "resnet56", "--dataset", "digits", "--ratio", "0.5", "--n-samples", "64"]
+    r = run_sosp("prune", *args, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "recalibrated the statistics of 57 BatchNorms on 64 pruning samples" in r.stdout
+    info = json.loads((out / "report.json").read_text())["bn_recalibration"]
+    assert info["logit_std_before"] > 20 and info["logit_std_after"] < 10  # 47 on 8x8 digits
+    x = data.load("digits", "train").tensors[0][:64]
+    assert batchnorm.logit_std(sosp.load_pruned(out / "pruned.pt"), [(x, None)]) < 10
+    off = run_sosp("prune", *args, "--no-recalibrate-bn", "--out", str(tmp_path / "off"))
+    assert off.returncode == 0 and "recalibrated" not in off.stdout

@@ -1,87 +1,98 @@
-"""Curvature against brute force: J by torch.func.jacrev, H by autograd.functional.hessian,
-on a float64 network with conv, BN, a residual sum and a concatenation."""
+"""Curvature against brute force (tests/brute.py: explicit Jacobian and Hessian, a hand-written
+structure -> parameter map) on a float64 network with conv, BN, a residual sum, a
+concatenation read by a consumer BN, and a linear layer."""
 
 import pytest
 import torch
-from torch.func import functional_call
 
 from sosp import curvature
-from tests.brute import brute_jacobian, per_structure, setup, structure_param_list
+from sosp.structures import Unsupported, analyze
+from sosp.surgery import physical
+from tests.brute import (
+    brute_gauss_newton,
+    brute_hessian_term,
+    brute_jacobian,
+    setup,
+    zeroed,
+)
+from tests.tiny_nets import TinyNet, tiny_theta
 
 RTOL = 1e-6
+AFFINE = pytest.mark.parametrize("affine", [True, False], ids=["affine_bn", "plain_bn"])
 
 
 def test_structures_of_tiny_net():
-    """conv1, conv2, conv3 and hidden are prunable; the classifier is not; bn3 is a consumer."""
+    """conv1, conv2, conv3 and hidden are prunable, in graph order; the classifier is not;
+    bn3 is a consumer."""
     _, graph, _, _ = setup()
-    assert [n for n, layer in graph.layers.items() if layer.prunable] == [
-        "conv1",
-        "conv2",
-        "conv3",
-        "hidden",
-    ]
+    assert graph.structures == list(tiny_theta())
     assert graph.layers["conv1"].bn == "bn1" and graph.layers["conv3"].bn is None
     assert [c.name for c in graph.consumers] == ["bn3"]
-    assert len(graph.structures) == 3 + 3 + 2 + 4
 
 
-def test_gate_jacobian_matches_jacrev():
-    """Per-sample J_n from gates equals phi(x_n) theta_s from the explicit Jacobian."""
-    model, graph, x, _ = setup()
+@AFFINE
+def test_gate_jacobian_matches_jacrev(affine):
+    """Per-sample J_n from gates equals phi(x_n) theta_s from the explicit Jacobian, with theta_s
+    as written by hand: a BN without gamma/beta holds no part of it, and conv3's theta_s
+    includes its slice of the consumer bn3."""
+    model, graph, x, _ = setup(affine=affine)
     J, out = curvature.gate_jacobians(graph, x)
-    torch.testing.assert_close(J, brute_jacobian(model, graph, x), rtol=RTOL, atol=1e-10)
+    torch.testing.assert_close(
+        J, brute_jacobian(model, x, tiny_theta(affine)), rtol=RTOL, atol=1e-10
+    )
     torch.testing.assert_close(out, model(x))
 
 
+@AFFINE
 @pytest.mark.parametrize("loss", ["cross_entropy", "squared"])
-def test_gauss_newton_and_first_order_match_brute_force(loss):
+def test_gauss_newton_and_first_order_match_brute_force(loss, affine):
     """G = (1/N) sum_n J_n^T R_n J_n and lambda_1 = theta_s . dL/dtheta, batched over 2 batches."""
-    model, graph, x, y = setup(loss)
+    model, graph, x, y = setup(loss, affine=affine)
     res = curvature.gauss_newton(graph, [(x[:4], y[:4]), (x[4:], y[4:])], loss, n_samples=6)
-    J = brute_jacobian(model, graph, x)
-    out = model(x).detach()
-    if loss == "cross_entropy":
-        p = out.softmax(1)
-        R = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-    else:
-        R = torch.eye(3, dtype=x.dtype).expand(6, 3, 3)
-    G = torch.einsum("nds,nde,net->st", J, R, J) / 6
+    G, lambda1 = brute_gauss_newton(model, x, y, loss, tiny_theta(affine))
     torch.testing.assert_close(res.second, G, rtol=RTOL, atol=1e-10)
-
-    params = dict(model.named_parameters())
-    L = curvature.loss_sum(loss, model(x), y) / 6
-    grads = dict(zip(params, torch.autograd.grad(L, list(params.values())), strict=True))
-    torch.testing.assert_close(res.lambda1, per_structure(graph, grads), rtol=RTOL, atol=1e-10)
+    torch.testing.assert_close(res.lambda1, lambda1, rtol=RTOL, atol=1e-10)
     assert res.n_samples == 6
 
 
-def test_hessian_vector_matches_explicit_hessian():
+@AFFINE
+def test_hessian_vector_matches_explicit_hessian(affine):
     """theta_s . (H theta_struc) equals the explicit Hessian of L over the structure weights
-    applied to theta_struc; lambda_1 agrees with the gate computation."""
-    model, graph, x, y = setup()
+    applied to theta_struc (bn3's stream channels excluded); lambda_1 agrees with brute force."""
+    model, graph, x, y = setup(affine=affine)
     res = curvature.hessian_terms(graph, [(x[:3], y[:3]), (x[3:], y[3:])], "cross_entropy", 6)
+    theta = tiny_theta(affine)
+    want = brute_hessian_term(model, x, y, "cross_entropy", theta)
+    torch.testing.assert_close(res.second, want, rtol=RTOL, atol=1e-10)
+    _, lambda1 = brute_gauss_newton(model, x, y, "cross_entropy", theta)
+    torch.testing.assert_close(res.lambda1, lambda1, rtol=RTOL, atol=1e-10)
 
-    plist = structure_param_list(graph)
-    names = [n for n, _, _ in plist]
-    shapes = [p.shape for _, p, _ in plist]
-    theta = torch.cat([p.detach().flatten() for _, p, _ in plist])
-    fixed = {k: v.detach() for k, v in model.named_parameters() if k not in names}
 
-    def loss_of(flat):
-        parts = dict(zip(names, flat.split([s.numel() for s in shapes]), strict=True))
-        params = {
-            **fixed,
-            **{k: v.view(s) for (k, v), s in zip(parts.items(), shapes, strict=True)},
-        }
-        return curvature.loss_sum("cross_entropy", functional_call(model, params, (x,)), y) / 6
-
-    H = torch.autograd.functional.hessian(loss_of, theta)
-    hv = dict(zip(names, (H @ theta).split([s.numel() for s in shapes]), strict=True))
-    hv = {k: v.view(s) for (k, v), s in zip(hv.items(), shapes, strict=True)}
-    torch.testing.assert_close(res.second, per_structure(graph, hv), rtol=RTOL, atol=1e-10)
-
+def test_a_model_in_train_mode_is_judged_in_eval_mode():
+    """Saliencies use BN running statistics (samples independent) even when the model comes
+    in train mode, and the model is handed back in train mode."""
+    model, graph, x, y = setup()
+    theta = tiny_theta()
+    G, lambda1 = brute_gauss_newton(model, x, y, "cross_entropy", theta)
+    h_theta = brute_hessian_term(model, x, y, "cross_entropy", theta)
+    model.train()
     gn = curvature.gauss_newton(graph, [(x, y)], "cross_entropy", 6)
-    torch.testing.assert_close(res.lambda1, gn.lambda1, rtol=RTOL, atol=1e-10)
+    hs = curvature.hessian_terms(graph, [(x, y)], "cross_entropy", 6)
+    assert model.training and all(m.training for m in model.modules())
+    torch.testing.assert_close(gn.second, G, rtol=RTOL, atol=1e-10)
+    torch.testing.assert_close(gn.lambda1, lambda1, rtol=RTOL, atol=1e-10)
+    torch.testing.assert_close(hs.second, h_theta, rtol=RTOL, atol=1e-10)
+
+
+def test_zeroing_theta_s_is_the_removal_surgery_applies():
+    """For every structure s, the network with theta_s (by hand) set to zero computes what the
+    physically pruned network computes: the saliency models the change that is applied
+    (conv3's theta_s includes its slice of the consumer bn3, whose shift removal drops)."""
+    model, graph, x, _ = setup()
+    for i, (s, entries) in enumerate(tiny_theta().items()):
+        with torch.no_grad():
+            want = zeroed(model, entries)(x)
+            torch.testing.assert_close(physical(graph, [i]).eval()(x), want, msg=str(s))
 
 
 def test_label_sampling_is_unbiased():
@@ -104,3 +115,11 @@ def test_hessian_off_gives_zero_second_order():
     model, graph, x, y = setup()
     res = curvature.hessian_terms(graph, [(x, y)], "cross_entropy", 6, hessian=False)
     assert torch.count_nonzero(res.second) == 0 and torch.count_nonzero(res.lambda1) > 0
+
+
+def test_batchnorm_without_running_statistics_is_refused():
+    """A BN that normalizes by batch statistics in eval mode couples samples: a clear error."""
+    model = TinyNet()
+    model.bn2 = torch.nn.BatchNorm2d(3, track_running_stats=False)
+    with pytest.raises(Unsupported, match="track_running_stats=False.*'bn2'|'bn2'.*track_running"):
+        analyze(model, (2, 4, 4))

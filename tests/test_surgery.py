@@ -9,7 +9,7 @@ from torch import nn
 
 import sosp
 from sosp import counting, data, models
-from sosp.structures import analyze
+from sosp.structures import analyze, slice_params
 from sosp.surgery import indices_from_mask, mask_from_indices, physical, soft_masked
 from tests.tiny_nets import TinyNet, randomized
 
@@ -46,6 +46,43 @@ def test_physical_equals_soft_mask(name):
             expected = soft_masked(model, graph, pruned).eval()(x)
             torch.testing.assert_close(small(x), expected, rtol=1e-5, atol=1e-5)
         assert counting.count_params(small) < counting.count_params(model)
+
+
+@pytest.mark.parametrize("name", ["densenet40", "mobilenet_v1", "resnet20", "vgg11", "wrn16_4"])
+def test_zeroing_theta_s_is_the_removal_surgery_applies(name):
+    """For single structures s, zeroing theta_s (the slices `graph.theta` assigns to s: the
+    filter, its BN, and in DenseNet and MobileNet the consumer BN and depthwise slices of the
+    channel) gives the function of the physically pruned network: the change the saliencies
+    model is the change surgery applies."""
+    shape = input_shape(name)
+    model = randomized(models.create(name, 10, shape[0], shape[1]), dtype=torch.float64)
+    graph = analyze(model, shape, exclude="resnet_downsample")
+    x = torch.randn(2, *shape, dtype=torch.float64)
+    rng = random.Random(0)
+    for s in rng.sample(range(len(graph.structures)), 4):
+        copy = randomized(models.create(name, 10, shape[0], shape[1]), dtype=torch.float64)
+        copy.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            for sl in graph.theta:
+                for p in slice_params(copy.get_submodule(sl.module)):
+                    for c, owner in zip(sl.channels, sl.structures, strict=True):
+                        if owner == s:
+                            p[c] = 0
+            want = copy.eval()(x)
+            got = physical(graph, [s]).eval()(x)
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9, msg=graph.structures[s])
+
+
+def test_soft_mask_equals_surgery_behind_a_batchnorm_without_affine():
+    """A BN without gamma/beta holds no part of theta_s; the soft mask still makes the dead
+    channel zero (zero running mean there), so it equals the pruned network."""
+    model = randomized(TinyNet(affine=False))
+    graph = analyze(model, (2, 4, 4))
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    for pruned in ([0], [0, 3], [1, 2, 6]):
+        with torch.no_grad():
+            want = soft_masked(model, graph, pruned).eval()(x)
+            torch.testing.assert_close(physical(graph, pruned).eval()(x), want)
 
 
 def test_pruning_changes_the_function():

@@ -4,23 +4,14 @@ checked against the explicit Jacobian and gradient of TinyNet."""
 import torch
 
 import sosp
-from sosp import curvature, methods
-from tests.brute import ascending_keeping_one, brute_jacobian, per_structure, setup
-
-
-def brute_lambda1_and_g(model, graph, x, y):
-    params = dict(model.named_parameters())
-    loss = curvature.loss_sum("cross_entropy", model(x), y) / len(x)
-    grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
-    J = brute_jacobian(model, graph, x)
-    p = model(x).detach().softmax(1)
-    R = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-    return per_structure(graph, grads), torch.einsum("nds,nde,net->st", J, R, J) / len(x)
+from sosp import methods
+from tests.brute import ascending_keeping_one, brute_gauss_newton, setup
+from tests.tiny_nets import tiny_theta
 
 
 def test_first_order_is_abs_theta_dot_gradient():
     model, graph, x, y = setup()
-    lambda1, _ = brute_lambda1_and_g(model, graph, x, y)
+    _, lambda1 = brute_gauss_newton(model, x, y, "cross_entropy", tiny_theta())
     r = sosp.prune(model, "first_order", 0.4, [(x, y)], n_samples=6)
     got = torch.tensor([r.scores[s] for s in graph.structures], dtype=lambda1.dtype)
     torch.testing.assert_close(got, lambda1.abs(), rtol=1e-6, atol=1e-12)
@@ -31,7 +22,7 @@ def test_diagonal_is_sosp_i_without_correlations():
     """diagonal's order is the ascending order of 1/2 |G_ss| + |lambda_1(s)| (greedy on a
     diagonal Q), and its Q is SOSP-I's with the off-diagonal set to zero."""
     model, graph, x, y = setup()
-    lambda1, G = brute_lambda1_and_g(model, graph, x, y)
+    G, lambda1 = brute_gauss_newton(model, x, y, "cross_entropy", tiny_theta())
     crit = 0.5 * G.diagonal().abs() + lambda1.abs()
     want = ascending_keeping_one({s: crit[i].item() for i, s in enumerate(graph.structures)})
     r = sosp.prune(model, "diagonal", 0.6, [(x, y)], n_samples=6)

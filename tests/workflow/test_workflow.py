@@ -136,3 +136,22 @@ def test_slurm_profile_submits_gpu_jobs(tmp_path):
     assert "my-account" in call, call
     assert "--mem 16000" in call or "--mem=16000" in call, call
     assert r.returncode != 0  # the fake cluster reports every job as failed
+
+
+@pytest.mark.parametrize("config", ["demo", "paper"])
+def test_shipped_configs_prune_as_the_paper_does(tmp_path, config):
+    """In the shipped configs every VGG prune job caps layers at 95% (the paper's setting
+    against layer collapse), and every prune job without a trained checkpoint (pruning at
+    initialization) re-estimates BatchNorm statistics first; the others do not."""
+    cfg = REPO / "config" / f"{config}.yaml"
+    r = snakemake(tmp_path, "-n", "-p", "--cores", "1", "--configfile", str(cfg))
+    assert r.returncode == 0, r.stderr[-3000:]
+    prunes = [line for line in r.stdout.splitlines() if " sosp prune " in line]
+    assert prunes
+    vgg = [c for c in prunes if "--model vgg" in c]
+    assert vgg and all("--max-layer-fraction 0.95" in c for c in vgg)
+    for c in prunes:
+        at_init = "--checkpoint" not in c
+        assert ("--recalibrate-bn" in c.split()) == at_init, c
+    if config == "paper":
+        assert any("--checkpoint" not in c for c in prunes)

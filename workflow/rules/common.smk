@@ -76,6 +76,9 @@ def _add_jobs(name, exp):
                         "n_samples": exp["n_samples"], "batch_size": exp["batch_size"],
                         "ratios": _ratios(name, exp, model),
                     }  # fmt: skip
+                    if prune_at == "init":  # untrained BN statistics: re-estimate them first
+                        prune["recalibrate_bn"] = True
+                    prune.update(exp["model_settings"].get(model, {}))
                     prune.update(exp["method_settings"].get(method, {}))
                     pkey = paths.run_key(f"{model}-{method}-{prune_at}-s{seed}", prune)
                     PRUNE[pkey] = {**prune, "minutes": res.get("prune_minutes", 30)}
@@ -143,6 +146,7 @@ def prune_cmd(key):
         args += ["--max-layer-fraction", str(job["max_layer_fraction"])]
     if job["kernel_scaling"]:
         args += ["--kernel-scaling"]
+    args += ["--recalibrate-bn" if job.get("recalibrate_bn") else "--no-recalibrate-bn"]
     if job["exclude"]:
         exclude = job["exclude"]
         args += ["--exclude", *([exclude] if isinstance(exclude, str) else exclude)]

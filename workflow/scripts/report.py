@@ -60,6 +60,7 @@ def flatten(record: dict) -> dict:
         "params_removed": 100 * (1 - record["params"] / before["params"]) if before else 0.0,
         "macs_removed": 100 * (1 - record["macs"] / before["macs"]) if before else 0.0,
         "mask_seconds": prune.get("seconds"),
+        "bn_recalibrated": bool(prune.get("bn_recalibration")),
         "checkpoint": record["checkpoint"],
     }
     return row
@@ -130,6 +131,20 @@ def cell_table(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
     for m, label in METRICS.items():
         out[label] = [_cell(a, b) for a, b in zip(s[f"{m}_mean"], s[f"{m}_std"], strict=True)]
     return out
+
+
+def recalibration_note(runs: pd.DataFrame) -> list[str]:
+    """A line saying which networks were pruned after re-estimating BN statistics (pruning at
+    initialization), or nothing."""
+    done = runs[runs.bn_recalibrated]
+    if done.empty:
+        return []
+    where = ", ".join(sorted(set(done.prune_at)))
+    return [
+        f"BatchNorm running statistics were re-estimated on the pruning samples before the "
+        f"saliencies of {len(done)} of {len(runs)} networks (prune at: {where}).",
+        "",
+    ]
 
 
 def published_table(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
@@ -287,6 +302,7 @@ def main() -> None:
     for name, spec in experiments.items():
         table = cell_table(s, name)
         md += [f"## {spec['title']}", "", markdown(table), ""]
+        md += recalibration_note(runs[runs.experiment == name])
         tex += [latex(table, spec["title"]), ""]
         makers = {
             "accuracy_vs_params": lambda n=name, t=spec["title"]: accuracy_vs(
