@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sosp.models import kaiming_init, register
+from sosp.models.base import ModelSpec, kaiming_init
 
 
 class ZeroPadShortcut(nn.Module):
@@ -92,24 +92,24 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-for _depth in (20, 32, 56, 110):
-    register(
-        f"resnet{_depth}",
+MODELS = {
+    **{
+        f"resnet{d}": ModelSpec(
+            CifarResNet, f"CIFAR ResNet-{d}, projection shortcuts (SOSP paper)", kwargs={"depth": d}
+        )
+        for d in (20, 32, 56, 110)
+    },
+    **{
+        f"resnet{d}_zeropad": ModelSpec(
+            CifarResNet,
+            f"CIFAR ResNet-{d}, zero-padding shortcuts (option A)",
+            kwargs={"depth": d, "shortcut": "zeropad"},
+        )
+        for d in (20, 32, 56, 110)
+    },
+    "resnet32x4": ModelSpec(
         CifarResNet,
-        f"CIFAR ResNet-{_depth}, projection shortcuts (SOSP paper)",
-        depth=_depth,
-    )
-    register(
-        f"resnet{_depth}_zeropad",
-        CifarResNet,
-        f"CIFAR ResNet-{_depth}, zero-padding shortcuts (option A)",
-        depth=_depth,
-        shortcut="zeropad",
-    )
-register(
-    "resnet32x4",
-    CifarResNet,
-    "CIFAR ResNet-32 widened 4x (64/128/256), projection shortcuts (C-OBD/EigenDamage)",
-    depth=32,
-    width=64,
-)
+        "CIFAR ResNet-32 widened 4x (64/128/256), projection shortcuts (C-OBD/EigenDamage)",
+        kwargs={"depth": 32, "width": 64},
+    ),
+}
