@@ -19,7 +19,7 @@ from sosp.errors import BadInput
 from sosp.io import atomic_write_text
 from sosp.selection import BUDGETS, Saliency, layer_caps, order, prefix_for_budget
 from sosp.structures import StructureGraph, analyze
-from sosp.surgery import Mask, indices_from_mask, mask_from_indices, physical
+from sosp.surgery import Mask, build_pruned, indices_from_mask, mask_from_indices
 
 SELECTION_OPTIONS = ("budget", "scope", "max_layer_fraction", "kernel_scaling")
 
@@ -142,7 +142,7 @@ def prune_ratios(
             len(graph.structures),
             lambda p: _removed(graph, p, dense, input_shape, budget),
         )
-        small = physical(graph, pruned)
+        small = build_pruned(graph, pruned)
         after = counting.count(small, input_shape)
         report = {
             **settings,
@@ -205,7 +205,7 @@ def _removed(
     input_shape: tuple[int, ...],
     budget: str,
 ) -> float:
-    c = counting.count(physical(graph, pruned), input_shape)
+    c = counting.count(build_pruned(graph, pruned), input_shape)
     return 1 - (c.params / dense.params if budget == "params" else c.macs / dense.macs)
 
 
@@ -256,7 +256,7 @@ def apply_mask(
     """The physically pruned copy of `model` for `mask` (e.g. a fresh model of the same
     architecture, or a trained one). `model` is left unchanged."""
     graph = analyze(model, input_shape, exclude)
-    return physical(graph, indices_from_mask(graph, mask))
+    return build_pruned(graph, indices_from_mask(graph, mask))
 
 
 def model_file(model_name: str, dataset: str, net: nn.Module, **extra) -> dict:

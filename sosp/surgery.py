@@ -98,7 +98,7 @@ def _retarget(graph: StructureGraph, model: nn.Module) -> StructureGraph:
     )
 
 
-def physical(graph: StructureGraph, pruned: Iterable[int]) -> fx.GraphModule:
+def build_pruned(graph: StructureGraph, pruned: Iterable[int]) -> fx.GraphModule:
     """A new, smaller network (fx GraphModule with the original module names) computing what
     the soft-masked model computes. Every module is rebuilt for the channels it keeps; pruned
     channels of a residual stream are scattered back into the stream while any writer of the
