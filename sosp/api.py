@@ -16,7 +16,7 @@ from sosp.errors import BadInput
 from sosp.selection import Saliency, layer_caps, order, prefix_for_budget
 from sosp.settings import PruneSettings, check_ratios
 from sosp.structures import StructureGraph, analyze
-from sosp.surgery import Mask, indices_from_mask, mask_from_indices, physical
+from sosp.surgery import Mask, build_pruned, indices_from_mask, mask_from_indices
 
 
 @dataclass
@@ -193,7 +193,7 @@ def _prune_at(
         len(graph.structures),
         lambda p: _removed(graph, p, dense, input_shape, budget),
     )
-    small = physical(graph, pruned)
+    small = build_pruned(graph, pruned)
     after = counting.count(small, input_shape)
     report = {
         **shared,
@@ -251,7 +251,7 @@ def _removed(
     input_shape: tuple[int, ...],
     budget: str,
 ) -> float:
-    c = counting.count(physical(graph, pruned), input_shape)
+    c = counting.count(build_pruned(graph, pruned), input_shape)
     return 1 - (c.params / dense.params if budget == "params" else c.macs / dense.macs)
 
 
@@ -276,4 +276,4 @@ def apply_mask(
     """The physically pruned copy of `model` for `mask` (e.g. a fresh model of the same
     architecture, or a trained one). `model` is left unchanged."""
     graph = analyze(model, input_shape, exclude)
-    return physical(graph, indices_from_mask(graph, mask))
+    return build_pruned(graph, indices_from_mask(graph, mask))

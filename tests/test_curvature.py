@@ -7,7 +7,7 @@ import torch
 
 from sosp import curvature
 from sosp.structures import Unsupported, analyze
-from sosp.surgery import physical
+from sosp.surgery import build_pruned
 from tests.brute import (
     brute_gauss_newton,
     brute_hessian_term,
@@ -92,7 +92,7 @@ def test_zeroing_theta_s_is_the_removal_surgery_applies():
     for i, (s, entries) in enumerate(tiny_theta().items()):
         with torch.no_grad():
             want = zeroed(model, entries)(x)
-            torch.testing.assert_close(physical(graph, [i]).eval()(x), want, msg=str(s))
+            torch.testing.assert_close(build_pruned(graph, [i]).eval()(x), want, msg=str(s))
 
 
 def test_label_sampling_is_unbiased():

@@ -12,21 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sosp.models.base import ModelSpec, kaiming_init
-
-
-class ZeroPadShortcut(nn.Module):
-    """Option-A shortcut: x[:, :, ::stride, ::stride] with channels [c_in] placed at offset
-    `(c_out - c_in) // 2` of [c_out] zero channels. No parameters."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
-        super().__init__()
-        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
-        self.offset = (out_channels - in_channels) // 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
-        after = self.out_channels - self.in_channels - self.offset
-        return F.pad(x, (0, 0, 0, 0, self.offset, after))
+from sosp.shortcuts import ZeroPadShortcut
 
 
 class BasicBlock(nn.Module):
