@@ -17,6 +17,7 @@ from sosp.selection import Saliency, layer_caps, order, prefix_for_budget
 from sosp.settings import PruneSettings, check_ratios
 from sosp.structures import StructureGraph, analyze
 from sosp.surgery import Mask, build_pruned, indices_from_mask, mask_from_indices
+from sosp.timing import StepTimer
 
 
 @dataclass
@@ -88,11 +89,21 @@ def prune_with(
     options = _checked_options(method, options or {})
     check_ratios(ratios)
     batches = _materialize(data, settings.n_samples)
-    model, recalibration = _recalibrated(model, batches, settings.recalibrate_bn)
-    ranking = _rank(model, method, options, batches, settings, progress)
+    timer = StepTimer(_device_of(model))
+    with timer.step("recalibration"):
+        model, recalibration = _recalibrated(model, batches, settings.recalibrate_bn)
+    ranking = _rank(model, method, options, batches, settings, progress, timer)
     shared = _shared_report(method, options, settings, recalibration, batches, ranking)
     seconds = time.perf_counter() - start
-    return [_prune_at(ranking, ratio, settings.budget, shared, seconds) for ratio in ratios]
+    return [
+        _prune_at(ranking, ratio, settings.budget, shared, seconds, timer.copy())
+        for ratio in ratios
+    ]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 @dataclass
@@ -136,20 +147,25 @@ def _rank(
     batches: list[Batch],
     settings: PruneSettings,
     progress: bool,
+    timer: StepTimer,
 ) -> _Ranking:
     """The structures of `model` in the order `method` prunes them under `settings`."""
     input_shape = tuple(batches[0][0].shape[1:])
-    graph = analyze(model, input_shape, settings.exclude)
-    dense = counting.count(model, input_shape)
+    with timer.step("tracing"):
+        graph = analyze(model, input_shape, settings.exclude)
+    with timer.step("counting"):
+        dense = counting.count(model, input_shape)
     ctx = methods.Context(
         model, graph, batches, settings.loss, settings.n_samples, settings.seed, progress
     )
-    saliency = methods.get(method)(ctx, **options)
-    saliency.check_finite(method)
-    layer_of, sizes = _layer_index(graph)
-    scale = _kernel_scale(graph) if settings.kernel_scaling else None
-    caps = layer_caps(sizes, settings.max_layer_fraction)
-    full = order(saliency, layer_of, caps, settings.scope, scale)
+    with timer.step("saliency"):
+        saliency = methods.get(method)(ctx, **options)
+        saliency.check_finite(method)
+    with timer.step("selection"):
+        layer_of, sizes = _layer_index(graph)
+        scale = _kernel_scale(graph) if settings.kernel_scaling else None
+        caps = layer_caps(sizes, settings.max_layer_fraction)
+        full = order(saliency, layer_of, caps, settings.scope, scale)
     return _Ranking(graph, full, _scores(graph, saliency, scale), dense, input_shape)
 
 
@@ -179,22 +195,30 @@ def _shared_report(
 
 
 def _prune_at(
-    ranking: _Ranking, ratio: float, budget: str, shared: dict, seconds_saliency: float
+    ranking: _Ranking,
+    ratio: float,
+    budget: str,
+    shared: dict,
+    seconds_saliency: float,
+    timer: StepTimer,
 ) -> PruneResult:
     """The result at one ratio: the shortest prefix of the ranking that removes `ratio` of
     the `budget` quantity, as a mask, a pruned network and a report (`seconds_saliency`:
-    the shared time spent ranking)."""
+    the shared time spent ranking; `timer` holds the shared steps and gets this ratio's)."""
     t0 = time.perf_counter()
     graph, dense, input_shape = ranking.graph, ranking.dense, ranking.input_shape
-    pruned = prefix_for_budget(
-        ranking.order,
-        ratio,
-        budget,
-        len(graph.structures),
-        lambda p: _removed(graph, p, dense, input_shape, budget),
-    )
-    small = build_pruned(graph, pruned)
-    after = counting.count(small, input_shape)
+    with timer.step("selection"):  # for params/MACs budgets, counts candidate networks
+        pruned = prefix_for_budget(
+            ranking.order,
+            ratio,
+            budget,
+            len(graph.structures),
+            lambda p: _removed(graph, p, dense, input_shape, budget),
+        )
+    with timer.step("surgery"):
+        small = build_pruned(graph, pruned)
+    with timer.step("counting"):
+        after = counting.count(small, input_shape)
     report = {
         **shared,
         "ratio": ratio,
@@ -205,6 +229,7 @@ def _prune_at(
         "macs_removed": 1 - after.macs / dense.macs,
         "seconds_saliency": seconds_saliency,
         "seconds": seconds_saliency + time.perf_counter() - t0,
+        "seconds_by_step": timer.rounded(),
     }
     return PruneResult(
         mask_from_indices(graph, pruned),

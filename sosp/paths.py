@@ -108,7 +108,8 @@ def reports(out: PathLike) -> Path:
 def model_file(net: nn.Module, architecture: dict) -> dict:
     """The on-disk form of a network: `architecture`, what rebuilds it ({"model": zoo name,
     "dataset": name} and for a pruned network "mask" and "exclude"), plus its weights."""
-    return {**architecture, "state_dict": net.state_dict()}
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}  # loads anywhere
+    return {**architecture, "state_dict": state}
 
 
 def save_model(path: PathLike, net: nn.Module, architecture: dict) -> None:

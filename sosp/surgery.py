@@ -17,6 +17,7 @@ from torch import nn
 
 from sosp.channel_rules import module_rule, op_rule
 from sosp.errors import BadInput
+from sosp.shortcuts import ChannelScatter
 from sosp.structures import StructureGraph
 
 Mask = dict[str, list[int]]
@@ -119,6 +120,17 @@ def build_pruned(graph: StructureGraph, pruned: Iterable[int]) -> fx.GraphModule
             op_rule(node).rewire(gm, node, kept)
     gm.graph.lint()
     gm.recompile()
+    return _on_parameter_device(gm)
+
+
+def _on_parameter_device(gm: fx.GraphModule) -> fx.GraphModule:
+    """`gm` with the buffers of the modules surgery inserted (made on the CPU) moved to the
+    device of its parameters, so that the pruned copy of a GPU model runs on the GPU."""
+    p = next(gm.parameters(), None)
+    if p is not None:
+        for m in gm.modules():
+            if isinstance(m, ChannelScatter):
+                m.to(p.device)
     return gm
 
 

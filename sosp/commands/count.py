@@ -7,7 +7,14 @@ import json
 
 from sosp import counting, paths
 from sosp.api import apply_mask
-from sosp.commands.base import Command, add_dataset, add_model, model_for
+from sosp.commands.base import (
+    Command,
+    add_dataset,
+    add_device,
+    add_model,
+    model_for,
+    resolve_device,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,10 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dataset(p)
     p.add_argument("--mask", help=f"{paths.MASK} from `sosp prune`: count the pruned architecture")
     p.add_argument("--json", action="store_true", help='print {"params": ..., "macs": ...}')
+    add_device(p)
 
 
 def run(args: argparse.Namespace) -> int:
     model, meta = model_for(args.model, args.dataset)
+    model = model.to(resolve_device(args.device))
     if args.mask:
         doc = paths.read_mask_file(args.mask)
         model = apply_mask(model, doc["mask"], meta.input_shape, doc.get("exclude"))

@@ -18,10 +18,12 @@ from sosp.commands.base import (
     Command,
     add_data_root,
     add_dataset,
+    add_device,
     add_download,
     add_model,
     model_for,
     parse_options,
+    resolve_device,
 )
 from sosp.io import atomic_write_text
 from sosp.settings import PruneSettings
@@ -60,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=100,
         help="batch size of the pruning samples (default: 100)",
     )
+    add_device(p)
     add_data_root(p)
     add_download(p)
     p.add_argument(
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     model, meta = model_for(args.model, args.dataset)
     if args.checkpoint:
         paths.load_weights(model, args.checkpoint)
+    model = model.to(resolve_device(args.device))  # every step of the pruning runs there
     samples = _samples(meta, args, settings.seed)
     results = prune_with(model, args.method, args.ratio, samples, settings, options, progress=True)
     _say_recalibrated(results[0].report["bn_recalibration"])

@@ -160,6 +160,7 @@ def prune_cmd(key):
     args += settings.command_line() + ["--batch-size", str(job["batch_size"])]
     if job["options"]:
         args += ["--option", *[f"{k}={_value(v)}" for k, v in job["options"].items()]]
+    args += ["--device", config["device"]]
     if config["data_root"]:
         args += ["--data-root", config["data_root"]]
     return shlex.join(args + ["--out", prune_folder(key)])
