@@ -173,19 +173,28 @@ class BatchNormRule(ModuleRule):
             m.running_mean[channels] = 0
 
 
-def _flattened(node: fx.Node, x_node: fx.Node, x: Sources, start_dim: int) -> Sources:
-    """Sources of [B, C * H * W] for sources `x` of [B, C, H, W] (`x_node`'s shape)."""
+def _shape(x_node: fx.Node) -> torch.Size:
+    """The shape `trace` recorded for tensor node `x_node` (batch of one)."""
+    return x_node.meta["tensor_meta"].shape
+
+
+def _flattened(node: fx.Node, x_node: fx.Node, x: Sources, start_dim: int, end_dim: int) -> Sources:
+    """Sources of [B, C * H * W] for sources `x` of [B, C, H, W] (`x_node`'s shape): only a
+    flatten of every dim from the channels on keeps each channel a contiguous block."""
+    shape = _shape(x_node)
     if start_dim != 1:
         raise unsupported(node, f"flatten from dim {start_dim}")
+    if end_dim % len(shape) != len(shape) - 1:
+        raise unsupported(node, f"flatten up to dim {end_dim}, not the last")
     per_channel = 1
-    for d in x_node.meta["tensor_meta"].shape[2:]:
+    for d in shape[2:]:
         per_channel *= d
     return [s for s in x for _ in range(per_channel)]
 
 
 class FlattenRule(ModuleRule):
     def sources(self, node: fx.Node, m: nn.Flatten, x: Sources) -> Sources:
-        return _flattened(node, node.args[0], x, m.start_dim)
+        return _flattened(node, node.args[0], x, m.start_dim, m.end_dim)
 
 
 class ZeroPadShortcutRule(ModuleRule):
@@ -258,18 +267,22 @@ class CatRule(OpRule):
 
 class FlattenOpRule(OpRule):
     def sources(self, node: fx.Node, src: SourcesOf) -> Sources:
-        return _flattened(node, node.args[0], src(node.args[0]), _arg(node, 1, "start_dim", 0))
+        x = node.args[0]
+        start, end = _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1)
+        return _flattened(node, x, src(x), start, end)
 
 
 class MeanRule(OpRule):
     """A mean over spatial dims keeps channels; one over the batch or channel dim does not."""
 
     def sources(self, node: fx.Node, src: SourcesOf) -> Sources:
+        x = src(node.args[0])
         dims = _arg(node, 1, "dim", None)
         dims = (dims,) if isinstance(dims, int) else dims
-        if dims is None or 1 in dims or 0 in dims:
+        ndim = len(_shape(node.args[0]))
+        if dims is None or {d % ndim for d in dims} & {0, 1}:  # -3 of [B, C, H, W] is C
             raise unsupported(node, "a mean over the batch or channel dim")
-        return src(node.args[0])
+        return x
 
 
 class ShapeRule(OpRule):

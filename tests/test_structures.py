@@ -214,8 +214,24 @@ class _GroupNormProbe(nn.Module):
         (OpProbe(lambda a, b: _pooled(a + 1.0)), r"node 'add'.*constant"),
         (Probe(nn.Conv2d(6, 6, 3, padding=1, groups=2)), r"node 'op'.*2 groups"),
         (OpProbe(lambda a, b: a.mean(1).mean(1), k=8), r"node 'mean'.*channel"),
+        (OpProbe(lambda a, b: a.mean(-3).mean(-1), k=8), r"node 'mean'.*channel"),
+        (OpProbe(lambda a, b: torch.flatten(a, 1, 2).mean(-1), k=48), r"'flatten'.*dim 2"),
+        (
+            nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.Flatten(1, 2), nn.Linear(8, 3)),
+            r"call_module 1\).*dim 2",
+        ),
     ],
-    ids=["module", "function", "method", "add_constant", "grouped_conv", "channel_mean"],
+    ids=[
+        "module",
+        "function",
+        "method",
+        "add_constant",
+        "grouped_conv",
+        "channel_mean",
+        "channel_mean_negative_dim",
+        "partial_flatten",
+        "partial_flatten_module",
+    ],
 )
 def test_operation_outside_the_table_fails_naming_the_node(model, match):
     """A module, function or method without a rule, or one its rule cannot prove channel-safe,
