@@ -5,9 +5,43 @@
 #   snakemake replot                                        # tables and figures from cached results
 #
 # Every rule calls the `sosp` command; see README.md.
+import json
+import tempfile
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
+from sosp.settings import PruneSettings, ratio_schema
+
 min_version("9.0")
+
+# The prune settings an experiment sets (and model_settings/method_settings override); their
+# schema, defaults included, comes from sosp.settings.PruneSettings. Each is part of every prune
+# job's hashed settings (common.smk): a name added here renames every prune run folder.
+SELECTION_SETTINGS = ("budget", "scope", "max_layer_fraction", "kernel_scaling", "n_samples")
+
+
+def config_schema():
+    """workflow/schemas/config.schema.json completed from sosp.settings: each experiment's
+    selection settings with their defaults, $defs/selection_settings without (an override
+    names only what differs), and $defs/ratio."""
+    path = Path(workflow.basedir, "workflow/schemas/config.schema.json")
+    schema = json.loads(path.read_text())
+    defs = schema["$defs"]
+    defs["ratio"] = ratio_schema()
+    defs["selection_settings"] = PruneSettings.json_schema(SELECTION_SETTINGS, defaults=False)
+    experiment = PruneSettings.json_schema(SELECTION_SETTINGS)["properties"]
+    defs["experiment"]["properties"].update(experiment)
+    return schema
+
+
+def validate_config(config):
+    """Check `config` against `config_schema()` and fill in its defaults (snakemake's
+    `validate` reads a schema only from a file)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "config.schema.json")
+        path.write_text(json.dumps(config_schema()))
+        validate(config, str(path))
 
 
 if not config:  # the embedded default; --configfile FILE replaces it (not merged into it)
@@ -16,7 +50,7 @@ if not config:  # the embedded default; --configfile FILE replaces it (not merge
 
 
 
-validate(config, f"{workflow.basedir}/workflow/schemas/config.schema.json")
+validate_config(config)
 
 
 include: "workflow/rules/common.smk"

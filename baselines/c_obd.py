@@ -16,15 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from sosp.curvature import take_samples
 from sosp.errors import BadInput
-from sosp.methods import Context, generator, per_layer_scores, register
+from sosp.methods.base import Context, Saliency, generator, per_layer_scores
 from sosp.modes import eval_mode
-from sosp.selection import Saliency
 
 CHUNK_ELEMENTS = 2**24  # per-example gradients held at once (64 MiB in float32)
 
 
-@register("c_obd")
 def c_obd(ctx: Context) -> Saliency:
     if ctx.loss != "cross_entropy":
         raise BadInput("c_obd samples labels from the softmax; use loss='cross_entropy'")
@@ -74,10 +73,7 @@ def fisher_diagonal(
     bar = tqdm(total=n_samples, desc="fisher", disable=not (ctx and ctx.progress), unit="sample")
     try:
         with eval_mode(model):
-            for x, _ in batches:
-                x = x[: n_samples - n].to(p.device, p.dtype)
-                if len(x) == 0:
-                    break
+            for x, _ in take_samples(batches, n_samples, p.device, p.dtype):
                 out = model(x)
                 loss = F.cross_entropy(out, sampled_labels(out, gen), reduction="sum")
                 names = list(seen)
@@ -139,3 +135,6 @@ def per_example_grads(
         b * m.groups,
     )
     return gw.view(b, *m.weight.shape), gout.sum((2, 3))
+
+
+METHODS = {"c_obd": c_obd}

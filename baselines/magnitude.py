@@ -4,16 +4,17 @@ their conv/linear weight."""
 from __future__ import annotations
 
 from sosp.errors import BadInput
-from sosp.methods import Context, per_layer_scores, register
-from sosp.selection import Saliency
+from sosp.methods.base import Context, Saliency, per_layer_scores
 
 NORMS = {"l1": 1, "l2": 2}
 
 
-@register("magnitude")
 def magnitude(ctx: Context, norm: str = "l1") -> Saliency:
     if norm not in NORMS:
         raise BadInput(f"magnitude norm must be one of {', '.join(NORMS)}, not {norm!r}")
     return per_layer_scores(
         ctx, lambda layer: layer.module.weight.detach().flatten(1).norm(p=NORMS[norm], dim=1)
     )
+
+
+METHODS = {"magnitude": magnitude}

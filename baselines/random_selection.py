@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from sosp.methods import Context, generator, register
-from sosp.selection import Saliency
+from sosp.methods.base import Context, Saliency, generator
 
 
-@register("random")
 def random(ctx: Context) -> Saliency:
     return Saliency(scores=torch.rand(len(ctx.graph.structures), generator=generator(ctx)))
+
+
+METHODS = {"random": random}

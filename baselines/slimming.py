@@ -1,6 +1,6 @@
 """Network Slimming (Liu et al. 2017): prune the channels with the smallest |gamma| of the
 BatchNorm that scales them. The L1 penalty on gamma that slimming trains with is a training
-option (`sosp train --bn-l1 1e-4`), since Table 1 reports slimming with and without it.
+option (`sosp train --set bn_l1=1e-4`), since Table 1 reports slimming with and without it.
 
 A channel's gamma is that of the BN that privately follows its conv. In a pre-activation
 network (DenseNet) a channel is scaled by the BN of every later layer that reads it; it can be
@@ -12,12 +12,10 @@ from __future__ import annotations
 import torch
 
 from sosp.errors import BadInput
-from sosp.methods import Context, per_layer_scores, register
-from sosp.selection import Saliency
+from sosp.methods.base import Context, Saliency, per_layer_scores
 from sosp.structures import Layer, StructureGraph
 
 
-@register("slimming")
 def slimming(ctx: Context) -> Saliency:
     consumer = _consumer_gammas(ctx.graph)
 
@@ -49,3 +47,6 @@ def _consumer_gammas(graph: StructureGraph) -> dict[int, float]:
             for w in writers:
                 out[w] = max(out.get(w, 0.0), gammas[ch])
     return out
+
+
+METHODS = {"slimming": slimming}

@@ -3,9 +3,13 @@
     python benchmarks/mask_time.py                       # ResNet-56, N'=1000, CPU
     python benchmarks/mask_time.py --widths 1 2 3 4      # the paper's Fig. 2 sweep
     python benchmarks/mask_time.py --device cuda
+    python benchmarks/mask_time.py --imagenet --n-samples 200 --label-samples 1   # ResNet-50
 
-Synthetic CIFAR-sized inputs (timing does not depend on the pixel values). Writes one CSV row
-per (width, method) and, with several widths, a PNG of mask time vs width.
+Synthetic inputs (timing does not depend on the pixel values): CIFAR-sized for the CIFAR
+ResNet, 224x224 with 1000 classes for `--imagenet` (torchvision's ResNet-50). Writes one CSV
+row per (width, method) with the device's name and the seconds of each step of the mask
+(tracing, saliency, selection, surgery, counting) and, with several widths, a PNG of mask
+time vs width.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import sosp
-from sosp import counting, data
+from sosp import counting, data, models
 from sosp.models.cifar_resnet import CifarResNet
 
 
@@ -49,14 +53,18 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--methods", nargs="+", default=["sosp_h", "sosp_i"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--imagenet", action="store_true", help="torchvision ResNet-50 at 224 px")
+    p.add_argument("--label-samples", type=int, help="SOSP-I: labels sampled per input")
     p.add_argument("--out", default="results/benchmarks/mask_time")
     args = p.parse_args()
 
     torch.manual_seed(0)
     rows = []
-    for width in args.widths:
-        model = CifarResNet(args.depth, 10, width=16 * width).to(args.device).eval()
-        ds = data.synthetic(args.n_samples, (3, 32, 32), 10)
+    widths = [1] if args.imagenet else args.widths
+    for width in widths:
+        model, shape, classes = network(args, width)
+        model = model.to(args.device).eval()
+        ds = data.synthetic(args.n_samples, shape, classes)
         batches = [
             (x.to(args.device), y.to(args.device))
             for x, y in torch.utils.data.DataLoader(ds, batch_size=args.batch_size)
@@ -65,12 +73,19 @@ def main() -> None:
         t_fb = min(timed(args.device, forward_backward, model, batches) for _ in range(2))
         params = counting.count_params(model)
         for method in args.methods:
+            options = {"label_samples": args.label_samples} if method == "sosp_i" else {}
             r = sosp.prune(
-                model, method, 0.5, batches, exclude="resnet_downsample", n_samples=args.n_samples
+                model,
+                method,
+                0.5,
+                batches,
+                exclude="resnet_downsample",
+                n_samples=args.n_samples,
+                **{k: v for k, v in options.items() if v},
             )
             sec = r.report["seconds"]
             row = {
-                "depth": args.depth,
+                "model": "resnet50" if args.imagenet else f"resnet{args.depth}",
                 "width": width,
                 "params": params,
                 "method": method,
@@ -79,7 +94,9 @@ def main() -> None:
                 "seconds": round(sec, 3),
                 "t_fb": round(t_fb, 3),
                 "ratio_to_t_fb": round(sec / t_fb, 2),
-                "device": args.device,
+                **{f"s_{k}": v for k, v in r.report["seconds_by_step"].items()},
+                "label_samples": options.get("label_samples"),
+                "device": device_name(args.device),
                 "cpu": platform.processor() or platform.machine(),
                 "threads": torch.get_num_threads(),
             }
@@ -93,6 +110,19 @@ def main() -> None:
         w.writerows(rows)
     if len(args.widths) > 1:
         plot(rows, out.with_suffix(".png"))
+
+
+def network(args, width: int) -> tuple[torch.nn.Module, tuple[int, ...], int]:
+    """(model, input shape, classes) of the benchmark."""
+    if args.imagenet:
+        return models.create("resnet50", 1000, 3, 224), (3, 224, 224), 1000
+    return CifarResNet(args.depth, 10, width=16 * width), (3, 32, 32), 10
+
+
+def device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()})"
 
 
 def plot(rows, path: Path) -> None:

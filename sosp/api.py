@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import copy
-import json
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from sosp import batchnorm, counting, methods
-from sosp.curvature import LOSSES, Batch
+from sosp.curvature import Batch
 from sosp.errors import BadInput
-from sosp.io import atomic_write_text
-from sosp.selection import BUDGETS, Saliency, layer_caps, order, prefix_for_budget
+from sosp.selection import Saliency, layer_caps, order, prefix_for_budget
+from sosp.settings import PruneSettings, check_ratios
 from sosp.structures import StructureGraph, analyze
-from sosp.surgery import Mask, indices_from_mask, mask_from_indices, physical
-
-SELECTION_OPTIONS = ("budget", "scope", "max_layer_fraction", "kernel_scaling")
+from sosp.surgery import Mask, build_pruned, indices_from_mask, mask_from_indices
+from sosp.timing import StepTimer
 
 
 @dataclass
@@ -45,24 +41,20 @@ def prune(
     data: Iterable[Batch] = (),
     loss: str = "cross_entropy",
     exclude: str | Sequence[str] | None = None,
-    **settings,
+    **kwargs,
 ) -> PruneResult:
-    """Prune `ratio` of `model` by `method`, judged on the first `n_samples` samples of `data`.
+    """Prune `ratio` of `model` by `method`, judged on the first `n_samples` samples of `data`
+    (an iterable of (inputs, labels) batches).
 
-    budget: what `ratio` is a fraction of: 'structures', 'params' or 'macs' (removed).
-    scope: 'global' (one ranking over all layers) or 'local' (same fraction per layer).
-    max_layer_fraction: at most this fraction of a layer's structures is pruned (e.g. 0.95).
-    kernel_scaling: divide each saliency by its kernel's side length, 1, 3 or 7 (the paper's
-        SOSP*; sqrt(k_h k_w) for a non-square kernel); `scores` are then the divided ones.
-    recalibrate_bn: re-estimate BatchNorm running statistics on the pruning samples before
-        computing saliencies (needed for an untrained network: pruning at initialization).
-        The returned model carries the re-estimated statistics; the report gives the
-        eval-mode logit standard deviation before and after.
-    exclude: fnmatch patterns of layer names never pruned, or a preset ('resnet_downsample').
-    Other keywords: n_samples (1000), seed, progress, and the method's own options (see
-    `sosp.methods.options_of(method)`). The model passed in is left unchanged.
+    `ratio` is a fraction, in (0, 1), of the `budget` quantity removed. `loss`, `exclude` and
+    every other keyword that names a `sosp.settings.PruneSettings` field (n_samples, budget,
+    scope, ...: see there for each one's meaning and default) are the settings; `progress`
+    shows progress bars; the remaining keywords are the method's own options (see
+    `sosp.methods.options_of(method)`). The model passed in is left
+    unchanged; with recalibrate_bn the returned model carries the re-estimated BatchNorm
+    statistics and the report their eval-mode logit standard deviation before and after.
     """
-    return prune_ratios(model, method, [ratio], data, loss, exclude, **settings)[0]
+    return prune_ratios(model, method, [ratio], data, loss, exclude, **kwargs)[0]
 
 
 def prune_ratios(
@@ -73,20 +65,60 @@ def prune_ratios(
     loss: str = "cross_entropy",
     exclude: str | Sequence[str] | None = None,
     *,
-    n_samples: int = 1000,
-    budget: str = "structures",
-    scope: str = "global",
-    max_layer_fraction: float | None = None,
-    kernel_scaling: bool = False,
-    recalibrate_bn: bool = False,
-    seed: int = 0,
     progress: bool = False,
-    **options,
+    **kwargs,
 ) -> list[PruneResult]:
-    """`prune` at several ratios from one saliency computation: one result per ratio. Each
-    report's `seconds` counts the shared saliency time plus its own selection and surgery."""
+    """`prune` at several ratios from one saliency computation: one result per ratio."""
+    settings, options = PruneSettings.split({"loss": loss, "exclude": exclude, **kwargs})
+    return prune_with(model, method, ratios, data, settings, options, progress)
+
+
+def prune_with(
+    model: nn.Module,
+    method: str,
+    ratios: Sequence[float],
+    data: Iterable[Batch],
+    settings: PruneSettings,
+    options: dict | None = None,
+    progress: bool = False,
+) -> list[PruneResult]:
+    """`prune_ratios` with its settings as one `PruneSettings` and the method's options as a
+    dict. Each report's `seconds` counts the shared saliency time plus its own selection and
+    surgery."""
     start = time.perf_counter()
-    fn = methods.get(method)
+    options = _checked_options(method, options or {})
+    check_ratios(ratios)
+    batches = _materialize(data, settings.n_samples)
+    timer = StepTimer(_device_of(model))
+    with timer.step("recalibration"):
+        model, recalibration = _recalibrated(model, batches, settings.recalibrate_bn)
+    ranking = _rank(model, method, options, batches, settings, progress, timer)
+    shared = _shared_report(method, options, settings, recalibration, batches, ranking)
+    seconds = time.perf_counter() - start
+    return [
+        _prune_at(ranking, ratio, settings.budget, shared, seconds, timer.copy())
+        for ratio in ratios
+    ]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@dataclass
+class _Ranking:
+    """A network's structures ranked once; each ratio's mask is a prefix of `order`."""
+
+    graph: StructureGraph
+    order: list[int]  # structure indices, the first pruned first
+    scores: dict[tuple[str, int], float]  # the saliency each structure was ranked by
+    dense: counting.Counts  # of the unpruned network
+    input_shape: tuple[int, ...]  # of one sample, e.g. (3, 32, 32)
+
+
+def _checked_options(method: str, options: dict) -> dict:
+    """`options`, once every key is an option of `method` (which must exist)."""
     known = methods.options_of(method)
     unknown = sorted(set(options) - set(known))
     if unknown:
@@ -94,83 +126,122 @@ def prune_ratios(
             f"method {method!r} takes no option {', '.join(unknown)}; its options: "
             f"{', '.join(known) or 'none'}"
         )
-    if loss not in LOSSES:
-        raise BadInput(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-    if budget not in BUDGETS:
-        raise BadInput(f"budget must be one of {BUDGETS}, not {budget!r}")
-    for ratio in ratios:
-        if not 0 < ratio < 1:
-            raise BadInput(f"ratio must lie in (0, 1), not {ratio}")
-    batches = _materialize(data, n_samples)
-    input_shape = tuple(batches[0][0].shape[1:])
-    recalibration = None
-    if recalibrate_bn:
-        model = copy.deepcopy(model)  # the model passed in stays unchanged
-        recalibration = batchnorm.recalibrate(model, batches)
-    graph = analyze(model, input_shape, exclude)
-    dense = counting.count(model, input_shape)
+    return options
 
-    ctx = methods.Context(model, graph, batches, loss, n_samples, seed, progress)
-    saliency = fn(ctx, **options)
-    saliency.check_finite(method)
-    layer_of, sizes = _layer_index(graph)
-    scale = _kernel_scale(graph) if kernel_scaling else None
-    full = order(saliency, layer_of, layer_caps(sizes, max_layer_fraction), scope, scale)
-    t_saliency = time.perf_counter() - start
-    scores = _scores(graph, saliency, scale)
-    settings = {
+
+def _recalibrated(
+    model: nn.Module, batches: list[Batch], recalibrate: bool
+) -> tuple[nn.Module, dict | None]:
+    """(`model`, None), or with `recalibrate` (a copy of `model` with BatchNorm statistics
+    re-estimated on `batches`, what the re-estimation changed)."""
+    if not recalibrate:
+        return model, None
+    model = copy.deepcopy(model)  # the model passed in stays unchanged
+    return model, batchnorm.recalibrate(model, batches)
+
+
+def _rank(
+    model: nn.Module,
+    method: str,
+    options: dict,
+    batches: list[Batch],
+    settings: PruneSettings,
+    progress: bool,
+    timer: StepTimer,
+) -> _Ranking:
+    """The structures of `model` in the order `method` prunes them under `settings`."""
+    input_shape = tuple(batches[0][0].shape[1:])
+    with timer.step("tracing"):
+        graph = analyze(model, input_shape, settings.exclude)
+    with timer.step("counting"):
+        dense = counting.count(model, input_shape)
+    ctx = methods.Context(
+        model, graph, batches, settings.loss, settings.n_samples, settings.seed, progress
+    )
+    with timer.step("saliency"):
+        saliency = methods.get(method)(ctx, **options)
+        saliency.check_finite(method)
+    with timer.step("selection"):
+        layer_of, sizes = _layer_index(graph)
+        scale = _kernel_scale(graph) if settings.kernel_scaling else None
+        caps = layer_caps(sizes, settings.max_layer_fraction)
+        full = order(saliency, layer_of, caps, settings.scope, scale)
+    return _Ranking(graph, full, _scores(graph, saliency, scale), dense, input_shape)
+
+
+def _shared_report(
+    method: str,
+    options: dict,
+    settings: PruneSettings,
+    recalibration: dict | None,
+    batches: list[Batch],
+    ranking: _Ranking,
+) -> dict:
+    """The report entries every ratio shares: the method and settings, and what was done."""
+    return {
         "method": method,
         "options": options,
-        "budget": budget,
-        "scope": scope,
-        "max_layer_fraction": max_layer_fraction,
-        "kernel_scaling": kernel_scaling,
-        "recalibrate_bn": recalibrate_bn,
+        "budget": settings.budget,
+        "scope": settings.scope,
+        "max_layer_fraction": settings.max_layer_fraction,
+        "kernel_scaling": settings.kernel_scaling,
+        "recalibrate_bn": settings.recalibrate_bn,
         "bn_recalibration": recalibration,
-        "loss": loss,
-        "exclude": exclude,
+        "loss": settings.loss,
+        "exclude": settings.exclude_list,
         "n_samples": sum(len(x) for x, _ in batches),
-        "structures": len(graph.structures),
+        "structures": len(ranking.graph.structures),
     }
-    results = []
-    for ratio in ratios:
-        t0 = time.perf_counter()
+
+
+def _prune_at(
+    ranking: _Ranking,
+    ratio: float,
+    budget: str,
+    shared: dict,
+    seconds_saliency: float,
+    timer: StepTimer,
+) -> PruneResult:
+    """The result at one ratio: the shortest prefix of the ranking that removes `ratio` of
+    the `budget` quantity, as a mask, a pruned network and a report (`seconds_saliency`:
+    the shared time spent ranking; `timer` holds the shared steps and gets this ratio's)."""
+    t0 = time.perf_counter()
+    graph, dense, input_shape = ranking.graph, ranking.dense, ranking.input_shape
+    with timer.step("selection"):  # for params/MACs budgets, counts candidate networks
         pruned = prefix_for_budget(
-            full,
+            ranking.order,
             ratio,
             budget,
             len(graph.structures),
             lambda p: _removed(graph, p, dense, input_shape, budget),
         )
-        small = physical(graph, pruned)
+    with timer.step("surgery"):
+        small = build_pruned(graph, pruned)
+    with timer.step("counting"):
         after = counting.count(small, input_shape)
-        report = {
-            **settings,
-            "ratio": ratio,
-            "pruned_structures": len(pruned),
-            "before": dense.as_dict(),
-            "after": after.as_dict(),
-            "params_removed": 1 - after.params / dense.params,
-            "macs_removed": 1 - after.macs / dense.macs,
-            "seconds_saliency": t_saliency,
-            "seconds": t_saliency + time.perf_counter() - t0,
-        }
-        results.append(
-            PruneResult(
-                mask_from_indices(graph, pruned),
-                small,
-                [graph.structures[i] for i in pruned],
-                scores,
-                report,
-            )
-        )
-    return results
+    report = {
+        **shared,
+        "ratio": ratio,
+        "pruned_structures": len(pruned),
+        "before": dense.as_dict(),
+        "after": after.as_dict(),
+        "params_removed": 1 - after.params / dense.params,
+        "macs_removed": 1 - after.macs / dense.macs,
+        "seconds_saliency": seconds_saliency,
+        "seconds": seconds_saliency + time.perf_counter() - t0,
+        "seconds_by_step": timer.rounded(),
+    }
+    return PruneResult(
+        mask_from_indices(graph, pruned),
+        small,
+        [graph.structures[i] for i in pruned],
+        ranking.scores,
+        report,
+    )
 
 
 def _materialize(data: Iterable[Batch], n_samples: int) -> list[Batch]:
     """The batches holding the first `n_samples` samples, as a list (read more than once)."""
-    if n_samples < 1:
-        raise BadInput(f"n_samples must be at least 1, not {n_samples}")
     out, seen = [], 0
     for x, y in data:
         if seen >= n_samples:
@@ -205,7 +276,7 @@ def _removed(
     input_shape: tuple[int, ...],
     budget: str,
 ) -> float:
-    c = counting.count(physical(graph, pruned), input_shape)
+    c = counting.count(build_pruned(graph, pruned), input_shape)
     return 1 - (c.params / dense.params if budget == "params" else c.macs / dense.macs)
 
 
@@ -221,32 +292,6 @@ def _scores(
     return dict(zip(graph.structures, values.tolist(), strict=True))
 
 
-# --------------------------------------------------------------------------------------------
-# masks on disk
-
-
-def save_mask(mask: Mask, path: str | os.PathLike, **meta) -> None:
-    """Write `{"mask": mask, **meta}` as JSON, atomically."""
-    atomic_write_text(path, json.dumps({**meta, "mask": mask}, indent=1))
-
-
-def load_mask(path: str | os.PathLike) -> Mask:
-    """The mask of a mask.json written by `save_mask` or `sosp prune`."""
-    return read_mask_file(path)["mask"]
-
-
-def read_mask_file(path: str | os.PathLike) -> dict:
-    """The whole mask.json: {"mask": {layer: channels}, "model", "dataset", "exclude", ...}."""
-    try:
-        doc = json.loads(Path(path).read_text())
-        doc["mask"] = {str(k): [int(c) for c in v] for k, v in doc["mask"].items()}
-        return doc
-    except FileNotFoundError as e:
-        raise BadInput(f"mask file {path} does not exist") from e
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise BadInput(f"{path} is not a mask file written by `sosp prune` ({e})") from e
-
-
 def apply_mask(
     model: nn.Module,
     mask: Mask,
@@ -256,36 +301,4 @@ def apply_mask(
     """The physically pruned copy of `model` for `mask` (e.g. a fresh model of the same
     architecture, or a trained one). `model` is left unchanged."""
     graph = analyze(model, input_shape, exclude)
-    return physical(graph, indices_from_mask(graph, mask))
-
-
-def model_file(model_name: str, dataset: str, net: nn.Module, **extra) -> dict:
-    """The on-disk form of a network (pruned.pt, model.pt): enough to rebuild the architecture
-    (zoo name, dataset, and for a pruned one its mask and exclude) plus the weights."""
-    return {"model": model_name, "dataset": dataset, **extra, "state_dict": net.state_dict()}
-
-
-def load_pruned(path: str | os.PathLike) -> nn.Module:
-    """The network of a model file (pruned.pt from `sosp prune`, model.pt from `sosp train` or
-    `sosp finetune`): the architecture is rebuilt from its model name, dataset and mask (none:
-    the dense network), then its weights are loaded."""
-    from sosp.io import load_checkpoint
-
-    return model_from_file(load_checkpoint(path), path)
-
-
-def model_from_file(ckpt: dict, path: str | os.PathLike = "the model file") -> nn.Module:
-    """`load_pruned` for a model file already read with `sosp.io.load_checkpoint`."""
-    from sosp import data, models
-
-    try:
-        meta = data.info(ckpt["dataset"])
-        model = models.create(ckpt["model"], meta.num_classes, meta.in_channels, meta.image_size)
-        if ckpt.get("mask"):
-            model = apply_mask(model, ckpt["mask"], meta.input_shape, ckpt.get("exclude"))
-        model.load_state_dict(ckpt["state_dict"])
-    except (KeyError, RuntimeError) as e:
-        raise BadInput(
-            f"{path} is not a model file written by sosp ({type(e).__name__}: {e})"
-        ) from e
-    return model
+    return build_pruned(graph, indices_from_mask(graph, mask))

@@ -1,6 +1,6 @@
 """Exact parameter and MAC counts of an actual (possibly pruned) architecture.
 
-Conventions (DESIGN.md section 6):
+Conventions (those of the SOSP paper and most pruning papers):
 - params: every parameter of the module, BatchNorm affine included, running statistics not.
 - MACs per input sample: for Conv2d  k_h * k_w * (c_in / groups) * c_out * H_out * W_out,
   for Linear  in_features * out_features (times the number of positions it is applied to);

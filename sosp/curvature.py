@@ -37,42 +37,60 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 LOSSES = ("cross_entropy", "squared")
 
 
+def dense_targets(y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Targets [B, D] in the dtype of `out`: integer labels one-hot, anything else as given."""
+    return F.one_hot(y, out.shape[1]).to(out.dtype) if y.dtype == torch.long else y
+
+
 def loss_sum(loss: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """sum_n l(out_n, y_n) for a batch. Integer targets of the squared loss are one-hot."""
     if loss == "cross_entropy":
         return F.cross_entropy(out, y, reduction="sum")
     if loss == "squared":
-        target = F.one_hot(y, out.shape[1]).to(out.dtype) if y.dtype == torch.long else y
-        return 0.5 * ((out - target) ** 2).sum()
+        return 0.5 * ((out - dense_targets(y, out)) ** 2).sum()
     raise BadInput(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
 
 
 def output_residual(loss: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """dl/df per sample [B, D]: p - onehot(y) for cross-entropy, f - y for squared loss."""
-    target = F.one_hot(y, out.shape[1]).to(out.dtype) if y.dtype == torch.long else y
-    return (out.softmax(1) if loss == "cross_entropy" else out) - target
+    return (out.softmax(1) if loss == "cross_entropy" else out) - dense_targets(y, out)
 
 
-def take_samples(
-    batches: Iterable[Batch], n_samples: int, device: torch.device, dtype: torch.dtype
-) -> Iterator[Batch]:
-    """The first `n_samples` samples of `batches` (the last batch cut), moved to the model."""
+def first_samples(batches: Iterable[Batch], n_samples: int) -> Iterator[Batch]:
+    """The batches holding the first `n_samples` samples of `batches`, the last one cut."""
     seen = 0
     for x, y in batches:
         if seen >= n_samples:
             return
         x, y = x[: n_samples - seen], y[: n_samples - seen]
         seen += len(x)
+        yield x, y
+
+
+def take_samples(
+    batches: Iterable[Batch], n_samples: int, device: torch.device, dtype: torch.dtype
+) -> Iterator[Batch]:
+    """`first_samples`, inputs moved to the model's device and dtype, labels to its device."""
+    for x, y in first_samples(batches, n_samples):
         yield x.to(device, dtype), y.to(device)
 
 
 @dataclass
-class Streamed:
-    """Per-structure results accumulated over N' samples."""
+class GaussNewton:
+    """SOSP-I's quantities over N' samples."""
 
     n_samples: int
     lambda1: torch.Tensor  # [S] theta_s . dL/dtheta
-    second: torch.Tensor  # [S, S] G for SOSP-I, or [S] theta_s . H theta_struc for SOSP-H
+    G: torch.Tensor  # [S, S] (1/N') sum_n J_n^T R_n J_n
+
+
+@dataclass
+class HessianTerms:
+    """SOSP-H's quantities over N' samples."""
+
+    n_samples: int
+    lambda1: torch.Tensor  # [S] theta_s . dL/dtheta
+    h_theta: torch.Tensor  # [S] theta_s . (H theta_struc)
 
 
 Gates = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (gate, channels, structures)
@@ -142,7 +160,7 @@ def gauss_newton(
     label_samples: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
-) -> Streamed:
+) -> GaussNewton:
     """G [S, S] and lambda_1 [S] over the first `n_samples` samples (see module docstring).
 
     Exact: D backward passes per batch. With `label_samples=k`: k + 1 backward passes per
@@ -167,7 +185,7 @@ def gauss_newton(
             n += len(x)
             bar.update(len(x))
     _check_count(n, n_samples)
-    return Streamed(n, lambda1 / n, G / n)
+    return GaussNewton(n, lambda1 / n, G / n)
 
 
 def _exact_batch(graph, x, y, loss) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,7 +227,7 @@ def hessian_terms(
     n_samples: int = 1000,
     hessian: bool = True,
     progress: bool = False,
-) -> Streamed:
+) -> HessianTerms:
     """lambda_1 [S] and theta_s . (H theta_struc) [S] (zeros when `hessian=False`), with H the
     exact Hessian of L by double backpropagation, theta_struc the weights of all structures."""
     params, theta = _theta_struc(graph)
@@ -233,7 +251,7 @@ def hessian_terms(
             n += len(x)
             bar.update(len(x))
     _check_count(n, n_samples)
-    return Streamed(
+    return HessianTerms(
         n, _per_structure(graph, theta, grad_sum) / n, _per_structure(graph, theta, hv_sum) / n
     )
 

@@ -45,35 +45,51 @@ def greedy_order(
 ) -> list[int]:
     """SOSP-I's greedy selection (Eq. 4) in O(S^2): repeatedly add the structure s not in M
     minimizing Q_ss + 2 sum_{s' in M} Q_ss' (times `scale[s]`), skipping layers whose cap
-    (max structures pruned) is reached. Keeps c = diag(Q) + 2 Q[:, M] 1 up to date with one
-    column per step. Returns the whole order (until every layer is at its cap)."""
-    c = q.diagonal().clone().double()
-    scale = None if scale is None else scale.double()
-    q2 = 2 * q.double()
-    used = torch.zeros_like(caps)
-    blocked = torch.zeros(len(c), dtype=torch.bool)
-    blocked |= caps[layer_of] == 0
+    (max structures pruned) is reached. Returns the whole order (until every layer is at its
+    cap).
+
+    q [S, S] is symmetric (Q = |G|/2 + diag |lambda_1|), so the running criterion takes one
+    contiguous row per step: crit = scale * (diag(Q) + 2 Q[M] summed), in float64 on q's
+    device, with +inf for the structures that may not be chosen."""
+    device = q.device
+    weight = torch.ones(len(q), dtype=torch.float64, device=device)
+    if scale is not None:
+        weight = scale.to(device, torch.float64)
+    crit = q.diagonal().to(torch.float64) * weight
+    step = 2 * weight
+    caps_left = caps.tolist()
+    layer_list = layer_of.tolist()
+    members = _members(layer_of, len(caps_left), device)
+    for layer, cap in enumerate(caps_left):
+        if cap == 0:
+            crit[members[layer]] = math.inf
     order: list[int] = []
-    for _ in range(int(caps.sum())):
-        crit = c if scale is None else c * scale
-        s = int(torch.where(blocked, math.inf, crit).argmin())
+    for _ in range(sum(caps_left)):
+        s = int(crit.argmin())
         order.append(s)
-        blocked[s] = True
-        c += q2[:, s]
-        layer = layer_of[s]
-        used[layer] += 1
-        if used[layer] >= caps[layer]:
-            blocked |= layer_of == layer
+        crit += q[s].to(torch.float64) * step
+        crit[s] = math.inf
+        layer = layer_list[s]
+        caps_left[layer] -= 1
+        if caps_left[layer] == 0:
+            crit[members[layer]] = math.inf
     return order
+
+
+def _members(layer_of: torch.Tensor, num_layers: int, device: torch.device) -> list[torch.Tensor]:
+    """Per layer, the indices [n_k] of its structures, on `device`."""
+    ranked = torch.argsort(layer_of, stable=True)
+    counts = torch.bincount(layer_of, minlength=num_layers).tolist()
+    return [part.to(device) for part in torch.split(ranked, counts)]
 
 
 def sorted_order(scores: torch.Tensor, layer_of: torch.Tensor, caps: torch.Tensor) -> list[int]:
     """Structures by ascending score (stable), skipping those beyond their layer's cap."""
-    used = torch.zeros_like(caps)
+    caps_left, layer_list = caps.tolist(), layer_of.tolist()
     order = []
     for s in torch.argsort(scores.double(), stable=True).tolist():
-        if used[layer_of[s]] < caps[layer_of[s]]:
-            used[layer_of[s]] += 1
+        if caps_left[layer_list[s]] > 0:
+            caps_left[layer_list[s]] -= 1
             order.append(s)
     return order
 
@@ -127,7 +143,8 @@ def _one_order(
     if sal.q is not None:
         local = greedy_order(sal.q, layer_of, caps, scale)
     else:
-        scores = sal.scores if scale is None else sal.scores * scale
+        scores = sal.scores.double().cpu()  # one sort on the host, whatever the device
+        scores = scores if scale is None else scores * scale.cpu()
         local = sorted_order(scores, layer_of, caps)
     return [int(idx[s]) for s in local]
 

@@ -23,24 +23,32 @@ the union, a concatenation appends, a zero-padding shortcut shifts. A channel is
 any of its writers is alive, and a dead channel is exactly zero (only zero-preserving
 operations are admitted between writers). Ops that act per channel on a tensor they do not
 write (a pre-activation BatchNorm, a depthwise convolution) are *consumers*: their slice of a
-dead channel is zeroed by the soft mask and removed by surgery. Anything else fails loudly.
+dead channel is zeroed by the soft mask and removed by surgery. What each operation is and how
+it maps channels is its rule in `sosp.channel_rules`; an operation without one fails loudly.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from sosp.channel_rules import (
+    MODULE_RULES,
+    Role,
+    Sources,
+    Unsupported,
+    module_rule,
+    op_rule,
+    unsupported,
+)
+from sosp.channel_rules import slice_params as slice_params  # re-exported: theta slices
 from sosp.errors import BadInput
-from sosp.models.cifar_resnet import ZeroPadShortcut
 from sosp.modes import eval_mode
 
 # The SOSP paper's exclusion for ResNets: the downsampling path is never pruned.
@@ -48,26 +56,6 @@ PRESETS: dict[str, list[str]] = {
     "resnet_downsample": ["*shortcut*", "*downsample*"],
     "none": [],
 }
-
-# Elementwise or spatial ops that map a zero channel to a zero channel and keep channels apart.
-ZERO_PRESERVING_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Tanh,
-    nn.Identity, nn.Dropout, nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
-)  # fmt: skip
-ZERO_PRESERVING_FUNCTIONS = {
-    F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.silu, F.gelu, F.hardswish, torch.tanh,
-    F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
-}  # fmt: skip
-ZERO_PRESERVING_METHODS = {"relu", "relu_", "contiguous", "tanh"}
-ADD = {operator.add, operator.iadd, torch.add}
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-
-Sources = list[frozenset[int]]  # per channel: ids of the writer channels that feed it
-
-
-class Unsupported(BadInput):
-    """The model contains an operation whose channel semantics the analysis cannot prove."""
 
 
 @dataclass
@@ -151,8 +139,10 @@ class StructureGraph:
 
 
 class _Tracer(fx.Tracer):
+    """Keeps every module kind that has a channel rule (ZeroPadShortcut too) as one node."""
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, ZeroPadShortcut) or super().is_leaf_module(m, qualname)
+        return type(m) in MODULE_RULES or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
@@ -209,13 +199,6 @@ class _Analysis:
             raise Unsupported(f"expected a tensor produced by the network, got {arg!r}")
         return self.sources[arg.name]
 
-    @staticmethod
-    def fail(node: fx.Node, what: str) -> Unsupported:
-        return Unsupported(
-            f"cannot prune through node {node.name!r} ({node.op} {node.target}): {what}. "
-            "Exclude the layers around it (exclude=[...]) or extend sosp/structures.py."
-        )
-
     # -- the walk -------------------------------------------------------------------------
     def run(self) -> StructureGraph:
         for node in self.gm.graph.nodes:
@@ -267,78 +250,30 @@ class _Analysis:
         if node.op == "output":
             return None
         if node.op == "get_attr":
-            raise self.fail(node, "parameters used outside a module")
+            raise unsupported(node, "parameters used outside a module")
         if node.op == "call_module":
             return self.visit_module(node, self.modules[node.target])
         return self.visit_function(node)
 
     def visit_module(self, node: fx.Node, m: nn.Module) -> Sources:
         (x,) = node.args
-        if isinstance(m, nn.Conv2d):
-            if m.groups == 1:
-                return self.writer(node, m)
-            if m.groups == m.in_channels == m.out_channels:
-                self.consumers.append(Consumer(node.target, node.name))
-                return self.src(x)
-            raise self.fail(node, f"grouped convolution with {m.groups} groups")
-        if isinstance(m, nn.Linear):
+        rule = module_rule(m)
+        if rule is None:
+            raise unsupported(node, f"module type {type(m).__name__} is not supported")
+        role = rule.role(node, m)
+        if role is Role.WRITER:
             return self.writer(node, m)
-        if isinstance(m, BATCHNORMS):
-            if not m.track_running_stats:
-                raise Unsupported(
-                    f"BatchNorm {node.target!r} has track_running_stats=False: it normalizes "
-                    "every batch by its own statistics, even in eval mode, so samples interact "
-                    "and per-sample derivatives are undefined. Build it with "
-                    "track_running_stats=True and prune with recalibrate_bn=True"
-                )
-            writer = self.private_writer(x)
-            if writer is not None and self.layers[writer].bn is None:
-                self.layers[writer].bn = node.target
-            else:
-                self.consumers.append(Consumer(node.target, node.name))
-            return self.src(x)
-        if isinstance(m, ZERO_PRESERVING_MODULES):
-            return self.src(x)
-        if isinstance(m, nn.Flatten):
-            return self.flatten(node, x, m.start_dim)
-        if isinstance(m, ZeroPadShortcut):
-            return (
-                [frozenset()] * m.offset
-                + self.src(x)
-                + [frozenset()] * (m.out_channels - m.in_channels - m.offset)
-            )
-        raise self.fail(node, f"module type {type(m).__name__} is not supported")
+        if role is Role.NORM:
+            self.attach_norm(node, x)
+        elif role is Role.CONSUMER:
+            self.consumers.append(Consumer(node.target, node.name))
+        return rule.sources(node, m, self.src(x))
 
     def visit_function(self, node: fx.Node) -> Sources | None:
-        target, args = node.target, node.args
-        if node.op == "call_method" and target in ("size", "dim"):
-            return None
-        if target in ADD or (node.op == "call_method" and target in ("add", "add_")):
-            a, b = args[:2]
-            if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
-                raise self.fail(node, "adding a constant does not preserve zero channels")
-            sa, sb = self.src(a), self.src(b)
-            if len(sa) != len(sb):
-                raise self.fail(node, "operands of different channel counts (broadcasting)")
-            return [x | y for x, y in zip(sa, sb, strict=True)]
-        if target is torch.cat or (node.op == "call_method" and target == "cat"):
-            dim = node.kwargs.get("dim", args[1] if len(args) > 1 else 0)
-            if dim != 1:
-                raise self.fail(node, f"concatenation along dim {dim}")
-            return [s for t in args[0] for s in self.src(t)]
-        if target is torch.flatten or (node.op == "call_method" and target == "flatten"):
-            start = node.kwargs.get("start_dim", args[1] if len(args) > 1 else 0)
-            return self.flatten(node, args[0], start)
-        if target in ZERO_PRESERVING_FUNCTIONS or (
-            node.op == "call_method" and target in ZERO_PRESERVING_METHODS
-        ):
-            return self.src(args[0])
-        if node.op == "call_method" and target == "mean":
-            dims = node.kwargs.get("dim", args[1] if len(args) > 1 else None)
-            dims = (dims,) if isinstance(dims, int) else dims
-            if dims is not None and 1 not in dims and 0 not in dims:
-                return self.src(args[0])
-        raise self.fail(node, "operation not supported")
+        rule = op_rule(node)
+        if rule is None:
+            raise unsupported(node, "operation not supported")
+        return rule.sources(node, self.src)
 
     def writer(self, node: fx.Node, m: nn.Module) -> Sources:
         sources = self.new_writers(m.weight.shape[0])
@@ -347,21 +282,21 @@ class _Analysis:
         self.layers[node.target] = Layer(node.target, m, node.name, None, prunable, first)
         return sources
 
+    def attach_norm(self, node: fx.Node, x) -> None:
+        """Make norm `node` the private BN of the writer whose output only it reads, or else
+        (that writer has one already, or there is none) a consumer."""
+        writer = self.private_writer(x)
+        if writer is not None and self.layers[writer].bn is None:
+            self.layers[writer].bn = node.target
+        else:
+            self.consumers.append(Consumer(node.target, node.name))
+
     def private_writer(self, x) -> str | None:
         """The writer layer whose output is `x` and used by nothing else, if any."""
         if isinstance(x, fx.Node) and x.op == "call_module" and x.target in self.layers:
             if len(x.users) == 1:
                 return x.target
         return None
-
-    def flatten(self, node: fx.Node, x, start: int) -> Sources:
-        shape = x.meta["tensor_meta"].shape
-        if start != 1:
-            raise self.fail(node, f"flatten from dim {start}")
-        per_channel = 1
-        for d in shape[2:]:
-            per_channel *= d
-        return [s for s in self.src(x) for _ in range(per_channel)]
 
     def mark_classifiers(self) -> None:
         """Writers whose output reaches the model output without passing another writer
@@ -384,8 +319,3 @@ class _Analysis:
 def _has_params(m: nn.Module) -> bool:
     """Whether `m` has a weight (an affine BatchNorm, a convolution)."""
     return getattr(m, "weight", None) is not None
-
-
-def slice_params(m: nn.Module) -> list[nn.Parameter]:
-    """The parameters of `m` that a `ThetaSlice` slices along dim 0: weight and bias."""
-    return [p for p in (getattr(m, "weight", None), getattr(m, "bias", None)) if p is not None]

@@ -1,15 +1,12 @@
 """Training and fine-tuning: SGD with the recipe's schedule, a checkpoint after every epoch,
 exact resume, and a clean stop on SIGTERM.
 
-A run lives in one folder:
-    last.pt       {epoch, model, optimizer, history, config}, rewritten atomically every epoch
-    model.pt      the final network as a model file (see `sosp.api.load_pruned`)
-    metrics.json  per-epoch metrics, final and best test accuracy, wall time, device, versions,
-                  the resolved config; "finished": true once the run is complete
-
-Re-running the same command resumes from last.pt, and does nothing once metrics.json says the
-run finished. Every random draw of epoch e is seeded by (seed, e) (see `sosp.loaders`), so a
-resumed run reaches the same weights as an uninterrupted one on the same machine.
+A run lives in one folder (its files are named in `sosp.paths`): the last checkpoint,
+rewritten after every epoch; the final network as a model file; the metrics, which say
+"finished" once the run is complete. Re-running the same command resumes from the last
+checkpoint, and does nothing once the metrics say the run finished. Every random draw of epoch
+e is seeded by (seed, e) (see `sosp.loaders`), so a resumed run reaches the same weights as an
+uninterrupted one on the same machine.
 """
 
 from __future__ import annotations
@@ -22,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from sosp import loaders
+from sosp import loaders, paths
 from sosp.errors import BadInput, SospError
 from sosp.io import atomic_save, atomic_write_json, load_checkpoint, read_json
 from sosp.modes import eval_mode
@@ -39,7 +37,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class Preempted(SospError):
-    """A stop signal arrived; the last completed epoch is in last.pt."""
+    """A stop signal arrived; the last completed epoch is in the run's last checkpoint."""
 
     exit_code = 143  # 128 + SIGTERM, what a process killed by SIGTERM reports
 
@@ -122,7 +120,7 @@ def fit(
     out: str | os.PathLike,
     *,
     config: dict,
-    save_model: Callable[[nn.Module, Path], None],
+    architecture: dict,
     seed: int = 0,
     device: str = "cpu",
     amp: bool = False,
@@ -131,76 +129,121 @@ def fit(
     rank: int = 0,
 ) -> dict:
     """Train `model` by `recipe` on `train_batches` (a loader with `set_epoch`), evaluating on
-    `test_batches`; checkpoints and metrics go to `out`. `config` is everything that defines the
-    run: a last.pt made under another config is refused. `save_model(model, path)` writes the
-    final model file. Returns the metrics. Raises `Preempted` after SIGTERM/SIGUSR1."""
+    `test_batches`; checkpoints and metrics go to the run folder `out`. `config` is everything
+    that defines the run: a checkpoint made under another config is refused. The final network
+    is saved as a model file with `architecture` ({"model", "dataset"}, and "mask", "exclude"
+    for a pruned one; see `sosp.paths.model_file`). Returns the metrics (empty on ranks > 0).
+    Raises `Preempted` after SIGTERM/SIGUSR1."""
     out = Path(out)
-    metrics_path, last_path = out / "metrics.json", out / "last.pt"
-    if metrics_path.is_file() and (out / "model.pt").is_file():
-        done = read_json(metrics_path)
-        if done.get("finished") and done.get("config") == config:
-            if rank == 0:
-                print(f"{out}: finished earlier (final test acc {done['final_test_acc']:.4f})")
-            return done
+    done = _finished(out, config)
+    if done is not None:
+        if rank == 0:
+            print(f"{out}: finished earlier (final test acc {done['final_test_acc']:.4f})")
+        return done
     net = model.module if hasattr(model, "module") else model  # unwrapped under DDP
     opt = optimizer_for(model, recipe)
-    history: list[dict] = []
-    start_epoch, wall_before = 0, 0.0
-    if last_path.is_file():
-        ckpt = load_checkpoint(last_path)
-        if ckpt.get("config") != config:
-            raise BadInput(
-                f"{last_path} was written by a different run configuration; use another --out "
-                f"or delete {out} to start over"
-            )
-        net.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        start_epoch, history, wall_before = ckpt["epoch"], ckpt["history"], ckpt["wall_seconds"]
-        if rank == 0:
-            print(f"{out}: resuming after epoch {start_epoch} of {recipe.total_epochs}")
+    state = _resumed(out, config, net, opt, recipe, rank)
     started = time.perf_counter()
     with stop_on_signal() as stopped:
-        for epoch in range(start_epoch, recipe.total_epochs):
+        for epoch in range(state.epoch, recipe.total_epochs):
             row = _train_epoch(
                 model, opt, recipe, train_batches, epoch, seed, device, amp, stopped, progress
             )
             if (epoch + 1) % recipe.test_every == 0 or epoch + 1 == recipe.total_epochs:
                 test = evaluate(net, test_batches, device, amp)
                 row.update(test_loss=test["loss"], test_acc=test["acc"])
-            history.append(row)
-            wall = wall_before + time.perf_counter() - started
+            state.advance(row, time.perf_counter() - started)
             if rank == 0:
-                state = {
-                    "epoch": epoch + 1,
-                    "model": net.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "history": history,
-                    "wall_seconds": wall,
-                    "config": config,
-                }
-                atomic_save(state, last_path)
+                _save_checkpoint(out, state, net, opt, config)
                 if logger is not None:
                     logger.log(row, step=epoch + 1)
             if stopped():
                 raise Preempted(_preempted_message(out, epoch + 1))
     if rank != 0:
         return {}
-    save_model(net, out / "model.pt")
+    paths.save_model(paths.model(out), net.float(), architecture)
+    wall_seconds = state.wall_before + time.perf_counter() - started
+    metrics = _metrics(state.history, wall_seconds, device, seed, config)
+    atomic_write_json(paths.metrics(out), metrics)
+    return metrics
+
+
+@dataclass
+class _Progress:
+    """How far a run got: epochs done, their metric rows, and the wall time (s) spent in
+    earlier processes and in this one."""
+
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    wall_before: float = 0.0  # in processes before this one (a resumed run)
+    wall_now: float = 0.0  # in this process
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.wall_before + self.wall_now
+
+    def advance(self, row: dict, wall_now: float) -> None:
+        self.epoch, self.wall_now = self.epoch + 1, wall_now
+        self.history.append(row)
+
+
+def _finished(out: Path, config: dict) -> dict | None:
+    """The metrics of a run already finished in `out` under `config`, else None."""
+    if not (paths.metrics(out).is_file() and paths.model(out).is_file()):
+        return None
+    done = read_json(paths.metrics(out))
+    return done if done.get("finished") and done.get("config") == config else None
+
+
+def _resumed(out: Path, config: dict, net, opt, recipe: Recipe, rank: int) -> _Progress:
+    """The progress of an interrupted run in `out`, its weights and optimizer state loaded
+    into `net` and `opt`; a fresh start when there is none."""
+    last = paths.last_checkpoint(out)
+    if not last.is_file():
+        return _Progress()
+    ckpt = load_checkpoint(last)
+    if ckpt.get("config") != config:
+        raise BadInput(
+            f"{last} was written by a different run configuration; use another --out "
+            f"or delete {out} to start over"
+        )
+    net.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    if rank == 0:
+        print(f"{out}: resuming after epoch {ckpt['epoch']} of {recipe.total_epochs}")
+    return _Progress(ckpt["epoch"], ckpt["history"], ckpt["wall_seconds"])
+
+
+def _save_checkpoint(out: Path, state: _Progress, net, opt, config: dict) -> None:
+    checkpoint = {
+        "epoch": state.epoch,
+        "model": net.state_dict(),
+        "optimizer": opt.state_dict(),
+        "history": state.history,
+        "wall_seconds": state.wall_seconds,
+        "config": config,
+    }
+    atomic_save(checkpoint, paths.last_checkpoint(out))
+
+
+def _metrics(
+    history: list[dict], wall_seconds: float, device: str, seed: int, config: dict
+) -> dict:
+    """The metrics of a finished run: final and best test accuracy, every epoch's row, wall
+    time (s), device, versions, config."""
     tested = [r for r in history if "test_acc" in r]
-    metrics = {
+    return {
         "finished": True,
         "final_test_acc": tested[-1]["test_acc"],
         "final_test_loss": tested[-1]["test_loss"],
         "best_test_acc_selected_on_test": max(r["test_acc"] for r in tested),
         "epochs": history,
-        "wall_seconds": wall_before + time.perf_counter() - started,
+        "wall_seconds": wall_seconds,
         "device": _device_name(device),
         "seed": seed,
         "versions": versions(),
         "config": config,
     }
-    atomic_write_json(metrics_path, metrics)
-    return metrics
 
 
 def _train_epoch(model, opt, recipe, batches, epoch, seed, device, amp, stopped, progress) -> dict:
@@ -224,7 +267,7 @@ def _train_epoch(model, opt, recipe, batches, epoch, seed, device, amp, stopped,
         if stopped():
             raise Preempted(
                 f"stopped by a signal during epoch {epoch + 1}; re-run the same command to "
-                f"resume from epoch {epoch} (last.pt)"
+                f"resume from epoch {epoch} ({paths.LAST_CHECKPOINT})"
             )
     mean_loss = total_loss.item() / n
     if not math.isfinite(mean_loss):

@@ -106,3 +106,47 @@ def test_label_sampling_option():
     model = models.create("resnet20", 10, 1, 8)
     r = sosp.prune(model, "sosp_i", 0.3, batches(), n_samples=16, label_samples=2)
     assert r.report["options"] == {"label_samples": 2}
+
+
+REPORT_KEYS = [
+    "method", "options", "budget", "scope", "max_layer_fraction", "kernel_scaling",
+    "recalibrate_bn", "bn_recalibration", "loss", "exclude", "n_samples", "structures",
+    "ratio", "pruned_structures", "before", "after", "params_removed", "macs_removed",
+    "seconds_saliency", "seconds",
+]  # fmt: skip
+
+
+def test_report_keys_are_stable():
+    """The report's keys, in order: report.json and the workflow's tables are built on them."""
+    model = models.create("resnet20", 10, 1, 8)
+    r = sosp.prune(model, "magnitude", 0.3, batches(), exclude="resnet_downsample", n_samples=16)
+    assert list(r.report) == REPORT_KEYS
+    assert r.report["exclude"] == ["resnet_downsample"] and r.report["n_samples"] == 16
+
+
+def test_settings_are_checked_before_any_work():
+    """A bad setting is refused with the settings' message, whichever way it is passed."""
+    model = models.create("resnet20", 10, 1, 8)
+    with pytest.raises(BadInput, match="budget must be one of structures, params, macs"):
+        sosp.prune(model, "sosp_h", 0.5, batches(), budget="flops")
+    with pytest.raises(BadInput, match="loss must be one of"):
+        sosp.prune_ratios(model, "sosp_h", [0.5], batches(), loss="mse")
+    with pytest.raises(BadInput, match="n_samples must be at least 1"):
+        sosp.prune(model, "sosp_h", 0.5, batches(), n_samples=0)
+
+
+def test_prune_with_settings_equals_prune_with_keywords():
+    """`prune_with(settings)` is what the keyword interface builds: same mask and report."""
+    from sosp.api import prune_with
+
+    model = models.create("resnet20", 10, 1, 8)
+    kw = {"n_samples": 16, "scope": "local", "exclude": "resnet_downsample"}
+    by_keywords = sosp.prune(model, "sosp_i", 0.4, batches(), label_samples=2, **kw)
+    (by_settings,) = prune_with(
+        model, "sosp_i", [0.4], batches(), sosp.PruneSettings(**kw), {"label_samples": 2}
+    )
+    assert by_settings.mask == by_keywords.mask
+    drop = ("seconds", "seconds_saliency")
+    assert {k: v for k, v in by_settings.report.items() if k not in drop} == {
+        k: v for k, v in by_keywords.report.items() if k not in drop
+    }

@@ -7,7 +7,7 @@ import torch
 
 from sosp import curvature
 from sosp.structures import Unsupported, analyze
-from sosp.surgery import physical
+from sosp.surgery import build_pruned
 from tests.brute import (
     brute_gauss_newton,
     brute_hessian_term,
@@ -50,7 +50,7 @@ def test_gauss_newton_and_first_order_match_brute_force(loss, affine):
     model, graph, x, y = setup(loss, affine=affine)
     res = curvature.gauss_newton(graph, [(x[:4], y[:4]), (x[4:], y[4:])], loss, n_samples=6)
     G, lambda1 = brute_gauss_newton(model, x, y, loss, tiny_theta(affine))
-    torch.testing.assert_close(res.second, G, rtol=RTOL, atol=1e-10)
+    torch.testing.assert_close(res.G, G, rtol=RTOL, atol=1e-10)
     torch.testing.assert_close(res.lambda1, lambda1, rtol=RTOL, atol=1e-10)
     assert res.n_samples == 6
 
@@ -63,7 +63,7 @@ def test_hessian_vector_matches_explicit_hessian(affine):
     res = curvature.hessian_terms(graph, [(x[:3], y[:3]), (x[3:], y[3:])], "cross_entropy", 6)
     theta = tiny_theta(affine)
     want = brute_hessian_term(model, x, y, "cross_entropy", theta)
-    torch.testing.assert_close(res.second, want, rtol=RTOL, atol=1e-10)
+    torch.testing.assert_close(res.h_theta, want, rtol=RTOL, atol=1e-10)
     _, lambda1 = brute_gauss_newton(model, x, y, "cross_entropy", theta)
     torch.testing.assert_close(res.lambda1, lambda1, rtol=RTOL, atol=1e-10)
 
@@ -79,9 +79,9 @@ def test_a_model_in_train_mode_is_judged_in_eval_mode():
     gn = curvature.gauss_newton(graph, [(x, y)], "cross_entropy", 6)
     hs = curvature.hessian_terms(graph, [(x, y)], "cross_entropy", 6)
     assert model.training and all(m.training for m in model.modules())
-    torch.testing.assert_close(gn.second, G, rtol=RTOL, atol=1e-10)
+    torch.testing.assert_close(gn.G, G, rtol=RTOL, atol=1e-10)
     torch.testing.assert_close(gn.lambda1, lambda1, rtol=RTOL, atol=1e-10)
-    torch.testing.assert_close(hs.second, h_theta, rtol=RTOL, atol=1e-10)
+    torch.testing.assert_close(hs.h_theta, h_theta, rtol=RTOL, atol=1e-10)
 
 
 def test_zeroing_theta_s_is_the_removal_surgery_applies():
@@ -92,29 +92,29 @@ def test_zeroing_theta_s_is_the_removal_surgery_applies():
     for i, (s, entries) in enumerate(tiny_theta().items()):
         with torch.no_grad():
             want = zeroed(model, entries)(x)
-            torch.testing.assert_close(physical(graph, [i]).eval()(x), want, msg=str(s))
+            torch.testing.assert_close(build_pruned(graph, [i]).eval()(x), want, msg=str(s))
 
 
 def test_label_sampling_is_unbiased():
     """The k-label estimate of G converges to the exact G (mean over many samples)."""
     model, graph, x, y = setup()
-    exact = curvature.gauss_newton(graph, [(x, y)], "cross_entropy", 6).second
+    exact = curvature.gauss_newton(graph, [(x, y)], "cross_entropy", 6).G
     g = torch.Generator().manual_seed(0)
     est = curvature.gauss_newton(
         graph, [(x, y)], "cross_entropy", 6, label_samples=4000, generator=g
-    ).second
+    ).G
     rel = (est - exact).norm() / exact.norm()
     assert rel < 0.05, rel
     one = curvature.gauss_newton(
         graph, [(x, y)], "cross_entropy", 6, label_samples=1, generator=g
-    ).second
+    ).G
     assert (one - exact).norm() / exact.norm() > rel  # a single label is visibly noisier
 
 
 def test_hessian_off_gives_zero_second_order():
     model, graph, x, y = setup()
     res = curvature.hessian_terms(graph, [(x, y)], "cross_entropy", 6, hessian=False)
-    assert torch.count_nonzero(res.second) == 0 and torch.count_nonzero(res.lambda1) > 0
+    assert torch.count_nonzero(res.h_theta) == 0 and torch.count_nonzero(res.lambda1) > 0
 
 
 def test_batchnorm_without_running_statistics_is_refused():

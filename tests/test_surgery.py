@@ -10,7 +10,7 @@ from torch import nn
 import sosp
 from sosp import counting, data, models
 from sosp.structures import analyze, slice_params
-from sosp.surgery import indices_from_mask, mask_from_indices, physical, soft_masked
+from sosp.surgery import build_pruned, indices_from_mask, mask_from_indices, soft_masked
 from tests.tiny_nets import TinyNet, randomized
 
 # Small inputs keep the whole zoo fast on 2 cores: CIFAR models at 16x16 (the largest at 8x8),
@@ -32,7 +32,7 @@ def random_mask(graph, rng):
 
 
 @pytest.mark.parametrize("name", models.names())
-def test_physical_equals_soft_mask(name):
+def test_pruned_network_equals_soft_mask(name):
     """Eval-mode outputs of the pruned network equal the soft-masked network's to 1e-5."""
     shape = input_shape(name)
     model = randomized(models.create(name, 10, shape[0], shape[1]), dtype=torch.float32)
@@ -41,7 +41,7 @@ def test_physical_equals_soft_mask(name):
     x = torch.randn(2, *shape)
     for _ in range(2):
         pruned = random_mask(graph, rng)
-        small = physical(graph, pruned).eval()
+        small = build_pruned(graph, pruned).eval()
         with torch.no_grad():
             expected = soft_masked(model, graph, pruned).eval()(x)
             torch.testing.assert_close(small(x), expected, rtol=1e-5, atol=1e-5)
@@ -69,7 +69,7 @@ def test_zeroing_theta_s_is_the_removal_surgery_applies(name):
                         if owner == s:
                             p[c] = 0
             want = copy.eval()(x)
-            got = physical(graph, [s]).eval()(x)
+            got = build_pruned(graph, [s]).eval()(x)
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9, msg=graph.structures[s])
 
 
@@ -82,7 +82,7 @@ def test_soft_mask_equals_surgery_behind_a_batchnorm_without_affine():
     for pruned in ([0], [0, 3], [1, 2, 6]):
         with torch.no_grad():
             want = soft_masked(model, graph, pruned).eval()(x)
-            torch.testing.assert_close(physical(graph, pruned).eval()(x), want)
+            torch.testing.assert_close(build_pruned(graph, pruned).eval()(x), want)
 
 
 def test_pruning_changes_the_function():
@@ -90,7 +90,7 @@ def test_pruning_changes_the_function():
     model = randomized(TinyNet())
     graph = analyze(model, (2, 4, 4))
     x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
-    assert not torch.allclose(physical(graph, [0, 4]).eval()(x), model(x))
+    assert not torch.allclose(build_pruned(graph, [0, 4]).eval()(x), model(x))
 
 
 def test_residual_stream_survives_while_a_writer_lives():
@@ -99,9 +99,9 @@ def test_residual_stream_survives_while_a_writer_lives():
     model = randomized(TinyNet())
     graph = analyze(model, (2, 4, 4))
     index = graph.structure_index()
-    only_conv2 = physical(graph, [index[("conv2", 0)]])
+    only_conv2 = build_pruned(graph, [index[("conv2", 0)]])
     assert only_conv2.conv2.out_channels == 2 and only_conv2.bn3.num_features == 5
-    both = physical(graph, [index[("conv2", 0)], index[("conv1", 0)]])
+    both = build_pruned(graph, [index[("conv2", 0)], index[("conv1", 0)]])
     assert both.conv3.in_channels == 2 and both.bn3.num_features == 4
 
 

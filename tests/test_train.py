@@ -104,10 +104,18 @@ def test_resume_after_sigterm_reaches_the_same_weights(tmp_path):
     assert [e["train_loss"] for e in m1["epochs"]] == [e["train_loss"] for e in m2["epochs"]]
 
 
+METRICS_KEYS = [
+    "finished", "final_test_acc", "final_test_loss", "best_test_acc_selected_on_test", "epochs",
+    "wall_seconds", "device", "seed", "versions", "config",
+]  # fmt: skip
+
+
 def test_finished_run_is_not_repeated(tmp_path):
+    """A finished run (metrics.json with its keys, model.pt) is not trained again."""
     out = tmp_path / "run"
     first = run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(out))
     assert first.returncode == 0, first.stderr
+    assert list(json.loads((out / "metrics.json").read_text())) == METRICS_KEYS
     stamp = (out / "model.pt").stat().st_mtime_ns
     again = run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(out))
     assert again.returncode == 0 and "finished earlier" in again.stdout

@@ -11,22 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sosp.models import kaiming_init, register
-
-
-class ZeroPadShortcut(nn.Module):
-    """Option-A shortcut: x[:, :, ::stride, ::stride] with channels [c_in] placed at offset
-    `(c_out - c_in) // 2` of [c_out] zero channels. No parameters."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
-        super().__init__()
-        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
-        self.offset = (out_channels - in_channels) // 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
-        after = self.out_channels - self.in_channels - self.offset
-        return F.pad(x, (0, 0, 0, 0, self.offset, after))
+from sosp.models.base import ModelSpec, kaiming_init
+from sosp.shortcuts import ZeroPadShortcut
 
 
 class BasicBlock(nn.Module):
@@ -92,24 +78,24 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-for _depth in (20, 32, 56, 110):
-    register(
-        f"resnet{_depth}",
+MODELS = {
+    **{
+        f"resnet{d}": ModelSpec(
+            CifarResNet, f"CIFAR ResNet-{d}, projection shortcuts (SOSP paper)", kwargs={"depth": d}
+        )
+        for d in (20, 32, 56, 110)
+    },
+    **{
+        f"resnet{d}_zeropad": ModelSpec(
+            CifarResNet,
+            f"CIFAR ResNet-{d}, zero-padding shortcuts (option A)",
+            kwargs={"depth": d, "shortcut": "zeropad"},
+        )
+        for d in (20, 32, 56, 110)
+    },
+    "resnet32x4": ModelSpec(
         CifarResNet,
-        f"CIFAR ResNet-{_depth}, projection shortcuts (SOSP paper)",
-        depth=_depth,
-    )
-    register(
-        f"resnet{_depth}_zeropad",
-        CifarResNet,
-        f"CIFAR ResNet-{_depth}, zero-padding shortcuts (option A)",
-        depth=_depth,
-        shortcut="zeropad",
-    )
-register(
-    "resnet32x4",
-    CifarResNet,
-    "CIFAR ResNet-32 widened 4x (64/128/256), projection shortcuts (C-OBD/EigenDamage)",
-    depth=32,
-    width=64,
-)
+        "CIFAR ResNet-32 widened 4x (64/128/256), projection shortcuts (C-OBD/EigenDamage)",
+        kwargs={"depth": 32, "width": 64},
+    ),
+}

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sosp.models import kaiming_init, register
+from sosp.models.base import ModelSpec, kaiming_init
 
 
 class DenseLayer(nn.Module):
@@ -75,4 +75,6 @@ class DenseNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-register("densenet40", DenseNet, "DenseNet-40, growth 12, no bottleneck (Network Slimming)")
+MODELS = {
+    "densenet40": ModelSpec(DenseNet, "DenseNet-40, growth 12, no bottleneck (Network Slimming)")
+}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from sosp.errors import UnknownName
-from sosp.models import register
+from sosp.models.base import ModelSpec
 
 
 def torchvision_resnet(
@@ -34,7 +34,16 @@ def timm_model(name: str, num_classes: int, in_channels: int = 3, **options) -> 
     )
 
 
-for _arch in ("resnet18", "resnet34", "resnet50"):
-    register(
-        _arch, torchvision_resnet, f"torchvision {_arch} (ImageNet)", dataset="imagenet", arch=_arch
+def timm_builder(
+    name: str, num_classes: int, in_channels: int, image_size: int, **options
+) -> nn.Module:
+    """`timm_model` with the zoo's builder signature (timm models ignore `image_size`)."""
+    return timm_model(name, num_classes, in_channels, **options)
+
+
+MODELS = {
+    arch: ModelSpec(
+        torchvision_resnet, f"torchvision {arch} (ImageNet)", "imagenet", {"arch": arch}
     )
+    for arch in ("resnet18", "resnet34", "resnet50")
+}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sosp.models import register
+from sosp.models.base import ModelSpec
 
 # (output channels, stride) of each depthwise-separable block; CIFAR variant (stem stride 1).
 CFG = [
@@ -53,4 +53,4 @@ class MobileNetV1(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
-register("mobilenet_v1", MobileNetV1, "MobileNet-V1, CIFAR variant (stride-1 stem)")
+MODELS = {"mobilenet_v1": ModelSpec(MobileNetV1, "MobileNet-V1, CIFAR variant (stride-1 stem)")}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sosp.models import register
+from sosp.models.base import ModelSpec
 
 CFGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
@@ -79,8 +79,10 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-for _name, _cfg in CFGS.items():
-    _summary = f"{_name.split('_')[0].upper()} with BN, one linear layer (Network Slimming)"
-    if _name == "vgg11_quarter":
-        _summary = "VGG-11 at a quarter width (16-128 channels): the demo's VGG"
-    register(_name, VGG, _summary, cfg=_cfg)
+def _summary(name: str) -> str:
+    if name == "vgg11_quarter":
+        return "VGG-11 at a quarter width (16-128 channels): the demo's VGG"
+    return f"{name.upper()} with BN, one linear layer (Network Slimming)"
+
+
+MODELS = {name: ModelSpec(VGG, _summary(name), kwargs={"cfg": cfg}) for name, cfg in CFGS.items()}

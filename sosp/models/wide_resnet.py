@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sosp.models import kaiming_init, register
+from sosp.models.base import ModelSpec, kaiming_init
 
 
 class WideBlock(nn.Module):
@@ -59,7 +59,13 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(F.relu(self.bn(x))), 1))
 
 
-register("wrn28_10", WideResNet, "WideResNet-28-10, pre-activation", depth=28, widen=10)
-register(
-    "wrn16_4", WideResNet, "WideResNet-16-4, pre-activation (small, for tests)", depth=16, widen=4
-)
+MODELS = {
+    "wrn28_10": ModelSpec(
+        WideResNet, "WideResNet-28-10, pre-activation", kwargs={"depth": 28, "widen": 10}
+    ),
+    "wrn16_4": ModelSpec(
+        WideResNet,
+        "WideResNet-16-4, pre-activation (small, for tests)",
+        kwargs={"depth": 16, "widen": 4},
+    ),
+}

@@ -93,6 +93,29 @@ def test_schema_error_names_the_key(tmp_path):
     assert "['experiments']['mini']['budget']" in out and "flops" in out
 
 
+def test_generated_schema_checks_overrides_and_fills_defaults(tmp_path):
+    """The selection settings' schema comes from sosp.settings: a bad model_settings value is
+    named by its key, and an experiment's unset settings get PruneSettings' defaults (seen
+    in the prune command line)."""
+    bad = TINY.replace(
+        "    seeds: [0]", "    seeds: [0]\n    model_settings: {resnet20: {scope: wide}}"
+    )
+    r = snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(write_config(tmp_path, bad)))
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "['model_settings']['resnet20']['scope']" in out and "wide" in out, out[-3000:]
+    r = snakemake(tmp_path, "-n", "-p", "--cores", "1", "--configfile", str(write_config(tmp_path)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    prunes = [line.split() for line in r.stdout.splitlines() if " sosp prune " in line]
+    assert prunes
+    for c in prunes:
+        assert c[c.index("--budget") + 1] == "structures" and c[c.index("--scope") + 1] in (
+            "global",
+            "local",
+        )
+        assert "--max-layer-fraction" not in c and "--no-kernel-scaling" in c
+
+
 FAKE_SBATCH = """#!/bin/sh
 echo "$@" >> "$SBATCH_LOG"
 n=$(wc -l < "$SBATCH_LOG")

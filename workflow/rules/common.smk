@@ -1,8 +1,10 @@
 # The job tables: every run the config asks for, keyed by a hash of the settings that make it
-# (sosp.paths), so a dense checkpoint is trained once and shared by every method and ratio.
+# (sosp.run_keys), so a dense checkpoint is trained once and shared by every method and ratio.
+# The files inside each run folder are named by sosp.paths, as the `sosp` commands name them.
 import shlex
 
-from sosp import paths, recipes
+from sosp import paths, recipes, run_keys
+from sosp.settings import PruneSettings
 
 RUNS = config["runs_dir"]
 NAME = config["name"]
@@ -31,18 +33,30 @@ def _ratios(name, exp, model):
     return sorted(set(ratios))
 
 
-def _ratio_file(folder, ratios, ratio, name):
-    """Where `sosp prune`/`sosp finetune` put a ratio's file: in the folder for one ratio,
-    in folder/<ratio>/ for several."""
-    return f"{folder}/{name}" if len(ratios) == 1 else f"{folder}/{ratio:g}/{name}"
+def dense_folder(key):
+    return f"{RUNS}/dense/{key}"
+
+
+def prune_folder(key):
+    return f"{RUNS}/prune/{key}"
+
+
+def finetune_folder(key):
+    return f"{RUNS}/finetune/{key}"
 
 
 def pruned_file(pkey, ratio):
-    return _ratio_file(f"{RUNS}/prune/{pkey}", PRUNE[pkey]["ratios"], ratio, "pruned.pt")
+    """The pruned network `sosp prune` writes for `ratio` in prune job `pkey`."""
+    folder = paths.ratio_folder(prune_folder(pkey), PRUNE[pkey]["ratios"], ratio)
+    return str(paths.pruned(folder))
 
 
 def finetuned_file(fkey, ratio):
-    return _ratio_file(f"{RUNS}/finetune/{fkey}", FINETUNE[fkey]["ratios"], ratio, "model.pt")
+    """The network `sosp finetune` trains from the pruned network of `ratio` in job `fkey`."""
+    job = FINETUNE[fkey]
+    pruned = [pruned_file(job["prune"], r) for r in job["ratios"]]
+    folders = paths.finetune_folders(finetune_folder(fkey), pruned)
+    return str(paths.model(folders[job["ratios"].index(ratio)]))
 
 
 def _add_jobs(name, exp):
@@ -51,7 +65,7 @@ def _add_jobs(name, exp):
         for seed in exp["seeds"]:
             train, preset, overrides = _recipe(exp["train"], model, exp["dataset"])
             dense = {"model": model, "dataset": exp["dataset"], "seed": seed, "recipe": train}
-            dkey = paths.run_key(f"{model}-{exp['dataset']}-s{seed}", dense)
+            dkey = run_keys.run_key(f"{model}-{exp['dataset']}-s{seed}", dense)
             dense_job = {**dense, "preset": preset, "set": overrides,
                          "minutes": res.get("train_minutes", 60)}
             ft_spec = exp["finetune"] or exp["train"]
@@ -59,9 +73,10 @@ def _add_jobs(name, exp):
             record = {"config": NAME, "experiment": name, "model": model, "seed": seed}
             if "trained" in exp["prune_at"]:
                 DENSE[dkey] = dense_job
+                dense_model = str(paths.model(dense_folder(dkey)))
                 EVALUATE[f"{name}/{dkey}"] = {
-                    "checkpoints": [f"{RUNS}/dense/{dkey}/model.pt"],
-                    "inputs": [f"{RUNS}/dense/{dkey}/model.pt", f"{RUNS}/dense/{dkey}/metrics.json"],
+                    "checkpoints": [dense_model],
+                    "inputs": [dense_model, str(paths.metrics(dense_folder(dkey)))],
                     "record": {**record, "method": "dense", "prune_at": "none"},
                 }
             for prune_at in exp["prune_at"]:
@@ -70,17 +85,15 @@ def _add_jobs(name, exp):
                         "source": dkey if prune_at == "trained" else "init",
                         "model": model, "dataset": exp["dataset"], "seed": seed,
                         "method": method, "options": exp["method_options"].get(method, {}),
-                        "budget": exp["budget"], "scope": exp["scope"],
-                        "max_layer_fraction": exp["max_layer_fraction"],
-                        "kernel_scaling": exp["kernel_scaling"], "exclude": exp["exclude"],
-                        "n_samples": exp["n_samples"], "batch_size": exp["batch_size"],
+                        **{setting: exp[setting] for setting in SELECTION_SETTINGS},
+                        "exclude": exp["exclude"], "batch_size": exp["batch_size"],
                         "ratios": _ratios(name, exp, model),
                     }  # fmt: skip
                     if prune_at == "init":  # untrained BN statistics: re-estimate them first
                         prune["recalibrate_bn"] = True
                     prune.update(exp["model_settings"].get(model, {}))
                     prune.update(exp["method_settings"].get(method, {}))
-                    pkey = paths.run_key(f"{model}-{method}-{prune_at}-s{seed}", prune)
+                    pkey = run_keys.run_key(f"{model}-{method}-{prune_at}-s{seed}", prune)
                     PRUNE[pkey] = {**prune, "minutes": res.get("prune_minutes", 30)}
                     groups = (
                         [prune["ratios"]] if exp["group_ratios"] else [[r] for r in prune["ratios"]]
@@ -89,11 +102,11 @@ def _add_jobs(name, exp):
                     for ratios in groups:
                         ft = {"prune": pkey, "ratios": ratios, "recipe": finetune}
                         tag = "-".join(f"{r:g}" for r in ratios)
-                        fkey = paths.run_key(f"{model}-{method}-r{tag}-s{seed}", ft)
+                        fkey = run_keys.run_key(f"{model}-{method}-r{tag}-s{seed}", ft)
                         FINETUNE[fkey] = {**ft, "preset": ft_preset, "set": ft_set, "seed": seed,
                                           "minutes": res.get("finetune_minutes", 60) * len(ratios)}
                         checkpoints += [finetuned_file(fkey, r) for r in ratios]
-                        inputs.append(f"{RUNS}/finetune/{fkey}/runs.json")
+                        inputs.append(str(paths.runs(finetune_folder(fkey))))
                     EVALUATE[f"{name}/{pkey}"] = {
                         "checkpoints": checkpoints,
                         "inputs": inputs,
@@ -130,31 +143,27 @@ def _value(v):
 def train_cmd(key):
     job = DENSE[key]
     args = ["sosp", "train", "--model", job["model"], "--dataset", job["dataset"]]
-    args += _train_flags(job, f"{NAME}-dense-{job['model']}") + ["--out", f"{RUNS}/dense/{key}"]
+    args += _train_flags(job, f"{NAME}-dense-{job['model']}") + ["--out", dense_folder(key)]
     return shlex.join(args)
 
 
 def prune_cmd(key):
+    """The `sosp prune` command of job `key`; its settings (the job's entries that are
+    PruneSettings fields, e.g. recalibrate_bn only for pruning at initialization) are
+    written out by PruneSettings.command_line."""
     job = PRUNE[key]
+    settings, _ = PruneSettings.split(job)
     args = ["sosp", "prune", "--model", job["model"], "--dataset", job["dataset"]]
     if job["source"] != "init":
-        args += ["--checkpoint", f"{RUNS}/dense/{job['source']}/model.pt"]
+        args += ["--checkpoint", str(paths.model(dense_folder(job["source"])))]
     args += ["--method", job["method"], "--ratio", *[f"{r:g}" for r in job["ratios"]]]
-    args += ["--budget", job["budget"], "--scope", job["scope"], "--seed", str(job["seed"])]
-    args += ["--n-samples", str(job["n_samples"]), "--batch-size", str(job["batch_size"])]
-    if job["max_layer_fraction"] is not None:
-        args += ["--max-layer-fraction", str(job["max_layer_fraction"])]
-    if job["kernel_scaling"]:
-        args += ["--kernel-scaling"]
-    args += ["--recalibrate-bn" if job.get("recalibrate_bn") else "--no-recalibrate-bn"]
-    if job["exclude"]:
-        exclude = job["exclude"]
-        args += ["--exclude", *([exclude] if isinstance(exclude, str) else exclude)]
+    args += settings.command_line() + ["--batch-size", str(job["batch_size"])]
     if job["options"]:
         args += ["--option", *[f"{k}={_value(v)}" for k, v in job["options"].items()]]
+    args += ["--device", config["device"]]
     if config["data_root"]:
         args += ["--data-root", config["data_root"]]
-    return shlex.join(args + ["--out", f"{RUNS}/prune/{key}"])
+    return shlex.join(args + ["--out", prune_folder(key)])
 
 
 def finetune_cmd(key):
@@ -162,7 +171,7 @@ def finetune_cmd(key):
     prune = PRUNE[job["prune"]]
     args = ["sosp", "finetune", "--pruned", *[pruned_file(job["prune"], r) for r in job["ratios"]]]
     group = f"{NAME}-{prune['model']}-{prune['method']}"
-    return shlex.join(args + _train_flags(job, group) + ["--out", f"{RUNS}/finetune/{key}"])
+    return shlex.join(args + _train_flags(job, group) + ["--out", finetune_folder(key)])
 
 
 def evaluate_cmd(key):

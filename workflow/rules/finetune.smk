@@ -2,9 +2,9 @@ rule finetune:
     """Train the pruned networks of one ratio, or of all ratios of a prune job when the
     experiment sets group_ratios (the recipe repeats the training schedule unless set)."""
     input:
-        lambda wc: f"{RUNS}/prune/{FINETUNE[wc.key]['prune']}/reports.json",
+        lambda wc: str(paths.reports(prune_folder(FINETUNE[wc.key]["prune"]))),
     output:
-        f"{RUNS}/finetune/{{key}}/runs.json",
+        str(paths.runs(finetune_folder("{key}"))),
     params:
         cmd=lambda wc: finetune_cmd(wc.key),
     log:

@@ -4,10 +4,10 @@ rule prune:
         lambda wc: (
             []
             if PRUNE[wc.key]["source"] == "init"
-            else [f"{RUNS}/dense/{PRUNE[wc.key]['source']}/model.pt"]
+            else [str(paths.model(dense_folder(PRUNE[wc.key]["source"])))]
         ),
     output:
-        f"{RUNS}/prune/{{key}}/reports.json",
+        str(paths.reports(prune_folder("{key}"))),
     params:
         cmd=lambda wc: prune_cmd(wc.key),
     log:

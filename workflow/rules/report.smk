@@ -53,5 +53,5 @@ rule mask_time:
         gpu=1,
         runtime=240,
     shell:
-        f"python {workflow.basedir}/benchmarks/mask_time.py --widths {params.widths} --n-samples {params.n} "
+        f"python {workflow.basedir}/benchmarks/mask_time.py --widths {{params.widths}} --n-samples {{params.n}} "
         "--device {params.device} --out {RESULTS}/fig2_mask_time_vs_width > {log} 2>&1"

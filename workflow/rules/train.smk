@@ -1,8 +1,9 @@
 rule train:
-    """Train the dense network of one (model, dataset, seed, recipe); resumes from last.pt."""
+    """Train the dense network of one (model, dataset, seed, recipe); resumes from its last
+    checkpoint."""
     output:
-        model=f"{RUNS}/dense/{{key}}/model.pt",
-        metrics=f"{RUNS}/dense/{{key}}/metrics.json",
+        model=str(paths.model(dense_folder("{key}"))),
+        metrics=str(paths.metrics(dense_folder("{key}"))),
     params:
         cmd=lambda wc: train_cmd(wc.key),
     log:

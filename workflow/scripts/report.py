@@ -201,6 +201,11 @@ def _dense_line(ax, summary, experiment, model):
         ax.axhline(dense.acc_mean.iloc[0], color="k", ls="--", lw=1, label="dense")
 
 
+def _line_label(frame: pd.DataFrame, method: str, prune_at: str) -> str:
+    """The legend entry of one method's line: with the pruning time where the figure has both."""
+    return method if frame.prune_at.nunique() == 1 else f"{method} ({prune_at})"
+
+
 def accuracy_vs(summary, experiment, title, quantity: str, path: Path) -> None:
     """Final accuracy (mean ± std over seeds) against the remaining params or MACs."""
     s = summary[(summary.experiment == experiment) & (summary.method != "dense")]
@@ -210,7 +215,7 @@ def accuracy_vs(summary, experiment, title, quantity: str, path: Path) -> None:
         for (method, prune_at), g in s[s.model == model].groupby(["method", "prune_at"]):
             g = g.sort_values("ratio")
             x = 100 - g[f"{quantity}_removed_mean"]
-            label = method if s.prune_at.nunique() == 1 else f"{method} ({prune_at})"
+            label = _line_label(s, method, prune_at)
             line = ax.plot(x, g.acc_mean, "o-", ms=3, label=label)[0]
             std = g.acc_std.fillna(0)
             ax.fill_between(x, g.acc_mean - std, g.acc_mean + std, alpha=0.15,
@@ -235,7 +240,7 @@ def layerwise(layers, summary, experiment, title, path: Path) -> None:
         top = m[m.ratio == m.ratio.max()]
         for (method, prune_at), g in top.groupby(["method", "prune_at"]):
             mean = g.groupby("index").pruned.mean()
-            label = method if s.prune_at.nunique() == 1 else f"{method} ({prune_at})"
+            label = _line_label(s, method, prune_at)
             ax.plot(mean.index, mean.values, ".-", ms=4, lw=1, label=label)
         ax.set_xlabel("layer (network order)")
         ax.set_ylabel("channels pruned (%)")
@@ -254,7 +259,7 @@ def before_after(summary, experiment, title, path: Path) -> None:
     for ax, model in zip(axes, models, strict=True):
         for (method, prune_at), g in s[s.model == model].groupby(["method", "prune_at"]):
             g = g.sort_values("ratio")
-            label = method if s.prune_at.nunique() == 1 else f"{method} ({prune_at})"
+            label = _line_label(s, method, prune_at)
             line = ax.plot(g.ratio, g.acc_mean, "o-", ms=3, label=label)[0]
             ax.plot(g.ratio, g.acc_before_ft_mean, "o--", ms=3, color=line.get_color(), alpha=0.7)
         _dense_line(ax, summary, experiment, model)

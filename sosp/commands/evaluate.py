@@ -1,0 +1,120 @@
+"""`sosp evaluate`: test accuracy, loss, params and MACs of saved networks, and for a
+fine-tuned one, the accuracy before fine-tuning and the prune report it came from.
+
+sosp evaluate --checkpoint runs/ft/model.pt --record method=sosp_h --out runs/ft/eval.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from sosp import counting, data, loaders, models, paths
+from sosp.commands.base import Command, add_data_root, add_device, parse_options, resolve_device
+from sosp.io import atomic_write_json, load_checkpoint, read_json
+from sosp.train import evaluate
+
+TestBatches = Callable[[data.DatasetInfo], Iterable]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint",
+        nargs="+",
+        required=True,
+        help=f"model files written by sosp ({paths.MODEL}, {paths.PRUNED}); for a fine-tuned "
+        f"one, its {paths.METRICS} and the {paths.PRUNED} and {paths.REPORT} it came from are "
+        "read as well",
+    )
+    p.add_argument("--batch-size", type=int, default=500)
+    add_device(p)
+    add_data_root(p)
+    p.add_argument(
+        "--record",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fields to store with every result (e.g. experiment=fig1 method=sosp_h seed=1)",
+    )
+    p.add_argument("--out", help="write the results as a JSON list here (default: print only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    extra = parse_options(args.record, "--record")
+    test_sets: dict[str, Iterable] = {}  # dataset name -> test batches, read once per call
+
+    def test_batches(meta: data.DatasetInfo) -> Iterable:
+        if meta.name not in test_sets:
+            test_sets[meta.name] = _test_batches(meta, args.data_root, args.batch_size)
+        return test_sets[meta.name]
+
+    records = [_evaluate_one(Path(c), extra, device, test_batches) for c in args.checkpoint]
+    if args.out:
+        atomic_write_json(args.out, records)
+    for r in records:
+        before = r.get("test_acc_before_finetune")
+        note = "" if before is None else f" (before fine-tuning {before:.4f})"
+        print(
+            f"{r['checkpoint']}: test acc {r['test_acc']:.4f}{note}, "
+            f"{r['params']:,} params, {r['macs']:,} MACs"
+        )
+    return 0
+
+
+def _evaluate_one(path: Path, extra: dict, device: str, test_batches: TestBatches) -> dict:
+    """The record of one model file: its test accuracy and counts, and where it was fine-tuned
+    from a pruned network, that network's accuracy and the prune report."""
+    ckpt = load_checkpoint(path)
+    meta = data.info(ckpt["dataset"])
+    batches = test_batches(meta)
+    model = paths.model_from_file(ckpt, path)
+    result = evaluate(model.to(device), batches, device)
+    record = {
+        **extra,
+        "model": ckpt["model"],
+        "dataset": meta.name,
+        "checkpoint": str(path),
+        "test_acc": result["acc"],
+        "test_loss": result["loss"],
+        **counting.count(model.cpu(), meta.input_shape).as_dict(),
+        "layer_pruned_fraction": _layer_fractions(ckpt, meta),
+    }
+    metrics_path = paths.metrics(path.parent)
+    if metrics_path.is_file():
+        metrics = read_json(metrics_path)
+        record["best_test_acc_selected_on_test"] = metrics.get("best_test_acc_selected_on_test")
+        record["train_seconds"] = metrics.get("wall_seconds")
+        pruned = metrics.get("config", {}).get("pruned")
+        if pruned:
+            source = paths.load_model(pruned).to(device)
+            record["test_acc_before_finetune"] = evaluate(source, batches, device)["acc"]
+            report = read_json(paths.report(Path(pruned).parent))
+            record["prune"] = {k: v for k, v in report.items() if k not in ("model", "dataset")}
+    return record
+
+
+def _layer_fractions(ckpt: dict, meta: data.DatasetInfo) -> dict[str, float]:
+    """Pruned fraction of each layer's output channels, from the mask and the dense model."""
+    mask = ckpt.get("mask") or {}
+    if not mask:
+        return {}
+    dense = models.create(ckpt["model"], meta.num_classes, meta.in_channels, meta.image_size)
+    return {
+        layer: len(channels) / dense.get_submodule(layer).weight.shape[0]
+        for layer, channels in mask.items()
+    }
+
+
+def _test_batches(meta: data.DatasetInfo, root, batch_size: int) -> Iterable:
+    if meta.name == "imagenet":
+        test = data.load(meta.name, "test", root, augment=False)
+        return loaders.torch_loader(test, batch_size, shuffle=False, workers=4)
+    x, y = data.tensors(meta.name, "test", root)
+    return loaders.TensorLoader(x, y, meta, batch_size, shuffle=False, augment=False)
+
+
+COMMAND = Command(
+    "evaluate", "test accuracy, loss, params and MACs of saved networks", add_arguments, run
+)

@@ -1,0 +1,135 @@
+"""`sosp prune`: a mask and the physically pruned network per ratio, from one saliency
+computation on samples of the training split.
+
+sosp prune --model resnet20 --dataset digits --checkpoint runs/dense/model.pt \\
+    --method sosp_h --ratio 0.3 0.6 --exclude resnet_downsample --out runs/p
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from sosp import data, methods, paths
+from sosp.api import PruneResult, prune_with
+from sosp.commands.base import (
+    Command,
+    add_data_root,
+    add_dataset,
+    add_device,
+    add_download,
+    add_model,
+    model_for,
+    parse_options,
+    resolve_device,
+)
+from sosp.io import atomic_write_text
+from sosp.settings import PruneSettings
+
+RECALIBRATE_DEFAULT = "on without --checkpoint, i.e. when pruning at initialization"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model(p)
+    add_dataset(p, "; the pruning samples come from its training split, without augmentation")
+    p.add_argument(
+        "--checkpoint",
+        help="weights to prune (a model file, a state dict, or a dict with 'state_dict'); "
+        "without it the randomly initialized network is pruned",
+    )
+    p.add_argument("--method", default="sosp_h", help="one of: " + ", ".join(methods.names()))
+    p.add_argument(
+        "--ratio",
+        type=float,
+        nargs="+",
+        required=True,
+        help="fraction to prune, in (0, 1), of the --budget quantity; several ratios share one "
+        "saliency computation and go to OUT/<ratio>/",
+    )
+    PruneSettings.add_arguments(p, default_help={"recalibrate_bn": RECALIBRATE_DEFAULT})
+    p.add_argument(
+        "--option",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="method options, e.g. diagonal=true label_samples=10",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=100,
+        help="batch size of the pruning samples (default: 100)",
+    )
+    add_device(p)
+    add_data_root(p)
+    add_download(p)
+    p.add_argument(
+        "--out",
+        required=True,
+        help=f"folder for {paths.MASK}, {paths.PRUNED}, {paths.REPORT} (one sub-folder per "
+        f"ratio when several are given) and {paths.REPORTS}, the list of all reports, "
+        "written last",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = PruneSettings.from_args(args, recalibrate_bn=not args.checkpoint)
+    options = parse_options(args.option)
+    torch.manual_seed(settings.seed)  # without --checkpoint: the init `sosp train` starts from
+    model, meta = model_for(args.model, args.dataset)
+    if args.checkpoint:
+        paths.load_weights(model, args.checkpoint)
+    model = model.to(resolve_device(args.device))  # every step of the pruning runs there
+    samples = _samples(meta, args, settings.seed)
+    results = prune_with(model, args.method, args.ratio, samples, settings, options, progress=True)
+    _say_recalibrated(results[0].report["bn_recalibration"])
+    arch = {"model": args.model, "dataset": meta.name, "exclude": settings.exclude_list}
+    run_info = {"checkpoint": args.checkpoint, "seed": settings.seed}
+    reports = [
+        _write(paths.ratio_folder(args.out, args.ratio, ratio), r, arch, run_info)
+        for ratio, r in zip(args.ratio, results, strict=True)
+    ]
+    atomic_write_text(paths.reports(args.out), json.dumps(reports, indent=1))
+    return 0
+
+
+def _samples(meta: data.DatasetInfo, args: argparse.Namespace, seed: int):
+    """Batches of the training split, unaugmented, in an order drawn by `seed`."""
+    train = data.load(
+        meta.name, "train", root=args.data_root, augment=False, download=args.download
+    )
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, generator=g)
+
+
+def _say_recalibrated(info: dict | None) -> None:
+    if info:
+        print(
+            f"recalibrated the statistics of {info['batchnorms']} BatchNorms on "
+            f"{info['samples']} pruning samples: eval-mode logit std "
+            f"{info['logit_std_before']:.3g} -> {info['logit_std_after']:.3g}"
+        )
+
+
+def _write(folder, r: PruneResult, arch: dict, run_info: dict) -> dict:
+    """Write one ratio's mask, pruned network and report into `folder`; returns the report
+    with its folder, for the list of reports."""
+    report = {**arch, **run_info, **r.report}
+    paths.save_mask(r.mask, paths.mask(folder), **arch)
+    paths.save_model(paths.pruned(folder), r.model, {**arch, "mask": r.mask})
+    atomic_write_text(paths.report(folder), json.dumps(report, indent=1))
+    rep = r.report
+    print(
+        f"{rep['method']} at {rep['ratio']:g}: pruned {rep['pruned_structures']} of "
+        f"{rep['structures']} structures; params {rep['before']['params']:,} -> "
+        f"{rep['after']['params']:,}, MACs {rep['before']['macs']:,} -> "
+        f"{rep['after']['macs']:,}; {rep['seconds']:.1f} s. Wrote {folder}/"
+    )
+    return {**report, "folder": str(folder)}
+
+
+COMMAND = Command(
+    "prune", "compute a pruning mask and the physically pruned network", add_arguments, run
+)

@@ -1,0 +1,289 @@
+"""`sosp train` and `sosp finetune`: train a zoo model from its seeded initialization, or
+pruned networks further, by a recipe, resuming where a run stopped.
+
+sosp train --model resnet20 --dataset digits --out runs/dense
+sosp finetune --pruned runs/p/pruned.pt --out runs/ft
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+from sosp import data, loaders, paths, recipes, tracking
+from sosp.commands.base import (
+    Command,
+    add_data_root,
+    add_dataset,
+    add_device,
+    add_download,
+    add_model,
+    model_for,
+    parse_options,
+    resolve_device,
+)
+from sosp.errors import BadInput
+from sosp.io import atomic_write_json, load_checkpoint
+from sosp.train import fit
+
+LOADERS = ("auto", "tensor", "torch")
+HEADLINE = ("final_test_acc", "best_test_acc_selected_on_test", "wall_seconds")
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    add_model(p)
+    add_dataset(p)
+    _add_run_arguments(p)
+
+
+def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--pruned",
+        nargs="+",
+        required=True,
+        help=f"{paths.PRUNED} from `sosp prune` (pruned at init for init-pruning, or after "
+        "training); several are trained one after another into OUT/<folder of each>/",
+    )
+    _add_run_arguments(p)
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--recipe",
+        help="preset: " + ", ".join(recipes.PRESETS) + " (default: the paper's for the "
+        "model and dataset; fine-tuning repeats the training schedule)",
+    )
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override recipe keys, e.g. epochs=10 lr=0.05 milestones=5,8 bn_l1=1e-4",
+    )
+    p.add_argument("--recipe-file", help="YAML/JSON mapping of recipe keys to override")
+    p.add_argument("--seed", type=int, default=0, help="initialization, data order, augmentation")
+    add_device(p)
+    p.add_argument(
+        "--loader",
+        default="auto",
+        choices=LOADERS,
+        help="tensor: the whole split on the device, batched crops and flips (fast path); "
+        "torch: torchvision DataLoader (reference path); auto: tensor for digits/synthetic "
+        "and for CIFAR on a GPU, else torch",
+    )
+    p.add_argument("--workers", type=int, default=4, help="DataLoader workers (torch loader)")
+    p.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast and channels_last (default: on for CUDA)",
+    )
+    add_data_root(p)
+    add_download(p)
+    p.add_argument(
+        "--wandb", default="disabled", choices=tracking.MODES, help="W&B logging (optional)"
+    )
+    p.add_argument("--wandb-project", default="sosp")
+    p.add_argument("--wandb-group", help="e.g. one per figure and method, so seeds aggregate")
+    p.add_argument("--wandb-tags", nargs="*", default=[])
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--out",
+        required=True,
+        help=f"run folder: {paths.LAST_CHECKPOINT} (every epoch), {paths.MODEL}, "
+        f"{paths.METRICS}; re-running resumes",
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    torch.manual_seed(args.seed)
+    model, meta = model_for(args.model, args.dataset)
+    architecture = {"model": args.model, "dataset": meta.name}
+    _run(args, model, {"command": "train", **architecture}, architecture, Path(args.out))
+    return 0
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    outs = paths.finetune_folders(args.out, args.pruned)
+    summary = []
+    for pruned, out in zip(args.pruned, outs, strict=True):
+        ckpt = load_checkpoint(pruned)
+        if "mask" not in ckpt:
+            raise BadInput(
+                f"{pruned} holds no mask: pass the {paths.PRUNED} written by `sosp prune`"
+            )
+        architecture = {k: ckpt.get(k) for k in ("model", "dataset", "mask", "exclude")}
+        source = {
+            "command": "finetune",
+            "model": ckpt["model"],
+            "dataset": ckpt["dataset"],
+            "pruned": str(Path(pruned).resolve()),
+        }
+        metrics = _run(args, paths.model_from_file(ckpt, pruned), source, architecture, out)
+        summary.append({"pruned": str(pruned), "out": str(out), **_headline(metrics)})
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun only rank 0 writes
+        atomic_write_json(paths.runs(args.out), summary)
+    return 0
+
+
+def _headline(metrics: dict) -> dict:
+    return {k: metrics.get(k) for k in HEADLINE}
+
+
+def _run(
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    source: dict,
+    architecture: dict,
+    out: Path,
+) -> dict:
+    """Train `model` as `args` say into `out`; `source` opens the run's config and
+    `architecture` the model file it ends with. Returns the metrics (empty on ranks > 0)."""
+    meta = data.info(source["dataset"])
+    preset = args.recipe or recipes.default_preset(source["model"], meta.name)
+    recipe = recipes.resolve(preset, parse_options(args.set, "--set"), args.recipe_file)
+    rank, world, device = _distributed(args.device)
+    amp = args.amp if args.amp is not None else torch.device(device).type == "cuda"
+    kind = _loader_kind(args.loader, meta.name, device)
+    train_batches, test_batches = _batches(args, meta, recipe, kind, device, rank, world)
+    config = {
+        **source,
+        "recipe": recipe.as_dict(),
+        "seed": args.seed,
+        "loader": kind,
+        "amp": amp,
+        "world_size": world,
+    }
+    model = _placed(model, device, amp, world)
+    logger = _logger(args, source, config, out) if rank == 0 else None
+    try:
+        metrics = fit(
+            model,
+            recipe,
+            train_batches,
+            test_batches,
+            out,
+            config=config,
+            architecture=architecture,
+            seed=args.seed,
+            device=device,
+            amp=amp,
+            logger=logger,
+            progress=not args.no_progress and rank == 0,
+            rank=rank,
+        )
+    finally:
+        if logger is not None:
+            logger.finish()
+        if world > 1:
+            torch.distributed.destroy_process_group()
+    if rank == 0:
+        best = metrics["best_test_acc_selected_on_test"]
+        print(
+            f"{source['command']} {source['model']} on {meta.name}: final test acc "
+            f"{metrics['final_test_acc']:.4f} (best seen {best:.4f}), "
+            f"{metrics['wall_seconds']:.0f} s. Wrote {out}/"
+        )
+    return metrics
+
+
+def _placed(model: torch.nn.Module, device: str, amp: bool, world: int) -> torch.nn.Module:
+    """`model` on `device` (channels_last with `amp`), wrapped in DDP when `world` > 1."""
+    model = model.to(device)
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device != "cpu" else None
+        )
+    return model
+
+
+def _distributed(device: str) -> tuple[int, int, str]:
+    """(rank, world size, device) of this process; under torchrun, joins the process group."""
+    device = resolve_device(device)
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world == 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if device.startswith("cuda"):
+        device = f"cuda:{local}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), world, device
+
+
+def _loader_kind(choice: str, dataset: str, device: str) -> str:
+    if choice != "auto":
+        return choice
+    if dataset in ("digits", "synthetic"):
+        return "tensor"
+    on_gpu = torch.device(device).type == "cuda"
+    return "tensor" if on_gpu and dataset in ("cifar10", "cifar100") else "torch"
+
+
+def _batches(args, meta, recipe, kind, device, rank, world):
+    """(train loader, test loader) of the chosen kind."""
+    if kind == "tensor":
+        made = []
+        for split in ("train", "test"):
+            x, y = data.tensors(meta.name, split, args.data_root, args.download)
+            train = split == "train"
+            made.append(
+                loaders.TensorLoader(
+                    x,
+                    y,
+                    meta,
+                    recipe.batch_size if train else 500,
+                    shuffle=train,
+                    augment=train and recipe.augment,
+                    device=device,
+                    seed=args.seed,
+                    rank=rank if train else 0,
+                    world=world if train else 1,
+                )
+            )
+        return tuple(made)
+    pin = torch.device(device).type == "cuda"
+    train_set = data.load(meta.name, "train", args.data_root, recipe.augment, args.download)
+    test_set = data.load(meta.name, "test", args.data_root, False, args.download)
+    common = {"seed": args.seed, "workers": args.workers, "pin_memory": pin}
+    return (
+        loaders.torch_loader(
+            train_set, recipe.batch_size, shuffle=True, rank=rank, world=world, **common
+        ),
+        loaders.torch_loader(test_set, 500, shuffle=False, **common),
+    )
+
+
+def _logger(args, source: dict, config: dict, out: Path) -> tracking.Logger:
+    return tracking.Logger(
+        args.wandb,
+        directory=out,
+        project=args.wandb_project,
+        group=args.wandb_group,
+        job_type=source["command"],
+        name=out.name,
+        tags=args.wandb_tags,
+        config=config,
+    )
+
+
+TRAIN = Command(
+    "train",
+    "train a zoo model from its seeded random initialization",
+    add_train_arguments,
+    run_train,
+)
+FINETUNE = Command(
+    "finetune",
+    "train pruned networks (from `sosp prune`) further",
+    add_finetune_arguments,
+    run_finetune,
+)

@@ -1,0 +1,47 @@
+"""scikit-learn's real 8x8 handwritten digits (1,797 images, shipped with the install), a fixed
+stratified 80/20 train/test split (seed 0): the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from sosp.data.base import DatasetInfo, Source
+
+# pixel values 0..16 scaled to [0, 1]; mean/std of the training split
+INFO = DatasetInfo("digits", 10, 1, 8, (0.3054,), (0.3761,), 1437, 360)
+
+
+def digits_split(seed: int = 0, test_fraction: float = 0.2):
+    """(x_train, x_test, y_train, y_test): x in [0, 1] of shape [N, 1, 8, 8], y in 0..9."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None]
+    return tuple(
+        train_test_split(
+            x, bunch.target, test_size=test_fraction, random_state=seed, stratify=bunch.target
+        )
+    )
+
+
+def digit_tensors(
+    meta: DatasetInfo, train: bool, root: Path, download: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    x_train, x_test, y_train, y_test = digits_split()
+    x, y = (x_train, y_train) if train else (x_test, y_test)
+    return torch.from_numpy(x), torch.from_numpy(y).long()
+
+
+def digits_dataset(
+    meta: DatasetInfo, train: bool, root: Path, augment: bool, download: bool
+) -> Dataset:
+    x, y = digit_tensors(meta, train, root, download)
+    return TensorDataset((x - meta.mean[0]) / meta.std[0], y)
+
+
+SOURCES = {"digits": Source(INFO, digits_dataset, digit_tensors)}

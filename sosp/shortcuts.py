@@ -1,0 +1,55 @@
+"""Parameter-free modules of residual shortcuts: the zero-padding shortcut that models use, and
+the two modules surgery puts in a pruned network (a shortcut without its padding channels, and
+a scatter that places a branch's kept channels into the wider residual stream)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option-A shortcut: [B, c_in, H, W] -> [B, c_out, ceil(H/stride), ceil(W/stride)], the
+    subsampled input at channels offset .. offset + c_in - 1, zeros elsewhere, with
+    `offset = (c_out - c_in) // 2`. No parameters."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.offset = (out_channels - in_channels) // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        after = self.out_channels - self.in_channels - self.offset
+        return F.pad(x, (0, 0, 0, 0, self.offset, after))
+
+
+class Subsample(nn.Module):
+    """[B, C, H, W] -> [B, C, ceil(H/stride), ceil(W/stride)]: a zero-padding shortcut once
+    surgery has removed its padding channels."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, :: self.stride, :: self.stride]
+
+
+class ChannelScatter(nn.Module):
+    """[B, C_in, ...] -> [B, size, ...]: channel i of x at channel `positions[i]`, zeros
+    elsewhere. Surgery puts it before a residual sum whose operands keep different channels."""
+
+    def __init__(self, positions: Sequence[int], size: int):
+        super().__init__()
+        self.size = size
+        self.register_buffer(
+            "positions", torch.tensor(list(positions), dtype=torch.long), persistent=False
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros(x.shape[0], self.size, *x.shape[2:])
+        return out.index_copy(1, self.positions, x)

@@ -1,0 +1,81 @@
+"""The whole of `sosp.prune` on the device it is given. These tests run on $SOSP_TEST_DEVICE
+(default cpu; `benchmarks/gpu_check.sh` runs them with cuda). On the CPU, a model on the
+`meta` device makes a tensor made on the CPU meet a meta one and raise the error a GPU would."""
+
+import pytest
+import torch
+
+import sosp
+from sosp import counting, methods, models
+from sosp.selection import Saliency, greedy_order, order, sorted_order
+from sosp.structures import analyze
+from sosp.surgery import build_pruned
+
+pytestmark = pytest.mark.device
+
+
+def cpu_batches(n=16, shape=(1, 8, 8), seed=0):
+    """Pruning data as a user passes it: CPU tensors, whatever the model's device."""
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n, *shape, generator=g), torch.randint(10, (n,), generator=g)
+    return [(x[:8], y[:8]), (x[8:], y[8:])]
+
+
+@pytest.mark.parametrize("method", methods.names())
+def test_prune_returns_a_model_on_the_device_it_was_given(method, device):
+    """Every method prunes a ResNet (residual scatters) on the test device with every
+    selection path (MAC budget, kernel scaling, BN recalibration); the pruned copy lives and
+    runs there, and the report's counts are the pruned copy's."""
+    torch.manual_seed(0)
+    model = models.create("resnet20", 10, 1, 8).to(device)
+    r = sosp.prune(
+        model,
+        method,
+        0.3,
+        cpu_batches(),
+        exclude="resnet_downsample",
+        n_samples=16,
+        budget="macs",
+        kernel_scaling=True,
+        recalibrate_bn=True,
+    )
+    assert {p.device for p in r.model.parameters()} == {torch.device(device)}
+    assert {b.device for b in r.model.buffers()} == {torch.device(device)}
+    with torch.no_grad():
+        out = r.model.eval()(torch.randn(2, 1, 8, 8, device=device))
+    assert out.device == torch.device(device) and torch.isfinite(out).all()
+    assert r.report["after"] == counting.count(r.model, (1, 8, 8)).as_dict()
+    assert set(r.report["seconds_by_step"]) >= {"tracing", "saliency", "selection", "surgery"}
+
+
+def test_selection_follows_the_device_of_q(device):
+    """The greedy (Eq. 4) and the sorted orders are the same for saliencies on the test
+    device as on the CPU, with kernel-scaling factors made on the CPU."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(40, 40, generator=g, dtype=torch.float64)
+    q = 0.5 * (A @ A.T).abs() + torch.rand(40, generator=g, dtype=torch.float64).diag()
+    layer_of = torch.arange(40) // 10
+    caps = torch.tensor([9, 5, 0, 9])
+    scale = 1 / torch.tensor([3.0, 1.0, 7.0, 1.0]).repeat_interleave(10)
+    want = greedy_order(q, layer_of, caps, scale)
+    assert greedy_order(q.to(device), layer_of, caps, scale) == want
+    scores = q.diagonal()
+    assert sorted_order(scores.to(device), layer_of, caps) == sorted_order(scores, layer_of, caps)
+    for scope in ("global", "local"):
+        sal, sal_dev = Saliency(scores=scores), Saliency(scores=scores.to(device))
+        assert order(sal_dev, layer_of, caps, scope, scale) == order(
+            sal, layer_of, caps, scope, scale
+        )
+
+
+@pytest.mark.parametrize("name", ["resnet20", "densenet40", "mobilenet_v1", "resnet20_zeropad"])
+def test_tracing_surgery_and_counting_on_the_meta_device(name):
+    """Analysis, surgery and counting make no tensor on a fixed device: on a meta model every
+    parameter and buffer of the pruned copy is on meta, and it counts."""
+    model = models.create(name, 10, 3, 16).to("meta")
+    graph = analyze(model, (3, 16, 16), exclude="resnet_downsample")
+    pruned = [idx[0] for idx in graph.layer_structures().values()]
+    small = build_pruned(graph, pruned)
+    devices = {t.device.type for t in [*small.parameters(), *small.buffers()]}
+    assert devices == {"meta"}
+    assert counting.count(small, (3, 16, 16)).params < counting.count_params(model)

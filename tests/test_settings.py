@@ -1,0 +1,161 @@
+"""PruneSettings: validated on construction, and its three outward forms (the `sosp prune`
+options, the command line the workflow writes, the config schema) agree with it."""
+
+import dataclasses
+
+import jsonschema
+import pytest
+
+from sosp import cli, curvature, selection
+from sosp.errors import BadInput
+from sosp.settings import PruneSettings, check_ratios, ratio_schema
+
+# Per field: values it accepts and values it refuses.
+GOOD = {
+    "n_samples": [1, 1000],
+    "budget": list(selection.BUDGETS),
+    "scope": list(selection.SCOPES),
+    "max_layer_fraction": [None, 0.5, 1, 1.0],
+    "kernel_scaling": [True, False],
+    "recalibrate_bn": [True, False],
+    "exclude": [(), ("resnet_downsample",), ("conv1", "fc*")],
+    "loss": list(curvature.LOSSES),
+    "seed": [0, 7],
+}
+BAD = {
+    "n_samples": [0, -3, 2.5, True, None, "100"],
+    "budget": ["flops", None, 1],
+    "scope": ["layer", None],
+    "max_layer_fraction": [0, -0.1, 1.5, "0.9", True],
+    "kernel_scaling": [1, "yes", None],
+    "recalibrate_bn": [0, None],
+    "exclude": [5, ("conv1", 2)],
+    "loss": ["mse", None],
+    "seed": [1.5, None, "0"],
+}
+PRUNE = ["prune", "--model", "resnet20", "--ratio", "0.5", "--out", "o"]
+
+
+def test_the_cases_cover_every_field():
+    assert set(GOOD) == set(BAD) == set(PruneSettings.names())
+
+
+@pytest.mark.parametrize("name,value", [(n, v) for n, vs in BAD.items() for v in vs])
+def test_invalid_values_name_the_field_and_what_it_allows(name, value):
+    with pytest.raises(BadInput, match=rf"^{name} must (be|lie)") as e:
+        PruneSettings(**{name: value})
+    assert repr(value) in str(e.value) or str(value) in str(e.value)
+
+
+def test_messages_say_what_is_allowed():
+    with pytest.raises(BadInput, match="budget must be one of structures, params, macs"):
+        PruneSettings(budget="flops")
+    with pytest.raises(BadInput, match=r"max_layer_fraction must lie in \(0, 1\], not 1.5"):
+        PruneSettings(max_layer_fraction=1.5)
+    with pytest.raises(BadInput, match="n_samples must be at least 1, not 0"):
+        PruneSettings(n_samples=0)
+    with pytest.raises(BadInput, match=r"ratio must lie in \(0, 1\), not 1.2"):
+        check_ratios([0.5, 1.2])
+
+
+def test_allowed_names_are_the_library_constants():
+    """The choices are the tuples `selection` and `curvature` check against, not copies."""
+    meta = {f.name: f.metadata for f in dataclasses.fields(PruneSettings)}
+    assert meta["budget"]["choices"] is selection.BUDGETS
+    assert meta["scope"]["choices"] is selection.SCOPES
+    assert meta["loss"]["choices"] is curvature.LOSSES
+
+
+def test_exclude_is_stored_as_a_tuple_and_settings_are_frozen():
+    assert PruneSettings(exclude=None).exclude == ()
+    assert PruneSettings(exclude="resnet_downsample").exclude == ("resnet_downsample",)
+    assert PruneSettings(exclude=["a", "b"]) == PruneSettings(exclude=("a", "b"))
+    assert PruneSettings(exclude=["a"]).exclude_list == ["a"]
+    assert PruneSettings().exclude_list is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PruneSettings().budget = "params"  # type: ignore[misc]
+
+
+def test_split_separates_settings_from_method_options():
+    settings, rest = PruneSettings.split({"budget": "macs", "seed": 3, "label_samples": 2})
+    assert settings == PruneSettings(budget="macs", seed=3)
+    assert rest == {"label_samples": 2}
+
+
+def test_cli_options_parse_back_to_the_settings():
+    """Each field is a `sosp prune` option; the parsed options give the settings typed."""
+    argv = [
+        *PRUNE,
+        "--n-samples", "64", "--budget", "params", "--scope", "local",
+        "--max-layer-fraction", "0.95", "--kernel-scaling", "--no-recalibrate-bn",
+        "--exclude", "resnet_downsample", "conv1", "--loss", "squared", "--seed", "2",
+    ]  # fmt: skip
+    args = cli.parser().parse_args(argv)
+    assert PruneSettings.from_args(args) == PruneSettings(
+        n_samples=64,
+        budget="params",
+        scope="local",
+        max_layer_fraction=0.95,
+        kernel_scaling=True,
+        recalibrate_bn=False,
+        exclude=("resnet_downsample", "conv1"),
+        loss="squared",
+        seed=2,
+    )
+
+
+def test_options_not_given_take_the_commands_defaults():
+    """Without --recalibrate-bn, `sosp prune` decides (on without --checkpoint); every other
+    option not given is the field's default."""
+    args = cli.parser().parse_args(PRUNE)
+    assert PruneSettings.from_args(args) == PruneSettings()
+    assert PruneSettings.from_args(args, recalibrate_bn=True).recalibrate_bn is True
+
+
+SETTINGS = [
+    PruneSettings(),
+    PruneSettings(recalibrate_bn=True, exclude="resnet_downsample", max_layer_fraction=0.95),
+    PruneSettings(n_samples=7, budget="macs", scope="local", kernel_scaling=True, seed=5),
+    PruneSettings(loss="squared", exclude=("a.*", "b"), max_layer_fraction=1),
+]
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+@pytest.mark.parametrize("checkpoint", [[], ["--checkpoint", "dense.pt"]])
+def test_command_line_parses_back_to_equal_settings(settings, checkpoint):
+    """`command_line()` read by the real `sosp prune` parser gives the same settings, whatever
+    the command's context-dependent default (recalibrate_bn: on without --checkpoint)."""
+    args = cli.parser().parse_args([*PRUNE, *checkpoint, *settings.command_line()])
+    assert PruneSettings.from_args(args, recalibrate_bn=not args.checkpoint) == settings
+
+
+@pytest.mark.parametrize("name", PruneSettings.names())
+def test_schema_accepts_exactly_what_the_settings_accept(name):
+    """For every field, the generated JSON schema and the constructor agree on each case."""
+    schema = PruneSettings.json_schema([name])
+    for value, ok in [(v, True) for v in GOOD[name]] + [(v, False) for v in BAD[name]]:
+        value = list(value) if isinstance(value, tuple) else value  # JSON has lists
+        errors = list(jsonschema.Draft202012Validator(schema).iter_errors({name: value}))
+        assert (not errors) == ok, (name, value, errors)
+
+
+def test_schema_defaults_are_the_field_defaults():
+    with_defaults = PruneSettings.json_schema()["properties"]
+    assert {k: v["default"] for k, v in with_defaults.items()} == {
+        f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+        for f in dataclasses.fields(PruneSettings)
+    }
+    without = PruneSettings.json_schema(["budget"], defaults=False)
+    assert "default" not in without["properties"]["budget"]
+    assert without["additionalProperties"] is False
+
+
+def test_ratio_schema_agrees_with_check_ratios():
+    validator = jsonschema.Draft202012Validator(ratio_schema())
+    for ratio in [1e-9, 0.5, 0.999, 0, 1, -0.2, 1.2]:
+        try:
+            check_ratios([ratio])
+            ok = True
+        except BadInput:
+            ok = False
+        assert validator.is_valid(ratio) == ok, ratio

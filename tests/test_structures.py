@@ -1,0 +1,240 @@
+"""The channel-rule table: every operation in it is read both by the analysis and by the surgery
+(one table, no mirror), and an operation that is not in it fails loudly, naming the node."""
+
+import operator
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sosp import counting
+from sosp.channel_rules import FUNCTION_RULES, METHOD_RULES, MODULE_RULES
+from sosp.shortcuts import ZeroPadShortcut
+from sosp.structures import Unsupported, analyze
+from sosp.surgery import build_pruned, soft_masked
+from tests.tiny_nets import randomized
+
+SHAPE = (3, 8, 8)
+
+
+class Probe(nn.Module):
+    """x [3, 8, 8] -> conv a [6] -> `op` [c_out] -> conv [5] -> spatial mean -> fc [3]: every
+    channel entering and leaving `op` is written by a prunable layer or read by one."""
+
+    def __init__(self, op: nn.Module, c_out: int = 6):
+        super().__init__()
+        self.a = nn.Conv2d(3, 6, 3, padding=1)
+        self.op = op
+        self.c = nn.Conv2d(c_out, 5, 1)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.fc(self.c(self.op(self.a(x))).mean((2, 3)))
+
+
+class ZeroPadBlock(nn.Module):
+    """A residual block whose shortcut zero-pads 6 channels to 8 and subsamples by 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(6, 8, 3, stride=2, padding=1)
+        self.shortcut = ZeroPadShortcut(6, 8, 2)
+
+    def forward(self, x):
+        return self.conv(x) + self.shortcut(x)
+
+
+def _head() -> nn.Sequential:
+    """x [3, 8, 8] -> conv [6] -> flatten after pooling to 2x2 -> Linear [4] -> BN1d -> fc."""
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(24, 4),
+        nn.BatchNorm1d(4),
+        nn.Linear(4, 3),
+    )
+
+
+# One network per module kind of the table, using it where its channels are pruned.
+MODULE_EXAMPLES = {
+    nn.Conv2d: lambda: Probe(nn.Conv2d(6, 6, 3, padding=1, groups=6)),  # depthwise; + writers
+    nn.Linear: _head,
+    nn.BatchNorm1d: _head,
+    nn.BatchNorm2d: lambda: Probe(nn.Sequential(nn.ReLU(), nn.BatchNorm2d(6))),  # consumer
+    nn.Flatten: _head,
+    ZeroPadShortcut: lambda: Probe(ZeroPadBlock(), c_out=8),
+    nn.ReLU: lambda: Probe(nn.ReLU()),
+    nn.ReLU6: lambda: Probe(nn.ReLU6()),
+    nn.LeakyReLU: lambda: Probe(nn.LeakyReLU()),
+    nn.ELU: lambda: Probe(nn.ELU()),
+    nn.SiLU: lambda: Probe(nn.SiLU()),
+    nn.GELU: lambda: Probe(nn.GELU()),
+    nn.Hardswish: lambda: Probe(nn.Hardswish()),
+    nn.Tanh: lambda: Probe(nn.Tanh()),
+    nn.Identity: lambda: Probe(nn.Identity()),
+    nn.Dropout: lambda: Probe(nn.Dropout()),
+    nn.Dropout2d: lambda: Probe(nn.Dropout2d()),
+    nn.MaxPool2d: lambda: Probe(nn.MaxPool2d(2)),
+    nn.AvgPool2d: lambda: Probe(nn.AvgPool2d(2)),
+    nn.AdaptiveAvgPool2d: lambda: Probe(nn.AdaptiveAvgPool2d(3)),
+    nn.AdaptiveMaxPool2d: lambda: Probe(nn.AdaptiveMaxPool2d(3)),
+}
+
+
+class OpProbe(nn.Module):
+    """x [3, 8, 8] -> convs a, b [6] -> `tail(a, b)` [B, k] -> fc [3]."""
+
+    def __init__(self, tail, k: int = 6):
+        super().__init__()
+        self.a = nn.Conv2d(3, 6, 3, padding=1)
+        self.b = nn.Conv2d(3, 6, 3, padding=1)
+        self.tail = tail
+        self.fc = nn.Linear(k, 3)
+
+    def forward(self, x):
+        return self.fc(self.tail(self.a(x), self.b(x)))
+
+
+def _pooled(t):
+    return F.adaptive_avg_pool2d(t, 1).flatten(1)
+
+
+def _unary(f):
+    """f applied to the residual sum a + b, then pooled."""
+    return lambda: OpProbe(lambda a, b: _pooled(f(a + b)))
+
+
+# One network per function and method of the table. fx records `a += b` (and operator.iadd)
+# as operator.add, so operator.iadd has a rule but cannot be traced here.
+OP_EXAMPLES = {
+    operator.add: _unary(lambda t: t),
+    torch.add: lambda: OpProbe(lambda a, b: _pooled(torch.add(a, b))),
+    torch.cat: lambda: OpProbe(lambda a, b: _pooled(torch.cat([a, b], 1)), k=12),
+    torch.flatten: lambda: OpProbe(lambda a, b: torch.flatten(F.avg_pool2d(a, 4), 1), k=24),
+    F.relu: _unary(F.relu),
+    torch.relu: _unary(torch.relu),
+    F.relu6: _unary(F.relu6),
+    F.leaky_relu: _unary(F.leaky_relu),
+    F.elu: _unary(F.elu),
+    F.silu: _unary(F.silu),
+    F.gelu: _unary(F.gelu),
+    F.hardswish: _unary(F.hardswish),
+    torch.tanh: _unary(torch.tanh),
+    F.dropout: _unary(lambda t: F.dropout(t, training=False)),
+    F.max_pool2d: _unary(lambda t: F.max_pool2d(t, 2)),
+    F.avg_pool2d: _unary(lambda t: F.avg_pool2d(t, 2)),
+    F.adaptive_avg_pool2d: _unary(lambda t: F.adaptive_avg_pool2d(t, 3)),
+    F.adaptive_max_pool2d: _unary(lambda t: F.adaptive_max_pool2d(t, 3)),
+    "add": lambda: OpProbe(lambda a, b: _pooled(a.add(b))),
+    "add_": lambda: OpProbe(lambda a, b: _pooled(a.add_(b))),
+    "flatten": lambda: OpProbe(lambda a, b: F.avg_pool2d(a, 4).flatten(1), k=24),
+    "mean": lambda: OpProbe(lambda a, b: (a + b).mean((2, 3))),
+    "size": _unary(lambda t: F.avg_pool2d(t, t.size(2))),
+    "dim": _unary(lambda t: F.adaptive_avg_pool2d(t, t.dim())),
+    "relu": _unary(lambda t: t.relu()),
+    "relu_": _unary(lambda t: t.relu_()),
+    "contiguous": _unary(lambda t: t.contiguous()),
+    "tanh": _unary(lambda t: t.tanh()),
+}
+UNTRACEABLE = {operator.iadd}
+
+
+def _check_pruned_equals_soft_mask(model: nn.Module) -> None:
+    """For random masks, the network surgery builds computes what the soft-masked one does, and
+    has fewer parameters."""
+    model = randomized(model)
+    graph = analyze(model, SHAPE)
+    x = torch.randn(2, *SHAPE, dtype=torch.float64)
+    rng = random.Random(0)
+    for _ in range(3):
+        pruned = []
+        for idx in graph.layer_structures().values():
+            pruned += rng.sample(idx, rng.randint(1, len(idx) - 1))
+        small = build_pruned(graph, pruned).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(small(x), soft_masked(model, graph, pruned).eval()(x))
+        assert counting.count_params(small) < counting.count_params(model)
+
+
+@pytest.mark.parametrize("kind", list(MODULE_RULES), ids=lambda t: t.__name__)
+def test_every_module_rule_serves_analysis_and_surgery(kind):
+    """Each module kind in the table (a rule added without an example fails here) is accepted
+    by the analysis and rebuilt by the surgery into a network equal to the soft-masked one."""
+    assert kind in MODULE_EXAMPLES, f"add an example network for {kind.__name__}"
+    model = MODULE_EXAMPLES[kind]()
+    assert any(type(m) is kind for m in model.modules())
+    _check_pruned_equals_soft_mask(model)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [t for t in [*FUNCTION_RULES, *METHOD_RULES] if t not in UNTRACEABLE],
+    ids=lambda t: f"Tensor.{t}" if isinstance(t, str) else f"{t.__module__}.{t.__name__}",
+)
+def test_every_function_and_method_rule_serves_analysis_and_surgery(target):
+    """Each function and method in the table (a rule added without an example fails here)
+    appears in its example's graph, which the analysis accepts and the surgery rebuilds into a
+    network equal to the soft-masked one."""
+    assert target in OP_EXAMPLES, f"add an example network for {target}"
+    model = OP_EXAMPLES[target]()
+    graph = analyze(randomized(model), SHAPE)
+    assert any(n.target == target for n in graph.gm.graph.nodes if n.op.startswith("call_"))
+    _check_pruned_equals_soft_mask(model)
+
+
+def test_depthwise_conv_and_shared_batchnorm_are_consumers():
+    """The Conv2d rule makes a depthwise conv a consumer; the BN rule makes a BN a consumer
+    unless it alone reads a writer's output, then it is that writer's private BN."""
+    graph = analyze(MODULE_EXAMPLES[nn.Conv2d](), SHAPE)
+    assert [c.name for c in graph.consumers] == ["op"]
+    graph = analyze(MODULE_EXAMPLES[nn.BatchNorm1d](), SHAPE)
+    assert graph.layers["3"].bn == "4" and not graph.consumers
+
+
+class _GroupNormProbe(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3)
+        self.norm = nn.GroupNorm(2, 6)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.fc(self.norm(self.conv(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize(
+    "model, match",
+    [
+        (_GroupNormProbe(), r"node 'norm'.*GroupNorm"),
+        (OpProbe(lambda a, b: _pooled(torch.sigmoid(a))), r"node 'sigmoid'"),
+        (OpProbe(lambda a, b: _pooled(a.softmax(1))), r"node 'softmax'"),
+        (OpProbe(lambda a, b: _pooled(a + 1.0)), r"node 'add'.*constant"),
+        (Probe(nn.Conv2d(6, 6, 3, padding=1, groups=2)), r"node 'op'.*2 groups"),
+        (OpProbe(lambda a, b: a.mean(1).mean(1), k=8), r"node 'mean'.*channel"),
+        (OpProbe(lambda a, b: a.mean(-3).mean(-1), k=8), r"node 'mean'.*channel"),
+        (OpProbe(lambda a, b: torch.flatten(a, 1, 2).mean(-1), k=48), r"'flatten'.*dim 2"),
+        (
+            nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.Flatten(1, 2), nn.Linear(8, 3)),
+            r"call_module 1\).*dim 2",
+        ),
+    ],
+    ids=[
+        "module",
+        "function",
+        "method",
+        "add_constant",
+        "grouped_conv",
+        "channel_mean",
+        "channel_mean_negative_dim",
+        "partial_flatten",
+        "partial_flatten_module",
+    ],
+)
+def test_operation_outside_the_table_fails_naming_the_node(model, match):
+    """A module, function or method without a rule, or one its rule cannot prove channel-safe,
+    raises Unsupported naming the node."""
+    with pytest.raises(Unsupported, match=match):
+        analyze(model, SHAPE)
