@@ -87,7 +87,8 @@ def brute_hessian_term(model, x, y, loss, theta):
         for name, i in entries:
             struc[name][i] = params[name][i]
     flat = torch.cat([struc[n].flatten() for n in names])
-    H = torch.autograd.functional.hessian(loss_of, torch.cat([params[n].flatten() for n in names]))
+    flat_params = torch.cat([params[n].flatten() for n in names])
+    H = torch.autograd.functional.hessian(loss_of, flat_params, vectorize=True)
     hv = {n: v.view(s) for n, v, s in zip(names, (H @ flat).split(sizes), shapes, strict=True)}
     return per_structure(hv, params, theta)
 
