@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from sosp import batchnorm, counting, methods
-from sosp.curvature import Batch
+from sosp.curvature import Batch, first_samples
 from sosp.errors import BadInput
 from sosp.selection import Saliency, layer_caps, order, prefix_for_budget
 from sosp.settings import PruneSettings, check_ratios
@@ -242,12 +242,7 @@ def _prune_at(
 
 def _materialize(data: Iterable[Batch], n_samples: int) -> list[Batch]:
     """The batches holding the first `n_samples` samples, as a list (read more than once)."""
-    out, seen = [], 0
-    for x, y in data:
-        if seen >= n_samples:
-            break
-        out.append((x[: n_samples - seen], y[: n_samples - seen]))
-        seen += len(out[-1][0])
+    out = list(first_samples(data, n_samples))
     if not out:
         raise BadInput("no data to prune on: pass data=an iterable of (inputs, labels) batches")
     return out
