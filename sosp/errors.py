@@ -19,3 +19,7 @@ class DatasetNotFound(SospError, FileNotFoundError):
 
 class BadInput(SospError, ValueError):
     """An argument outside its valid range, or data the computation cannot use."""
+
+
+class MissingExtra(SospError, ImportError):
+    """An optional dependency is not installed; the message names the pip extra to install."""

@@ -3,7 +3,7 @@ in this package with a `Command` (see `sosp.commands.base`) and one entry here."
 
 from __future__ import annotations
 
-from sosp.commands import count, evaluate, models, prune, train
+from sosp.commands import count, evaluate, export, models, prune, train
 from sosp.commands.base import Command
 
 COMMANDS: tuple[Command, ...] = (
@@ -13,6 +13,7 @@ COMMANDS: tuple[Command, ...] = (
     train.TRAIN,
     train.FINETUNE,
     evaluate.COMMAND,
+    export.COMMAND,
 )
 
 

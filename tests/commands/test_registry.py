@@ -21,7 +21,15 @@ def test_every_defined_command_is_registered_once():
 
 
 def test_the_order_is_the_pipeline_order():
-    assert registry.names() == ["models", "count", "prune", "train", "finetune", "evaluate"]
+    assert registry.names() == [
+        "models",
+        "count",
+        "prune",
+        "train",
+        "finetune",
+        "evaluate",
+        "export",
+    ]
 
 
 def test_each_command_declares_its_arguments_alone():
