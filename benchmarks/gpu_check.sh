@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device checks CPU tests cannot show, in one run that fits in 6 minutes on one GPU:
 # the device-sensitive tests on the GPU, mask time (ResNet-56 widths 1-4, ResNet-50 at 224 px),
-# training throughput, and a two-epoch training on a fake CIFAR-10 in the real on-disk format.
+# training throughput (eager and CUDA-graph steps), and a two-epoch training on a fake CIFAR-10
+# in the real on-disk format, eagerly and with --cuda-graph (CUDA only: skipped on a CPU).
 #
 #   bash benchmarks/gpu_check.sh [OUT]          # on a GPU machine, from the repository root
 #   DEVICE=cpu SMALL=1 bash benchmarks/gpu_check.sh /tmp/check   # the same steps, tiny, on a CPU
@@ -43,6 +44,13 @@ fake=$(mktemp -d)
 python3 -c "from sosp import data; data.write_fake_cifar10('$fake', per_batch=500)"
 step train python3 -m sosp train --model resnet20 --dataset cifar10 --data-root "$fake" \
     --set epochs="$epochs" --device "$device" --no-progress --out "$out/train_fake_cifar10"
+if [ "${device%%:*}" = cuda ]; then
+    step train_cuda_graph python3 -m sosp train --model resnet20 --dataset cifar10 \
+        --data-root "$fake" --set epochs="$epochs" --device "$device" --no-progress \
+        --cuda-graph --out "$out/train_fake_cifar10_cuda_graph"
+else
+    echo "== train_cuda_graph: skipped, needs CUDA (DEVICE=$device)"
+fi
 rm -rf "$fake"
 echo "status $status; wrote $out/"
 exit $status

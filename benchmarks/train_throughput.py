@@ -1,13 +1,16 @@
 """Training throughput of ResNet-56 on CIFAR-shaped data: the device-resident fast path
 (`TensorLoader`: data on the device, batched crops and flips) against the reference path
-(torchvision CIFAR10 dataset and transforms through a DataLoader).
+(torchvision CIFAR10 dataset and transforms through a DataLoader), and on CUDA a third path,
+the device-resident loader with the training step captured as a CUDA graph (`GraphedStep`,
+what `sosp train --cuda-graph` runs).
 
     python benchmarks/train_throughput.py                   # this CPU
     python benchmarks/train_throughput.py --device cuda     # bf16 + channels_last on the GPU
 
 Runs on a random CIFAR-10 written in the real pickled format (no download), so the DataLoader
 path decodes and augments exactly as it would on the real data. Prints and writes one CSV row
-per path: images per second over `--steps` SGD steps after `--warmup` steps.
+per path: images per second over `--steps` SGD steps after `--warmup` steps (for the CUDA
+graph at least its warm-up steps and the capture, so every timed step is a replay).
 """
 
 from __future__ import annotations
@@ -22,21 +25,25 @@ from pathlib import Path
 import torch
 
 from sosp import data, loaders, models, recipes
-from sosp.train import optimizer_for, train_step
+from sosp.graphed_step import GraphedStep
+from sosp.train import optimizer_for, step_function
+
+GRAPH = "tensor (device-resident) + CUDA graph"
 
 
-def images_per_second(model, batches, recipe, device, amp, steps, warmup) -> float:
+def images_per_second(model, batches, recipe, device, amp, steps, warmup, cuda_graph) -> float:
     opt = optimizer_for(model, recipe)
+    step = step_function(model, opt, recipe, device, amp, cuda_graph)
     model.train()
     it = iter(batches)
     for _ in range(warmup):
-        train_step(model, opt, *next(it), recipe, device, amp)
+        step(*next(it))
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     start, seen = time.perf_counter(), 0
     for _ in range(steps):
         x, y = next(it)
-        train_step(model, opt, x, y, recipe, device, amp)
+        step(x, y)
         seen += len(y)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -59,7 +66,9 @@ def main() -> None:
     recipe = recipes.resolve("cifar", {"batch_size": args.batch_size})
     amp = args.device.startswith("cuda")
     per_batch = args.images // 5
-    assert args.batch_size * (args.steps + args.warmup) <= args.images, "write more --images"
+    graph_warmup = max(args.warmup, GraphedStep.WARMUP + 1)  # warm-up steps and the capture
+    longest = graph_warmup if amp else args.warmup
+    assert args.batch_size * (args.steps + longest) <= args.images, "write more --images"
     rows = []
     with tempfile.TemporaryDirectory() as root:
         data.write_fake_cifar10(root, per_batch=per_batch)
@@ -76,13 +85,19 @@ def main() -> None:
                 pin_memory=amp,
             ),
         }
+        if args.device.startswith("cuda"):  # a fresh loader over the same images
+            paths[GRAPH] = loaders.TensorLoader(
+                x, y, meta, args.batch_size, shuffle=True, augment=True, device=args.device
+            )
         for name, batches in paths.items():
+            graphed = name == GRAPH
+            warmup = graph_warmup if graphed else args.warmup
             torch.manual_seed(0)
             model = models.create(args.model, 10, 3, 32).to(args.device)
             if amp:
                 model = model.to(memory_format=torch.channels_last)
             ips = images_per_second(
-                model, batches, recipe, args.device, amp, args.steps, args.warmup
+                model, batches, recipe, args.device, amp, args.steps, warmup, graphed
             )
             row = {
                 "model": args.model,
@@ -90,6 +105,8 @@ def main() -> None:
                 "images_per_second": round(ips, 1),
                 "batch_size": args.batch_size,
                 "steps": args.steps,
+                "warmup": warmup,
+                "cuda_graph": graphed,
                 "device": torch.cuda.get_device_name() if amp else "cpu",
                 "bf16_channels_last": amp,
                 "cpu": platform.processor() or platform.machine(),

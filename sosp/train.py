@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from sosp import loaders, paths
 from sosp.errors import BadInput, SospError
+from sosp.graphed_step import GraphedStep, check_supported, world_size
 from sosp.io import atomic_save, atomic_write_json, load_checkpoint, read_json
 from sosp.modes import eval_mode
 from sosp.recipes import Recipe
@@ -85,9 +86,13 @@ def evaluate(model: nn.Module, batches, device, amp: bool = False) -> dict[str, 
     return {"loss": loss / max(n, 1), "acc": correct / max(n, 1)}
 
 
-def _autocast(device, amp: bool):
+def _autocast(device, amp: bool, cache: bool = True):
+    """bf16 autocast on CUDA with `amp`; `cache`: autocast's cache of cast weights (off while a
+    CUDA graph is captured)."""
     kind = torch.device(device).type
-    return torch.autocast(kind, dtype=torch.bfloat16, enabled=amp and kind == "cuda")
+    return torch.autocast(
+        kind, dtype=torch.bfloat16, enabled=amp and kind == "cuda", cache_enabled=cache
+    )
 
 
 @contextmanager
@@ -127,13 +132,18 @@ def fit(
     logger=None,
     progress: bool = True,
     rank: int = 0,
+    cuda_graph: bool = False,
 ) -> dict:
     """Train `model` by `recipe` on `train_batches` (a loader with `set_epoch`), evaluating on
     `test_batches`; checkpoints and metrics go to the run folder `out`. `config` is everything
     that defines the run: a checkpoint made under another config is refused. The final network
     is saved as a model file with `architecture` ({"model", "dataset"}, and "mask", "exclude"
-    for a pruned one; see `sosp.paths.model_file`). Returns the metrics (empty on ranks > 0).
-    Raises `Preempted` after SIGTERM/SIGUSR1."""
+    for a pruned one; see `sosp.paths.model_file`). `cuda_graph`: run the training step as a
+    captured CUDA graph (`sosp.graphed_step.GraphedStep`: the same SGD updates; CUDA and one
+    process only, else `BadInput`). Returns the metrics (empty on ranks > 0). Raises `Preempted`
+    after SIGTERM/SIGUSR1."""
+    if cuda_graph:
+        check_supported(device, world_size())
     out = Path(out)
     done = _finished(out, config)
     if done is not None:
@@ -143,11 +153,12 @@ def fit(
     net = model.module if hasattr(model, "module") else model  # unwrapped under DDP
     opt = optimizer_for(model, recipe)
     state = _resumed(out, config, net, opt, recipe, rank)
+    step = step_function(model, opt, recipe, device, amp, cuda_graph)  # after the resume
     started = time.perf_counter()
     with stop_on_signal() as stopped:
         for epoch in range(state.epoch, recipe.total_epochs):
             row = _train_epoch(
-                model, opt, recipe, train_batches, epoch, seed, device, amp, stopped, progress
+                step, model, opt, recipe, train_batches, epoch, seed, device, stopped, progress
             )
             if (epoch + 1) % recipe.test_every == 0 or epoch + 1 == recipe.total_epochs:
                 test = evaluate(net, test_batches, device, amp)
@@ -246,7 +257,8 @@ def _metrics(
     }
 
 
-def _train_epoch(model, opt, recipe, batches, epoch, seed, device, amp, stopped, progress) -> dict:
+def _train_epoch(step, model, opt, recipe, batches, epoch, seed, device, stopped, progress) -> dict:
+    """One epoch of `step` (see `step_function`) at the epoch's lr; returns its metrics row."""
     lr = lr_at(recipe, epoch)
     for group in opt.param_groups:
         group["lr"] = lr
@@ -260,7 +272,7 @@ def _train_epoch(model, opt, recipe, batches, epoch, seed, device, amp, stopped,
         batches, desc=f"epoch {epoch + 1}/{recipe.total_epochs}", disable=not progress, leave=False
     )
     for x, y in bar:
-        loss, out, y = train_step(model, opt, x, y, recipe, device, amp)
+        loss, out, y = step(x, y)  # read before the next step: a graph's outputs are static
         total_loss += loss.detach() * len(y)
         correct += (out.argmax(1) == y).sum()
         n += len(y)
@@ -275,13 +287,29 @@ def _train_epoch(model, opt, recipe, batches, epoch, seed, device, amp, stopped,
     return {"epoch": epoch + 1, "lr": lr, "train_loss": mean_loss, "train_acc": correct.item() / n}
 
 
-def train_step(model, opt, x, y, recipe: Recipe, device, amp: bool):
+def step_function(model, opt, recipe: Recipe, device, amp: bool, cuda_graph: bool = False):
+    """The training step `fit` calls per batch: (x, y) -> (loss, logits, y on the device), one
+    SGD update each. Eager: `train_step`. With `cuda_graph`: a `GraphedStep` that captures that
+    same `train_step` once as a CUDA graph and replays it (refused off CUDA and under DDP)."""
+
+    def step(x, y, capturing: bool = False):
+        return train_step(model, opt, x, y, recipe, device, amp, capturing=capturing)
+
+    if cuda_graph:
+        return GraphedStep(model, opt, step, device=device, channels_last=amp)
+    return step
+
+
+def train_step(model, opt, x, y, recipe: Recipe, device, amp: bool, *, capturing: bool = False):
     """One SGD step on the batch (x, y); `amp`: bf16 autocast and channels_last inputs (CUDA).
-    Returns (loss, logits, y on the device)."""
+    Returns (loss, logits, y on the device). The one step body of both training paths:
+    `GraphedStep` captures this function on its static input buffers (already on the device
+    and in layout, so the moves below are no-ops) with `capturing=True`, which only turns off
+    autocast's cache of cast weights, as CUDA-graph capture requires."""
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     if amp:
         x = x.contiguous(memory_format=torch.channels_last)
-    with _autocast(device, amp):
+    with _autocast(device, amp, cache=not capturing):
         out = model(x)
         loss = F.cross_entropy(out.float(), y)
     opt.zero_grad(set_to_none=True)

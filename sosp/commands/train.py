@@ -26,6 +26,7 @@ from sosp.commands.base import (
     resolve_device,
 )
 from sosp.errors import BadInput
+from sosp.graphed_step import check_supported
 from sosp.io import atomic_write_json, load_checkpoint
 from sosp.train import fit
 
@@ -80,6 +81,15 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="bf16 autocast and channels_last (default: on for CUDA)",
+    )
+    p.add_argument(
+        "--cuda-graph",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="capture the training step once as a CUDA graph and replay it per batch (the same "
+        "SGD updates; fewer kernel launches at small batches). CUDA and one process only. "
+        "Default off until measured on a GPU: compare with benchmarks/train_throughput.py "
+        "--device cuda",
     )
     add_data_root(p)
     add_download(p)
@@ -145,6 +155,8 @@ def _run(
     meta = data.info(source["dataset"])
     preset = args.recipe or recipes.default_preset(source["model"], meta.name)
     recipe = recipes.resolve(preset, parse_options(args.set, "--set"), args.recipe_file)
+    if args.cuda_graph:  # before joining a process group or loading data
+        check_supported(resolve_device(args.device), int(os.environ.get("WORLD_SIZE", 1)))
     rank, world, device = _distributed(args.device)
     amp = args.amp if args.amp is not None else torch.device(device).type == "cuda"
     kind = _loader_kind(args.loader, meta.name, device)
@@ -156,6 +168,8 @@ def _run(
         "loader": kind,
         "amp": amp,
         "world_size": world,
+        # only when on, so run folders made before the flag existed keep their config
+        **({"cuda_graph": True} if args.cuda_graph else {}),
     }
     model = _placed(model, device, amp, world)
     logger = _logger(args, source, config, out) if rank == 0 else None
@@ -174,6 +188,7 @@ def _run(
             logger=logger,
             progress=not args.no_progress and rank == 0,
             rank=rank,
+            cuda_graph=args.cuda_graph,
         )
     finally:
         if logger is not None:
