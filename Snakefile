@@ -19,6 +19,9 @@ min_version("9.0")
 # schema, defaults included, comes from sosp.settings.PruneSettings. Each is part of every prune
 # job's hashed settings (common.smk): a name added here renames every prune run folder.
 SELECTION_SETTINGS = ("budget", "scope", "max_layer_fraction", "kernel_scaling", "n_samples")
+# Settings an experiment (or an override) may set, hashed into a prune job's settings only
+# where set, so that adding one renames no existing run folder.
+OPTIONAL_SETTINGS = ("coupling", "round_to")
 
 
 def config_schema():
@@ -29,8 +32,10 @@ def config_schema():
     schema = json.loads(path.read_text())
     defs = schema["$defs"]
     defs["ratio"] = ratio_schema()
-    defs["selection_settings"] = PruneSettings.json_schema(SELECTION_SETTINGS, defaults=False)
+    every = SELECTION_SETTINGS + OPTIONAL_SETTINGS
+    defs["selection_settings"] = PruneSettings.json_schema(every, defaults=False)
     experiment = PruneSettings.json_schema(SELECTION_SETTINGS)["properties"]
+    experiment.update(PruneSettings.json_schema(OPTIONAL_SETTINGS, defaults=False)["properties"])
     defs["experiment"]["properties"].update(experiment)
     return schema
 

@@ -13,7 +13,7 @@ from torch import nn
 from sosp import batchnorm, counting, methods
 from sosp.curvature import Batch, first_samples
 from sosp.errors import BadInput
-from sosp.selection import Saliency, layer_caps, order, prefix_for_budget
+from sosp.selection import Saliency, layer_caps, order, prefix_for_budget, rounded
 from sosp.settings import PruneSettings, check_ratios
 from sosp.structures import StructureGraph, analyze
 from sosp.surgery import Mask, build_pruned, indices_from_mask, mask_from_indices
@@ -95,10 +95,7 @@ def prune_with(
     ranking = _rank(model, method, options, batches, settings, progress, timer)
     shared = _shared_report(method, options, settings, recalibration, batches, ranking)
     seconds = time.perf_counter() - start
-    return [
-        _prune_at(ranking, ratio, settings.budget, shared, seconds, timer.copy())
-        for ratio in ratios
-    ]
+    return [_prune_at(ranking, ratio, settings, shared, seconds, timer.copy()) for ratio in ratios]
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -115,6 +112,8 @@ class _Ranking:
     scores: dict[tuple[str, int], float]  # the saliency each structure was ranked by
     dense: counting.Counts  # of the unpruned network
     input_shape: tuple[int, ...]  # of one sample, e.g. (3, 32, 32)
+    layer_of: list[int]  # [S] the layer number of each structure
+    sizes: list[int]  # structures per layer
 
 
 def _checked_options(method: str, options: dict) -> dict:
@@ -152,7 +151,7 @@ def _rank(
     """The structures of `model` in the order `method` prunes them under `settings`."""
     input_shape = tuple(batches[0][0].shape[1:])
     with timer.step("tracing"):
-        graph = analyze(model, input_shape, settings.exclude)
+        graph = analyze(model, input_shape, settings.exclude, settings.coupling)
     with timer.step("counting"):
         dense = counting.count(model, input_shape)
     ctx = methods.Context(
@@ -166,7 +165,8 @@ def _rank(
         scale = _kernel_scale(graph) if settings.kernel_scaling else None
         caps = layer_caps(sizes, settings.max_layer_fraction)
         full = order(saliency, layer_of, caps, settings.scope, scale)
-    return _Ranking(graph, full, _scores(graph, saliency, scale), dense, input_shape)
+    scores = _scores(graph, saliency, scale)
+    return _Ranking(graph, full, scores, dense, input_shape, layer_of.tolist(), sizes)
 
 
 def _shared_report(
@@ -185,6 +185,8 @@ def _shared_report(
         "scope": settings.scope,
         "max_layer_fraction": settings.max_layer_fraction,
         "kernel_scaling": settings.kernel_scaling,
+        "coupling": settings.coupling,
+        "round_to": settings.round_to,
         "recalibrate_bn": settings.recalibrate_bn,
         "bn_recalibration": recalibration,
         "loss": settings.loss,
@@ -197,16 +199,18 @@ def _shared_report(
 def _prune_at(
     ranking: _Ranking,
     ratio: float,
-    budget: str,
+    settings: PruneSettings,
     shared: dict,
     seconds_saliency: float,
     timer: StepTimer,
 ) -> PruneResult:
     """The result at one ratio: the shortest prefix of the ranking that removes `ratio` of
-    the `budget` quantity, as a mask, a pruned network and a report (`seconds_saliency`:
-    the shared time spent ranking; `timer` holds the shared steps and gets this ratio's)."""
+    the `settings.budget` quantity (rounded per layer with `round_to`), as a mask, a pruned
+    network and a report (`seconds_saliency`: the shared time spent ranking; `timer` holds
+    the shared steps and gets this ratio's)."""
     t0 = time.perf_counter()
     graph, dense, input_shape = ranking.graph, ranking.dense, ranking.input_shape
+    budget, k = settings.budget, settings.round_to
     with timer.step("selection"):  # for params/MACs budgets, counts candidate networks
         pruned = prefix_for_budget(
             ranking.order,
@@ -214,6 +218,7 @@ def _prune_at(
             budget,
             len(graph.structures),
             lambda p: _removed(graph, p, dense, input_shape, budget),
+            None if k is None else lambda p: rounded(p, ranking.layer_of, ranking.sizes, k),
         )
     with timer.step("surgery"):
         small = build_pruned(graph, pruned)
@@ -227,6 +232,7 @@ def _prune_at(
         "after": after.as_dict(),
         "params_removed": 1 - after.params / dense.params,
         "macs_removed": 1 - after.macs / dense.macs,
+        "channels": _channels(graph, pruned),
         "seconds_saliency": seconds_saliency,
         "seconds": seconds_saliency + time.perf_counter() - t0,
         "seconds_by_step": timer.rounded(),
@@ -238,6 +244,16 @@ def _prune_at(
         ranking.scores,
         report,
     )
+
+
+def _channels(graph: StructureGraph, pruned: list[int]) -> dict[str, list[int]]:
+    """{layer: [channels kept, channels before]} for every prunable layer."""
+    mask = mask_from_indices(graph, pruned)
+    return {
+        name: [layer.out_channels - len(mask.get(name, [])), layer.out_channels]
+        for name, layer in graph.layers.items()
+        if layer.prunable
+    }
 
 
 def _materialize(data: Iterable[Batch], n_samples: int) -> list[Batch]:

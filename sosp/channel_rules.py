@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sosp.errors import BadInput
-from sosp.shortcuts import ChannelScatter, Subsample, ZeroPadShortcut
+from sosp.shortcuts import ChannelScatter, IndexAdd, Subsample, ZeroPadShortcut
 
 Sources = list[frozenset[int]]  # per channel: ids of the writer channels that feed it
 Kept = dict[str, list[int]]  # node name -> kept channels of its output
@@ -225,13 +225,18 @@ class OpRule:
 
 
 class AddRule(OpRule):
-    """A residual sum: each channel's sources are the union of its operands'. In surgery each
-    operand is scattered into the channels the sum keeps."""
+    """A residual sum: each channel's sources are the union of its operands'. In surgery the
+    operand that keeps every channel of the sum (the stream) takes the other one in by one
+    `IndexAdd`; where neither keeps them all, the first is first scattered into them."""
+
+    IN_PLACE = (operator.iadd, "add_")
 
     def sources(self, node: fx.Node, src: SourcesOf) -> Sources:
         a, b = node.args[:2]
         if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
             raise unsupported(node, "adding a constant does not preserve zero channels")
+        if len(node.args) > 2 or node.kwargs:
+            raise unsupported(node, "an add with alpha or out=")
         sa, sb = src(a), src(b)
         if len(sa) != len(sb):
             raise unsupported(node, "operands of different channel counts (broadcasting)")
@@ -239,15 +244,36 @@ class AddRule(OpRule):
 
     def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
         out = kept[node.name]
+        stream, branch = node.args[:2]
+        if kept[stream.name] == out and kept[branch.name] == out:
+            return
+        inplace = node.target in self.IN_PLACE and kept[stream.name] == out
+        if kept[stream.name] != out and kept[branch.name] == out:  # a sum commutes
+            stream, branch = branch, stream
         where = {c: i for i, c in enumerate(out)}
-        for k, arg in enumerate(node.args[:2]):
-            if kept[arg.name] == out:
-                continue
-            name = f"{node.name}_scatter{k}"
-            gm.add_submodule(name, ChannelScatter([where[c] for c in kept[arg.name]], len(out)))
-            with gm.graph.inserting_before(node):
-                scattered = gm.graph.call_module(name, (arg,))
-            node.replace_input_with(arg, scattered)
+        with gm.graph.inserting_before(node):
+            if kept[stream.name] != out:
+                stream = _call_new_module(
+                    gm,
+                    f"{node.name}_scatter",
+                    ChannelScatter([where[c] for c in kept[stream.name]], len(out)),
+                    (stream,),
+                )
+            added = _call_new_module(
+                gm,
+                f"{node.name}_index_add",
+                IndexAdd([where[c] for c in kept[branch.name]], inplace),
+                (stream, branch),
+            )
+        kept[added.name] = out  # later nodes read it in place of `node`
+        node.replace_all_uses_with(added)
+        gm.graph.erase_node(node)
+
+
+def _call_new_module(gm: fx.GraphModule, name: str, m: nn.Module, args: tuple) -> fx.Node:
+    """A node calling `m`, added to `gm` as submodule `name`, at the graph's insert point."""
+    gm.add_submodule(name, m)
+    return gm.graph.call_module(name, args)
 
 
 def _arg(node: fx.Node, i: int, name: str, default: object) -> object:

@@ -6,7 +6,10 @@ layer ranked on its own; the orders interleave so that a prefix prunes the same 
 every layer). Every layer keeps at least one structure and at most `max_layer_fraction` of
 its structures are pruned. The budget is a fraction of structures, of parameters or of MACs
 removed; for the latter two the shortest prefix of the order that removes at least that
-fraction of the exact count of the pruned architecture is taken (binary search).
+fraction of the exact count of the pruned architecture is taken (binary search). With
+`round_to=k` every layer keeps a multiple of k structures (or all): each prefix prunes, per
+layer, only as many of its structures as that allows (`rounded`), and the search runs over
+the rounded masks.
 """
 
 from __future__ import annotations
@@ -155,16 +158,19 @@ def prefix_for_budget(
     budget: str,
     num_structures: int,
     removed_fraction: Callable[[list[int]], float],
+    chosen: Callable[[list[int]], list[int]] | None = None,
 ) -> list[int]:
     """The structures to prune: the shortest prefix of `full_order` meeting the budget.
 
     `removed_fraction(pruned)` gives the fraction of params or MACs a mask removes.
+    `chosen(prefix)` maps a prefix to the structures really pruned (e.g. `rounded`; it must
+    grow with the prefix); the shortest prefix whose choice meets the budget is taken.
     """
     if not 0 < ratio < 1:
         raise BadInput(f"ratio must lie in (0, 1), not {ratio}")
     if budget not in BUDGETS:
         raise BadInput(f"budget must be one of {BUDGETS}, not {budget!r}")
-    if budget == "structures":
+    if budget == "structures" and chosen is None:
         k = round(ratio * num_structures)
         if k > len(full_order):
             raise BadInput(
@@ -172,17 +178,44 @@ def prefix_for_budget(
                 f"allow at most {len(full_order)}; lower the ratio or raise max_layer_fraction"
             )
         return full_order[:k]
-    most = removed_fraction(full_order)
+    chosen = chosen or (lambda prefix: prefix)
+    if budget == "structures":
+        wanted = round(ratio * num_structures) / num_structures
+        removed = lambda prefix: len(chosen(prefix)) / num_structures  # noqa: E731
+        ratio = wanted
+    else:
+        removed = lambda prefix: removed_fraction(chosen(prefix))  # noqa: E731
+    most = removed(full_order)
     if most < ratio:
         raise BadInput(
             f"no mask can remove {ratio:.1%} of the {budget}: pruning every allowed structure "
-            f"removes {most:.1%}; lower the ratio or raise max_layer_fraction"
+            f"removes {most:.1%}; lower the ratio, raise max_layer_fraction or lower round_to"
         )
-    lo, hi = 0, len(full_order)  # removed_fraction(prefix hi) >= ratio
+    lo, hi = 0, len(full_order)  # removed(prefix hi) >= ratio
     while lo < hi:
         mid = (lo + hi) // 2
-        if removed_fraction(full_order[:mid]) >= ratio:
+        if removed(full_order[:mid]) >= ratio:
             hi = mid
         else:
             lo = mid + 1
-    return full_order[:hi]
+    return chosen(full_order[:hi])
+
+
+def rounded(prefix: list[int], layer_of: list[int], sizes: list[int], k: int) -> list[int]:
+    """The structures of `prefix` (in its order) that leave every layer a multiple of `k`
+    structures, or all of them: a layer with n structures of which c are in `prefix` keeps
+    min(n, k * ceil(max(n - c, 1) / k)) (never none), pruning the first n - that of its
+    structures in `prefix`. Grows with the prefix."""
+    if k < 1:
+        raise BadInput(f"round_to must be a positive number of channels, not {k}")
+    in_prefix = [0] * len(sizes)
+    for s in prefix:
+        in_prefix[layer_of[s]] += 1
+    pairs = zip(sizes, in_prefix, strict=True)
+    allowed = [n - min(n, k * math.ceil(max(n - c, 1) / k)) for n, c in pairs]
+    out = []
+    for s in prefix:
+        if allowed[layer_of[s]] > 0:
+            allowed[layer_of[s]] -= 1
+            out.append(s)
+    return out

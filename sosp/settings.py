@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from sosp.curvature import LOSSES
 from sosp.errors import BadInput
 from sosp.selection import BUDGETS, SCOPES
+from sosp.structures import COUPLINGS
 
 # What a pruning ratio may be: a fraction, neither nothing nor everything (JSON-schema bounds).
 RATIO_BOUNDS = {"exclusiveMinimum": 0, "exclusiveMaximum": 1}
@@ -71,6 +72,18 @@ class PruneSettings:
         (),
         "fnmatch patterns of layers never pruned, or the preset 'resnet_downsample' (the "
         "paper's setting for ResNets)",
+    )
+    coupling: str = setting(
+        "filter",
+        "what one structure is: filter (one conv filter, the paper's) or stream (one channel "
+        "of a residual stream with all the filters that write it, so streams shrink)",
+        choices=COUPLINGS,
+    )
+    round_to: int | None = setting(
+        None,
+        "every pruned layer keeps a multiple of this many channels (or all of them), e.g. 8 "
+        "for tensor cores; the budget is met with the rounded masks",
+        minimum=1,
     )
     loss: str = setting("cross_entropy", "the loss whose curvature is used", choices=LOSSES)
     seed: int = setting(

@@ -1,6 +1,7 @@
 """Parameter-free modules of residual shortcuts: the zero-padding shortcut that models use, and
-the two modules surgery puts in a pruned network (a shortcut without its padding channels, and
-a scatter that places a branch's kept channels into the wider residual stream)."""
+the modules surgery puts in a pruned network (a shortcut without its padding channels, the
+addition of a branch's kept channels into the wider residual stream, and the scatter of an
+operand into the stream's channels where no operand holds all of them)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,22 @@ class ChannelScatter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x.new_zeros(x.shape[0], self.size, *x.shape[2:])
         return out.index_copy(1, self.positions, x)
+
+
+class IndexAdd(nn.Module):
+    """(stream [B, C, ...], branch [B, k, ...]) -> stream with branch channel i added to
+    channel `positions[i]`: a residual sum whose branch keeps fewer channels than the stream,
+    without materializing the zero channels (one `index_add`). `inplace` adds into `stream`
+    itself, for a sum that was in place (`out += identity`)."""
+
+    def __init__(self, positions: Sequence[int], inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+        self.register_buffer(
+            "positions", torch.tensor(list(positions), dtype=torch.long), persistent=False
+        )
+
+    def forward(self, stream: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        if self.inplace:
+            return stream.index_add_(1, self.positions, branch)
+        return stream.index_add(1, self.positions, branch)

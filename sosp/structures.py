@@ -25,11 +25,23 @@ operations are admitted between writers). Ops that act per channel on a tensor t
 write (a pre-activation BatchNorm, a depthwise convolution) are *consumers*: their slice of a
 dead channel is zeroed by the soft mask and removed by surgery. What each operation is and how
 it maps channels is its rule in `sosp.channel_rules`; an operation without one fails loudly.
+
+`coupling` chooses what one structure is. "filter" (the paper's): one writer channel. "stream":
+one channel of a residual stream with all the writer channels that write it (every channel
+whose sources hold several writers couples them; a zero-padding shortcut carries the coupling
+into the wider stage), as Torch-Pruning and most ResNet pruning papers do; a stream channel
+with a writer that is not prunable (an excluded downsampling conv, an input channel) is not
+pruned. theta_s is then the union of its writers' slices (and of consumer slices of its
+channels), so the saliencies and the gate identity hold unchanged, and pruning a structure
+empties its stream channel: surgery shrinks the stream and needs no scatter. A mask is always
+{layer: channels}, whatever the coupling.
 """
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -50,6 +62,8 @@ from sosp.channel_rules import (
 from sosp.channel_rules import slice_params as slice_params  # re-exported: theta slices
 from sosp.errors import BadInput
 from sosp.modes import eval_mode
+
+COUPLINGS = ("filter", "stream")
 
 # The SOSP paper's exclusion for ResNets: the downsampling path is never pruned.
 PRESETS: dict[str, list[str]] = {
@@ -103,7 +117,8 @@ class ThetaSlice:
 class StructureGraph:
     """The traced model with channel sources on every tensor node.
 
-    `structures[i] = (layer_name, channel)` in graph order; `writer_ids[i]` is its writer id;
+    `members[i]`: the writer ids of structure i (one, or a coupled stream channel's);
+    `structures[i] = (layer_name, channel)`: the first of them, its name; both in graph order.
     `theta` lists where the parameters of every structure live (module docstring).
     """
 
@@ -113,7 +128,7 @@ class StructureGraph:
     sources: dict[str, Sources]
     num_writers: int
     structures: list[tuple[str, int]] = field(default_factory=list)
-    writer_ids: list[int] = field(default_factory=list)
+    members: list[tuple[int, ...]] = field(default_factory=list)
     theta: list[ThetaSlice] = field(default_factory=list)
 
     def structure_index(self) -> dict[tuple[str, int], int]:
@@ -122,7 +137,7 @@ class StructureGraph:
     def alive_writers(self, pruned: Iterable[int]) -> torch.Tensor:
         """Bool [num_writers]: False exactly for the writer channels of the pruned structures."""
         alive = torch.ones(self.num_writers, dtype=torch.bool)
-        ids = [self.writer_ids[i] for i in pruned]
+        ids = [w for i in pruned for w in self.members[i]]
         alive[ids] = False
         return alive
 
@@ -130,8 +145,26 @@ class StructureGraph:
         """Channels of tensor `node` with at least one alive writer, in order."""
         return [c for c, src in enumerate(self.sources[node]) if any(alive[i] for i in src)]
 
+    def writer_channel(self, writer: int) -> tuple[str, int]:
+        """(layer name, output channel) of writer id `writer`."""
+        firsts, layers = self._layers_by_first_id
+        layer = layers[bisect.bisect_right(firsts, writer) - 1]
+        if not layer.first_id <= writer < layer.first_id + layer.out_channels:
+            raise KeyError(f"writer {writer} is not the output of a layer")
+        return layer.name, writer - layer.first_id
+
+    @functools.cached_property
+    def _layers_by_first_id(self) -> tuple[list[int], list[Layer]]:
+        layers = sorted(self.layers.values(), key=lambda layer: layer.first_id)
+        return [layer.first_id for layer in layers], layers
+
+    def member_channels(self, i: int) -> list[tuple[str, int]]:
+        """(layer name, channel) of every writer channel structure i removes."""
+        return [self.writer_channel(w) for w in self.members[i]]
+
     def layer_structures(self) -> dict[str, list[int]]:
-        """Layer name -> indices (into `structures`) of its structures."""
+        """Layer name -> indices (into `structures`) of its structures: those named after one
+        of its channels (a coupled stream channel counts for its first writer's layer)."""
         out: dict[str, list[int]] = {}
         for i, (name, _) in enumerate(self.structures):
             out.setdefault(name, []).append(i)
@@ -168,20 +201,26 @@ def exclusion_patterns(exclude: str | Sequence[str] | None) -> list[str]:
 
 
 def analyze(
-    model: nn.Module, input_shape: Sequence[int], exclude: str | Sequence[str] | None = None
+    model: nn.Module,
+    input_shape: Sequence[int],
+    exclude: str | Sequence[str] | None = None,
+    coupling: str = "filter",
 ) -> StructureGraph:
     """Trace `model` on inputs of shape `input_shape` (C, H, W) and find its structures.
 
     `exclude`: fnmatch patterns of module names never pruned, or a preset name from `PRESETS`.
+    `coupling`: "filter" or "stream", what one structure is (module docstring).
     Raises `Unsupported` naming the first node whose channel semantics are unknown.
     """
+    if coupling not in COUPLINGS:
+        raise BadInput(f"coupling must be one of {', '.join(COUPLINGS)}, not {coupling!r}")
     gm = trace(model, input_shape)
-    return _Analysis(gm, exclusion_patterns(exclude)).run()
+    return _Analysis(gm, exclusion_patterns(exclude), coupling).run()
 
 
 class _Analysis:
-    def __init__(self, gm: fx.GraphModule, exclude: list[str]):
-        self.gm, self.exclude = gm, exclude
+    def __init__(self, gm: fx.GraphModule, exclude: list[str], coupling: str = "filter"):
+        self.gm, self.exclude, self.coupling = gm, exclude, coupling
         self.modules = dict(gm.named_modules())
         self.sources: dict[str, Sources] = {}
         self.layers: dict[str, Layer] = {}
@@ -207,36 +246,52 @@ class _Analysis:
                 self.sources[node.name] = out
         self.mark_classifiers()
         g = StructureGraph(self.gm, self.layers, self.consumers, self.sources, self.num_writers)
-        for layer in self.layers.values():
-            if layer.prunable:
-                for c in range(layer.out_channels):
-                    g.structures.append((layer.name, c))
-                    g.writer_ids.append(layer.first_id + c)
+        for members in self.structure_members():
+            g.members.append(members)
+            g.structures.append(g.writer_channel(members[0]))
         if not g.structures:
             raise BadInput("the model has no prunable structures (all layers excluded?)")
         g.theta = self.theta_slices(g)
         return g
 
+    def structure_members(self) -> list[tuple[int, ...]]:
+        """The writer ids of each structure, in graph order: every channel of a prunable layer
+        alone ("filter"), or the coupled stream channels whose writers are all prunable."""
+        prunable = sorted(
+            layer.first_id + c
+            for layer in self.layers.values()
+            if layer.prunable
+            for c in range(layer.out_channels)
+        )
+        if self.coupling == "filter":
+            return [(w,) for w in prunable]
+        groups = _connected(self.num_writers, (s for src in self.sources.values() for s in src))
+        allowed = set(prunable)
+        return [g for g in groups if allowed.issuperset(g)]
+
     def theta_slices(self, g: StructureGraph) -> list[ThetaSlice]:
-        """Where theta_s lives: the writer, its affine private BN, and consumer slices of
-        channels with a single writer that is a structure."""
-        structure_of = {w: i for i, w in enumerate(g.writer_ids)}
+        """Where theta_s lives: the writers, their affine private BNs, and consumer slices of
+        channels all of whose writers belong to one structure."""
+        structure_of = {w: i for i, members in enumerate(g.members) for w in members}
         out = []
         for layer in self.layers.values():
-            if not layer.prunable:
+            owned = [
+                (c, structure_of[layer.first_id + c])
+                for c in range(layer.out_channels)
+                if layer.first_id + c in structure_of
+            ]
+            if not owned:
                 continue
-            idx = tuple(structure_of[layer.first_id + c] for c in range(layer.out_channels))
-            channels = tuple(range(layer.out_channels))
+            channels, idx = zip(*owned, strict=True)
             out.append(ThetaSlice(layer.name, channels, idx))
             if layer.bn is not None and _has_params(self.modules[layer.bn]):
                 out.append(ThetaSlice(layer.bn, channels, idx))
         for consumer in self.consumers:
             if not _has_params(self.modules[consumer.name]):
                 continue
+            owners = [{structure_of.get(w) for w in src} for src in self.sources[consumer.node]]
             owned = [
-                (c, structure_of[next(iter(src))])
-                for c, src in enumerate(self.sources[consumer.node])
-                if len(src) == 1 and next(iter(src)) in structure_of
+                (c, next(iter(o))) for c, o in enumerate(owners) if len(o) == 1 and None not in o
             ]
             if owned:
                 channels, idx = zip(*owned, strict=True)
@@ -314,6 +369,29 @@ class _Analysis:
                     writer_nodes[arg.name].prunable = False
                 else:
                     stack.append(arg)
+
+
+def _connected(n: int, links: Iterable[frozenset[int]]) -> list[tuple[int, ...]]:
+    """The classes of ids 0 .. n-1 under "the ids of each link belong together", each sorted,
+    ordered by their smallest id (union-find)."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for link in links:
+        if len(link) < 2:
+            continue
+        first, *rest = link
+        for other in rest:
+            parent[root(other)] = root(first)
+    classes: dict[int, list[int]] = {}
+    for i in range(n):
+        classes.setdefault(root(i), []).append(i)
+    return sorted((tuple(c) for c in classes.values()), key=lambda c: c[0])
 
 
 def _has_params(m: nn.Module) -> bool:

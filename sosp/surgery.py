@@ -17,38 +17,53 @@ from torch import nn
 
 from sosp.channel_rules import module_rule, op_rule
 from sosp.errors import BadInput
-from sosp.shortcuts import ChannelScatter
+from sosp.shortcuts import ChannelScatter, IndexAdd
 from sosp.structures import StructureGraph
 
 Mask = dict[str, list[int]]
 
 
 def mask_from_indices(graph: StructureGraph, pruned: Iterable[int]) -> Mask:
-    """{layer_name: sorted pruned channels} for structure indices `pruned`."""
+    """{layer_name: sorted pruned channels} for structure indices `pruned` (every channel of
+    each, for coupled structures)."""
     mask: Mask = {}
     for i in pruned:
-        name, c = graph.structures[i]
-        mask.setdefault(name, []).append(c)
+        for name, c in graph.member_channels(i):
+            mask.setdefault(name, []).append(c)
     return {name: sorted(cs) for name, cs in sorted(mask.items())}
 
 
 def indices_from_mask(graph: StructureGraph, mask: Mask) -> list[int]:
-    """Structure indices of `mask`; a clear error for names or channels that do not exist."""
-    index = graph.structure_index()
-    out = []
+    """Structure indices of `mask`; a clear error for names or channels that do not exist, and
+    for a mask that prunes part of a coupled structure."""
+    owner = {graph.writer_channel(w): i for i, members in enumerate(graph.members) for w in members}
+    out: dict[int, int] = {}  # structure -> its channels the mask names
     for name, channels in mask.items():
         if name not in graph.layers:
             raise BadInput(f"mask names layer {name!r}, which the model does not have")
         if not graph.layers[name].prunable:
             raise BadInput(f"mask prunes layer {name!r}, which is not prunable here")
         for c in channels:
-            if (name, c) not in index:
+            if not 0 <= c < graph.layers[name].out_channels:
                 raise BadInput(
                     f"mask prunes channel {c} of {name!r}, which has "
                     f"{graph.layers[name].out_channels} channels"
                 )
-            out.append(index[(name, c)])
-    return out
+            if (name, c) not in owner:
+                raise BadInput(
+                    f"mask prunes channel {c} of {name!r}, which belongs to no structure "
+                    "under this coupling (a stream channel with a writer that is not prunable)"
+                )
+            i = owner[(name, c)]
+            out[i] = out.get(i, 0) + 1
+    for i, named in out.items():
+        if named != len(graph.members[i]):
+            raise BadInput(
+                f"mask prunes {named} of the {len(graph.members[i])} channels of the coupled "
+                f"stream channel {graph.member_channels(i)}; prune all of them, or use "
+                "coupling='filter'"
+            )
+    return list(out)
 
 
 @torch.no_grad()
@@ -95,15 +110,15 @@ def _retarget(graph: StructureGraph, model: nn.Module) -> StructureGraph:
         graph.sources,
         graph.num_writers,
         graph.structures,
-        graph.writer_ids,
+        graph.members,
     )
 
 
 def build_pruned(graph: StructureGraph, pruned: Iterable[int]) -> fx.GraphModule:
     """A new, smaller network (fx GraphModule with the original module names) computing what
     the soft-masked model computes. Every module is rebuilt for the channels it keeps; pruned
-    channels of a residual stream are scattered back into the stream while any writer of the
-    stream channel is alive."""
+    channels of a residual stream stay in the stream while any writer of the stream channel is
+    alive: a branch that keeps fewer of them is added in by index (`channel_rules.AddRule`)."""
     alive = graph.alive_writers(pruned)
     kept = {name: graph.kept(name, alive) for name in graph.sources}
     for name, layer in graph.layers.items():
@@ -129,7 +144,7 @@ def _on_parameter_device(gm: fx.GraphModule) -> fx.GraphModule:
     p = next(gm.parameters(), None)
     if p is not None:
         for m in gm.modules():
-            if isinstance(m, ChannelScatter):
+            if isinstance(m, ChannelScatter | IndexAdd):
                 m.to(p.device)
     return gm
 

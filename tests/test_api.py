@@ -6,6 +6,8 @@ import torch
 import sosp
 from sosp import counting, methods, models
 from sosp.errors import BadInput, UnknownName
+from sosp.structures import analyze
+from sosp.surgery import indices_from_mask, soft_masked
 from tests.tiny_nets import TinyNet, randomized
 
 CIFAR_ZOO = [n for n in models.names() if models.spec(n).dataset == "cifar10"]
@@ -102,6 +104,45 @@ def test_errors_name_the_problem():
         sosp.prune(model, "sosp_i", 0.5, batches(), n_samples=16)
 
 
+@pytest.mark.parametrize("coupling", ["filter", "stream"])
+def test_round_to_keeps_multiples_of_k_and_meets_the_budget(coupling):
+    """With round_to=4 every pruned conv of the built network keeps a multiple of 4 channels
+    (or all), the MAC budget is met, the report's channel counts are those of the built
+    network, and it computes what the soft-masked network does."""
+    model = randomized(models.create("resnet20", 10, 1, 8), dtype=torch.float64)
+    data = [(x.double(), y) for x, y in batches()]
+    r = sosp.prune(
+        model, "sosp_h", 0.4, data, n_samples=16, budget="macs", round_to=4, coupling=coupling
+    )
+    assert 0.4 <= r.report["macs_removed"] < 0.5
+    for name, (kept, total) in r.report["channels"].items():
+        assert r.model.get_submodule(name).out_channels == kept
+        assert kept == total or kept % 4 == 0, (name, kept, total)
+    assert any(kept < total for kept, total in r.report["channels"].values())
+    soft = soft_masked(
+        model, analyze(model, (1, 8, 8)), indices_from_mask(analyze(model, (1, 8, 8)), r.mask)
+    )
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(r.model.eval()(x), soft.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_stream_coupling_shrinks_the_stream_without_scatters():
+    """coupling="stream" on ResNet-20 without exclusions: the residual streams get narrower,
+    the built network holds no scatter or index-add, and every mask names whole stream
+    channels (re-reading it under stream coupling accepts it)."""
+    model = models.create("resnet20", 10, 1, 8)
+    r = sosp.prune(model, "sosp_h", 0.5, batches(), n_samples=16, coupling="stream")
+    assert r.model.get_submodule("layer3.2.conv2").out_channels < 64
+    assert not [m for m in r.model.modules() if type(m).__name__ in ("IndexAdd", "ChannelScatter")]
+    graph = analyze(model, (1, 8, 8), coupling="stream")
+    assert len(indices_from_mask(graph, r.mask)) == r.report["pruned_structures"]
+    coupled = next(i for i, members in enumerate(graph.members) if len(members) > 1)
+    name, c = graph.member_channels(coupled)[0]
+    with pytest.raises(BadInput, match="coupled stream channel"):
+        indices_from_mask(graph, {name: [c]})
+
+
 def test_label_sampling_option():
     model = models.create("resnet20", 10, 1, 8)
     r = sosp.prune(model, "sosp_i", 0.3, batches(), n_samples=16, label_samples=2)
@@ -110,8 +151,9 @@ def test_label_sampling_option():
 
 REPORT_KEYS = [
     "method", "options", "budget", "scope", "max_layer_fraction", "kernel_scaling",
-    "recalibrate_bn", "bn_recalibration", "loss", "exclude", "n_samples", "structures",
-    "ratio", "pruned_structures", "before", "after", "params_removed", "macs_removed",
+    "coupling", "round_to", "recalibrate_bn", "bn_recalibration", "loss", "exclude",
+    "n_samples", "structures", "ratio", "pruned_structures", "before", "after",
+    "params_removed", "macs_removed", "channels",
     "seconds_saliency", "seconds", "seconds_by_step",
 ]  # fmt: skip
 

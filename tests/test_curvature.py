@@ -15,7 +15,7 @@ from tests.brute import (
     setup,
     zeroed,
 )
-from tests.tiny_nets import TinyNet, tiny_theta
+from tests.tiny_nets import TinyNet, tiny_theta, tiny_theta_stream
 
 RTOL = 1e-6
 AFFINE = pytest.mark.parametrize("affine", [True, False], ids=["affine_bn", "plain_bn"])
@@ -93,6 +93,41 @@ def test_zeroing_theta_s_is_the_removal_surgery_applies():
         with torch.no_grad():
             want = zeroed(model, entries)(x)
             torch.testing.assert_close(build_pruned(graph, [i]).eval()(x), want, msg=str(s))
+
+
+@AFFINE
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared"])
+def test_stream_coupled_structures_match_brute_force(loss, affine):
+    """With coupling="stream", theta_s of a residual stream channel is the union of its writers'
+    slices and of bn3's slice of it (written by hand): J, G, lambda_1 and
+    theta_s . (H theta_struc) equal brute force on that map, so SOSP-I and SOSP-H extend
+    exactly."""
+    model, _, x, y = setup(loss, affine=affine)
+    graph = analyze(model, (2, 4, 4), coupling="stream")
+    theta = tiny_theta_stream(affine)
+    assert graph.structures == list(theta)
+    J, _ = curvature.gate_jacobians(graph, x)
+    torch.testing.assert_close(J, brute_jacobian(model, x, theta), rtol=RTOL, atol=1e-10)
+    res = curvature.gauss_newton(graph, [(x[:4], y[:4]), (x[4:], y[4:])], loss, n_samples=6)
+    G, lambda1 = brute_gauss_newton(model, x, y, loss, theta)
+    torch.testing.assert_close(res.G, G, rtol=RTOL, atol=1e-10)
+    torch.testing.assert_close(res.lambda1, lambda1, rtol=RTOL, atol=1e-10)
+    hs = curvature.hessian_terms(graph, [(x[:3], y[:3]), (x[3:], y[3:])], loss, 6)
+    want = brute_hessian_term(model, x, y, loss, theta)
+    torch.testing.assert_close(hs.h_theta, want, rtol=RTOL, atol=1e-10)
+
+
+def test_zeroing_a_stream_channel_is_the_removal_surgery_applies():
+    """Zeroing theta_s of a coupled stream channel (by hand) gives the physically pruned
+    network's function, and that network's stream is narrower with no scatter or index-add."""
+    model, _, x, _ = setup()
+    graph = analyze(model, (2, 4, 4), coupling="stream")
+    for i, (s, entries) in enumerate(tiny_theta_stream().items()):
+        small = build_pruned(graph, [i]).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(small(x), zeroed(model, entries)(x), msg=str(s))
+        assert not any(type(m).__name__ in ("IndexAdd", "ChannelScatter") for m in small.modules())
+    assert build_pruned(graph, [0]).conv2.out_channels == 2
 
 
 def test_label_sampling_is_unbiased():

@@ -12,6 +12,7 @@ from sosp.selection import (
     layer_caps,
     order,
     prefix_for_budget,
+    rounded,
     sorted_order,
 )
 
@@ -100,3 +101,30 @@ def test_unreachable_budget_is_an_error():
 def test_nan_saliency_is_rejected():
     with pytest.raises(BadInput, match="NaN"):
         Saliency(scores=torch.tensor([0.1, float("nan")])).check_finite("sosp_h")
+
+
+def test_rounded_keeps_a_multiple_of_k_per_layer():
+    """Per layer of n structures with c in the prefix, the first n - min(n, k ceil((n-c)/k))
+    of them (in prefix order) are pruned: layer 0 (n=8, c=3) keeps 8 and prunes none, layer 1
+    (n=8, c=5) keeps 4 and prunes its first 4, layer 2 (n=3 < k) prunes none."""
+    layer_of = [0] * 8 + [1] * 8 + [2] * 3
+    prefix = [9, 0, 10, 1, 11, 2, 12, 13, 16]
+    assert rounded(prefix, layer_of, [8, 8, 3], 4) == [9, 10, 11, 12]
+    assert rounded(prefix, layer_of, [8, 8, 3], 1) == prefix
+
+
+def test_rounded_masks_meet_the_budget_with_the_shortest_prefix():
+    """With a choice function, the budget is met by the choice of the shortest prefix whose
+    choice meets it, and the result is that choice."""
+    layer_of, sizes = [0] * 8 + [1] * 8, [8, 8]
+    full = list(range(16))  # layer 0 first
+
+    def chosen(p):
+        return rounded(p, layer_of, sizes, 4)
+
+    removed = len  # each structure removes one unit
+    got = prefix_for_budget(full, 0.4, "params", 16, lambda p: removed(p) / 16, chosen)
+    # prefix 8 prunes 4 of layer 0 (it keeps at least k), prefix 12 then 4 of layer 1: 8/16
+    assert got == [0, 1, 2, 3, 8, 9, 10, 11]
+    got = prefix_for_budget(full, 0.25, "structures", 16, None, chosen)
+    assert got == [0, 1, 2, 3]

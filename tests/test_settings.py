@@ -6,7 +6,7 @@ import dataclasses
 import jsonschema
 import pytest
 
-from sosp import cli, curvature, selection
+from sosp import cli, curvature, selection, structures
 from sosp.errors import BadInput
 from sosp.settings import PruneSettings, check_ratios, ratio_schema
 
@@ -19,6 +19,8 @@ GOOD = {
     "kernel_scaling": [True, False],
     "recalibrate_bn": [True, False],
     "exclude": [(), ("resnet_downsample",), ("conv1", "fc*")],
+    "coupling": list(structures.COUPLINGS),
+    "round_to": [None, 1, 8],
     "loss": list(curvature.LOSSES),
     "seed": [0, 7],
 }
@@ -30,6 +32,8 @@ BAD = {
     "kernel_scaling": [1, "yes", None],
     "recalibrate_bn": [0, None],
     "exclude": [5, ("conv1", 2)],
+    "coupling": ["block", None],
+    "round_to": [0, -8, 2.5, True, "8"],
     "loss": ["mse", None],
     "seed": [1.5, None, "0"],
 }

@@ -9,6 +9,7 @@ from torch import nn
 
 import sosp
 from sosp import counting, data, models
+from sosp.shortcuts import ChannelScatter, IndexAdd
 from sosp.structures import analyze, slice_params
 from sosp.surgery import build_pruned, indices_from_mask, mask_from_indices, soft_masked
 from tests.tiny_nets import TinyNet, randomized
@@ -31,12 +32,16 @@ def random_mask(graph, rng):
     return pruned
 
 
+@pytest.mark.parametrize("coupling", ["filter", "stream"])
 @pytest.mark.parametrize("name", models.names())
-def test_pruned_network_equals_soft_mask(name):
-    """Eval-mode outputs of the pruned network equal the soft-masked network's to 1e-5."""
+def test_pruned_network_equals_soft_mask(name, coupling):
+    """Eval-mode outputs of the pruned network equal the soft-masked network's to 1e-5, for
+    per-filter structures (downsampling excluded) and for coupled residual streams (nothing
+    excluded), whose pruned networks hold no scatter or index-add."""
     shape = input_shape(name)
     model = randomized(models.create(name, 10, shape[0], shape[1]), dtype=torch.float32)
-    graph = analyze(model, shape, exclude="resnet_downsample")
+    exclude = "resnet_downsample" if coupling == "filter" else None
+    graph = analyze(model, shape, exclude=exclude, coupling=coupling)
     rng = random.Random(0)
     x = torch.randn(2, *shape)
     for _ in range(2):
@@ -46,6 +51,8 @@ def test_pruned_network_equals_soft_mask(name):
             expected = soft_masked(model, graph, pruned).eval()(x)
             torch.testing.assert_close(small(x), expected, rtol=1e-5, atol=1e-5)
         assert counting.count_params(small) < counting.count_params(model)
+        if coupling == "stream":
+            assert not [m for m in small.modules() if isinstance(m, ChannelScatter | IndexAdd)]
 
 
 @pytest.mark.parametrize("name", ["densenet40", "mobilenet_v1", "resnet20", "vgg11", "wrn16_4"])

@@ -47,6 +47,26 @@ def tiny_theta(affine: bool = True) -> dict[tuple[str, int], list[tuple[str, int
     return theta
 
 
+def tiny_theta_stream(affine: bool = True) -> dict[tuple[str, int], list[tuple[str, int]]]:
+    """TinyNet's structures with coupling="stream": channel c of the residual stream (written
+    by conv1 and conv2, read by bn3's channel c) is one structure, named after its first
+    writer ("conv1", c); theta_s is the union of both writers' slices and bn3's slice of the
+    channel, which now belongs to that one structure. conv3 and hidden are unchanged."""
+    alone = tiny_theta(affine)
+    theta = {}
+    for c in range(3):
+        theta[("conv1", c)] = [
+            *alone[("conv1", c)],
+            *alone[("conv2", c)],
+            ("bn3.weight", c),
+            ("bn3.bias", c),
+        ]
+    for s, entries in alone.items():
+        if s[0] in ("conv3", "hidden"):
+            theta[s] = entries
+    return theta
+
+
 def randomized(model: nn.Module, seed: int = 0, dtype=torch.float64) -> nn.Module:
     """`model` in `dtype` and eval mode with random (non-trivial) BN statistics and affines."""
     g = torch.Generator().manual_seed(seed)

@@ -43,10 +43,19 @@ def generator(ctx: Context) -> torch.Generator:
 
 
 def per_layer_scores(ctx: Context, score: Callable[[Layer], torch.Tensor]) -> Saliency:
-    """Saliency from `score(layer)` [out_channels] of every prunable layer, in structure order."""
+    """Saliency from `score(layer)` [out_channels] of every prunable layer, in structure order;
+    a coupled structure (several writer channels) scores the sum of its channels' scores."""
     graph = ctx.graph
-    parts = [score(layer).detach().flatten() for layer in graph.layers.values() if layer.prunable]
-    for part, (name, idx) in zip(parts, graph.layer_structures().items(), strict=True):
-        if len(part) != len(idx):
-            raise ValueError(f"score of {name!r} has {len(part)} entries, not {len(idx)}")
-    return Saliency(scores=torch.cat(parts).double().cpu())
+    per_writer = torch.zeros(graph.num_writers, dtype=torch.float64)
+    for layer in graph.layers.values():
+        if layer.prunable:
+            part = score(layer).detach().flatten()
+            if len(part) != layer.out_channels:
+                raise ValueError(
+                    f"score of {layer.name!r} has {len(part)} entries, not {layer.out_channels}"
+                )
+            per_writer[layer.first_id : layer.first_id + len(part)] = part.double().cpu()
+    owner = torch.tensor([i for i, members in enumerate(graph.members) for _ in members])
+    writers = torch.tensor([w for members in graph.members for w in members])
+    scores = torch.zeros(len(graph.members), dtype=torch.float64)
+    return Saliency(scores=scores.index_add_(0, owner, per_writer[writers]))

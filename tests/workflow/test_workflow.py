@@ -116,6 +116,34 @@ def test_generated_schema_checks_overrides_and_fills_defaults(tmp_path):
         assert "--max-layer-fraction" not in c and "--no-kernel-scaling" in c
 
 
+def test_optional_settings_reach_the_command_and_unset_ones_rename_nothing(tmp_path):
+    """coupling and round_to may be set per experiment or per method and reach the prune
+    command; where unset they are not hashed, so the demo's prune jobs keep the run keys of
+    its committed records (results/demo/runs)."""
+    text = TINY.replace(
+        "    seeds: [0]",
+        "    seeds: [0]\n    round_to: 4\n    method_settings: {magnitude: {coupling: stream}}",
+    )
+    r = snakemake(
+        tmp_path, "-n", "-p", "--cores", "1", "--configfile", str(write_config(tmp_path, text))
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    prunes = [line.split() for line in r.stdout.splitlines() if " sosp prune " in line]
+    by_method = {c[c.index("--method") + 1]: c for c in prunes}
+    assert by_method["magnitude"][by_method["magnitude"].index("--coupling") + 1] == "stream"
+    assert by_method["sosp_h"][by_method["sosp_h"].index("--coupling") + 1] == "filter"
+    assert all(c[c.index("--round-to") + 1] == "4" for c in prunes)
+    demo = snakemake(tmp_path / "demo", "-n", "-p", "--cores", "1")
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    keys = {
+        Path(line.split("--out ")[1].split()[0]).name
+        for line in demo.stdout.splitlines()
+        if " sosp prune " in line
+    }
+    committed = {p.stem for p in (REPO / "results/demo/runs").rglob("*.json")}
+    assert keys and keys <= committed, sorted(keys - committed)
+
+
 FAKE_SBATCH = """#!/bin/sh
 echo "$@" >> "$SBATCH_LOG"
 n=$(wc -l < "$SBATCH_LOG")

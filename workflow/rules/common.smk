@@ -86,6 +86,7 @@ def _add_jobs(name, exp):
                         "model": model, "dataset": exp["dataset"], "seed": seed,
                         "method": method, "options": exp["method_options"].get(method, {}),
                         **{setting: exp[setting] for setting in SELECTION_SETTINGS},
+                        **{setting: exp[setting] for setting in OPTIONAL_SETTINGS if setting in exp},
                         "exclude": exp["exclude"], "batch_size": exp["batch_size"],
                         "ratios": _ratios(name, exp, model),
                     }  # fmt: skip
