@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The device checks CPU tests cannot show, in one run that fits in 6 minutes on one GPU:
 # the device-sensitive tests on the GPU, mask time (ResNet-56 widths 1-4, ResNet-50 at 224 px),
-# training throughput (eager and CUDA-graph steps), and a two-epoch training on a fake CIFAR-10
-# in the real on-disk format, eagerly and with --cuda-graph (CUDA only: skipped on a CPU).
+# training throughput (eager and CUDA-graph steps), dense vs pruned forward latency (ResNet-56
+# and ResNet-50), and a two-epoch training on a fake CIFAR-10 in the real on-disk format, eagerly
+# and with --cuda-graph (CUDA only: skipped on a CPU).
 #
 #   bash benchmarks/gpu_check.sh [OUT]          # on a GPU machine, from the repository root
 #   DEVICE=cpu SMALL=1 bash benchmarks/gpu_check.sh /tmp/check   # the same steps, tiny, on a CPU
@@ -15,9 +16,9 @@ device=${DEVICE:-cuda}
 mkdir -p "$out"
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
 if [ "${SMALL:-0}" = 1 ]; then
-    n=40; n_in=8; widths="1 2"; steps=2; epochs=1
+    n=40; n_in=8; widths="1 2"; steps=2; epochs=1; latency="--quick"
 else
-    n=1000; n_in=200; widths="1 2 3 4"; steps=30; epochs=2
+    n=1000; n_in=200; widths="1 2 3 4"; steps=30; epochs=2; latency="--modes eager"
 fi
 status=0
 step() {  # step NAME COMMAND...: run, log to OUT/NAME.log, remember a failure
@@ -40,6 +41,8 @@ step mask_time_imagenet python3 benchmarks/mask_time.py --device "$device" --ima
     --n-samples "$n_in" --batch-size 50 --label-samples 1 --out "$out/mask_time_resnet50"
 step throughput python3 benchmarks/train_throughput.py --device "$device" --steps "$steps" \
     --workers 8 --out "$out/train_throughput"
+step latency python3 benchmarks/latency.py --device "$device" $latency \
+    --out "$out/latency_resnet56.csv"
 fake=$(mktemp -d)
 python3 -c "from sosp import data; data.write_fake_cifar10('$fake', per_batch=500)"
 step train python3 -m sosp train --model resnet20 --dataset cifar10 --data-root "$fake" \

@@ -1,0 +1,458 @@
+"""Forward latency of a dense network against its pruned copy from `sosp.prune`.
+
+    python benchmarks/latency.py --quick                   # smoke test: ResNet-56, eager fp32
+    python benchmarks/latency.py                           # ResNet-56, CPU, every mode/precision
+    python benchmarks/latency.py --threads 2 --modes eager --batch-sizes 1 64 256
+    python benchmarks/latency.py --device cuda             # CUDA; batches 1 64 256 1024
+    python benchmarks/latency.py --device cuda --imagenet  # torchvision ResNet-50 at 224 px
+    python benchmarks/latency.py --round-to 8 --coupling stream   # once PruneSettings has them
+
+The network (ResNet-56 from `sosp.models` on CIFAR-10-shaped 3x32x32 inputs, or with
+`--imagenet` torchvision's ResNet-50 on 3x224x224) is randomly initialized, its BatchNorm
+statistics are re-estimated on the pruning samples (random images and labels: the timing does
+not depend on the values), and `sosp.prune` removes `--ratio` of its MACs (`budget="macs"`,
+`exclude="resnet_downsample"`). Before timing, the pruned network is checked against the
+soft-masked dense one (same outputs) and every timed output for its shape and finiteness.
+
+Then, for every mode (eager, `torch.compile`), precision (fp32; bf16 = bf16 autocast with
+channels_last model and inputs) and batch size, the forward pass of the dense and the pruned
+network is timed under `torch.inference_mode()` in eval mode: `--warmup` calls, then
+`--repeats` timed calls taken alternately on the two networks (so load on a shared machine hits
+both alike), the GPU synchronized around each; the median is reported, with the machine's
+1-minute load average (`load_1min`: far above the thread count, other work competed). A
+setting that fails (e.g. `torch.compile` without a working C++ compiler) gets its row with the
+`error` column filled instead of stopping the run.
+
+Writes one CSV row per (network, device, mode, precision, batch) to `--out` (rewritten
+atomically after each row) and prints the table at the end. The pruning options `--round-to`
+and `--coupling` are passed to `sosp.prune` only when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import sosp
+from sosp import batchnorm, counting, data, models
+from sosp.errors import SospError
+from sosp.io import atomic_write_text
+from sosp.settings import PruneSettings
+
+MODES = ("eager", "compile")
+PRECISIONS = ("fp32", "bf16")
+COLUMNS = [
+    "network",
+    "input_shape",
+    "device",
+    "device_name",
+    "threads",
+    "torch",
+    "mode",
+    "precision",
+    "batch",
+    "dense_ms",
+    "pruned_ms",
+    "speedup",
+    "dense_macs",
+    "pruned_macs",
+    "macs_removed",
+    "dense_params",
+    "pruned_params",
+    "params_removed",
+    "method",
+    "ratio",
+    "budget",
+    "exclude",
+    "n_samples",
+    "round_to",
+    "coupling",
+    "compile_mode",
+    "warmup",
+    "repeats",
+    "dense_first_call_s",
+    "pruned_first_call_s",
+    "check_rel_diff",
+    "load_1min",
+    "error",
+]
+# Pruning settings that `sosp.prune` may not know yet: passed only when given.
+OPTIONAL_SETTINGS = ("round_to", "coupling")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument(
+        "--imagenet",
+        action="store_true",
+        help="torchvision ResNet-50 at 3x224x224, 1000 classes (default: ResNet-56 at 3x32x32)",
+    )
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        default=list(MODES),
+        help="eager and/or torch.compile (default: both)",
+    )
+    p.add_argument(
+        "--compile-mode",
+        default="default",
+        help="torch.compile's mode: default, reduce-overhead, max-autotune (default: default)",
+    )
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=PRECISIONS,
+        default=list(PRECISIONS),
+        help="fp32 and/or bf16 (bf16 autocast, channels_last) (default: both)",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        help="batch sizes timed (default: 1 64 256, and 1024 for ResNet-56)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="untimed calls first, at least one; the first compiles (in compile mode) and its "
+        "output is checked (default: 3)",
+    )
+    p.add_argument("--repeats", type=int, default=10, help="timed calls, median (default: 10)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--method", default="sosp_h", help="pruning method (default: sosp_h)")
+    p.add_argument(
+        "--ratio", type=float, default=0.5, help="fraction of the MACs removed (default: 0.5)"
+    )
+    p.add_argument(
+        "--n-samples", type=int, default=64, help="N', random samples to prune on (default: 64)"
+    )
+    p.add_argument(
+        "--round-to",
+        type=int,
+        metavar="K",
+        help="keep multiples of K channels per layer (passed to sosp.prune only when given; "
+        "needs a PruneSettings with round_to)",
+    )
+    p.add_argument(
+        "--coupling",
+        choices=("filter", "stream"),
+        help="structure coupling, filter or stream (passed to sosp.prune only when given; "
+        "needs a PruneSettings with coupling)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: ResNet-56, eager fp32, batches 1 and 64, 1 warm-up and 3 repeats, "
+        "N'=32; writes to the temporary folder unless --out is given",
+    )
+    p.add_argument(
+        "--out",
+        help="CSV written (default: results/benchmarks/latency_<device>.csv, "
+        "latency_imagenet_<device>.csv with --imagenet)",
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        if args.imagenet:
+            p.error("--quick runs ResNet-56; leave out --imagenet")
+        args.modes, args.precisions, args.batch_sizes = ["eager"], ["fp32"], [1, 64]
+        args.warmup, args.repeats, args.n_samples = 1, 3, 32
+    if args.batch_sizes is None:
+        args.batch_sizes = [1, 64, 256] if args.imagenet else [1, 64, 256, 1024]
+    if args.out is None:
+        kind = torch.device(args.device).type
+        name = f"latency_{'imagenet_' if args.imagenet else ''}{kind}.csv"
+        folder = Path(tempfile.gettempdir()) if args.quick else Path("results/benchmarks")
+        args.out = str(folder / (f"sosp_{name}" if args.quick else name))
+    if args.repeats < 1 or args.warmup < 0:
+        p.error("--repeats must be at least 1 and --warmup at least 0")
+    return args
+
+
+def network(imagenet: bool) -> tuple[str, nn.Module, tuple[int, ...], int]:
+    """(name, randomly initialized model, input shape, classes) of the benchmark."""
+    if imagenet:
+        return "resnet50", models.create("resnet50", 1000, 3, 224), (3, 224, 224), 1000
+    return "resnet56", models.create("resnet56", 10, 3, 32), (3, 32, 32), 10
+
+
+def prune_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `sosp.prune` besides model, method, ratio and data; exits with
+    a message when an optional setting is given that this sosp does not have."""
+    options: dict = {
+        "budget": "macs",
+        "exclude": "resnet_downsample",
+        "n_samples": args.n_samples,
+    }
+    known = PruneSettings.names()
+    for name in OPTIONAL_SETTINGS:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name not in known:
+            sys.exit(
+                f"--{name.replace('_', '-')} {value}: this sosp's PruneSettings has no "
+                f"{name!r} setting yet (it knows {', '.join(known)}); leave the option out"
+            )
+        options[name] = value
+    return options
+
+
+def prune(args, options: dict, model: nn.Module, shape: tuple[int, ...], classes: int):
+    """The `sosp.prune` result of `model` (on `args.device`) with `options`, after re-estimating
+    its BatchNorm statistics on the same random samples."""
+    device = args.device
+    ds = data.synthetic(args.n_samples, shape, classes)
+    loader = torch.utils.data.DataLoader(ds, batch_size=min(32, args.n_samples))
+    batches = [(x.to(device), y.to(device)) for x, y in loader]
+    batchnorm.recalibrate(model, batches)
+    try:
+        result = sosp.prune(model, args.method, args.ratio, batches, **options)
+    except SospError as e:
+        sys.exit(f"sosp.prune rejected the settings {options}: {e}")
+    return result
+
+
+@torch.no_grad()
+def check_pruned(model, result, shape, classes, device, exclude) -> float | None:
+    """Relative max difference between the pruned network and the soft-masked dense one on 8
+    random samples (None when the soft mask cannot be built, e.g. a mask format this script
+    does not know); raises when the outputs' shapes differ, are not finite or disagree."""
+    x = torch.randn(8, *shape, device=device)
+    out = result.model.eval()(x)
+    if out.shape != (8, classes) or not torch.isfinite(out).all():
+        raise RuntimeError(f"pruned output has shape {tuple(out.shape)} or is not finite")
+    try:
+        from sosp.structures import analyze
+        from sosp.surgery import indices_from_mask, soft_masked
+
+        graph = analyze(model, shape, exclude)
+        masked = soft_masked(model, graph, indices_from_mask(graph, result.mask)).eval()
+    except Exception as e:  # the check is a courtesy; the API's tests own the equality
+        print(f"note: no soft-mask check ({type(e).__name__}: {e}); shapes checked", flush=True)
+        return None
+    ref = masked(x)
+    diff = float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+    if diff > 1e-3:
+        raise RuntimeError(f"pruned network differs from the soft-masked one: rel diff {diff}")
+    return diff
+
+
+def synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(torch.device(device))
+
+
+def prepared(model: nn.Module, mode: str, precision: str, compile_mode: str, device: str):
+    """A function running one forward of a copy of `model` in `mode` and `precision`."""
+    model = copy.deepcopy(model).eval()
+    if precision == "bf16":
+        model = model.to(memory_format=torch.channels_last)
+    if mode == "compile":
+        model = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
+    device_type = torch.device(device).type
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type, torch.bfloat16, enabled=precision == "bf16"):
+            return model(x)
+
+    return forward
+
+
+def time_forwards(forwards: dict, x: torch.Tensor, classes: int, args) -> dict[str, dict]:
+    """{name: {"ms": median ms, "first_s": seconds of the first call} or {"error": text}} of
+    each forward on `x`; warm-up first, then the timed calls taken alternately."""
+    out: dict[str, dict] = {}
+    alive = {}
+    for name, forward in forwards.items():
+        try:
+            synchronize(args.device)
+            t0 = time.perf_counter()
+            y = forward(x)
+            synchronize(args.device)
+            first = time.perf_counter() - t0
+            if y.shape != (len(x), classes) or not torch.isfinite(y.float()).all():
+                raise RuntimeError(f"output of shape {tuple(y.shape)} or not finite")
+            for _ in range(args.warmup - 1):
+                forward(x)
+            out[name] = {"first_s": round(first, 3)}
+            alive[name] = forward
+        except Exception as e:
+            out[name] = {"error": f"{name}: {type(e).__name__}: {first_line(e)}"}
+            if torch.device(args.device).type == "cuda":
+                torch.cuda.empty_cache()
+    times: dict[str, list[float]] = {name: [] for name in alive}
+    for _ in range(args.repeats):
+        for name, forward in alive.items():
+            synchronize(args.device)
+            t0 = time.perf_counter()
+            forward(x)
+            synchronize(args.device)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    for name, ms in times.items():
+        out[name]["ms"] = round(statistics.median(ms), 3)
+    return out
+
+
+def load_1min() -> float | None:
+    """The machine's 1-minute load average (None where unknown): far above `threads`, other
+    work competed with the timing."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def device_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def print_table(rows: list[dict]) -> None:
+    import pandas as pd
+
+    cols = ["network", "mode", "precision", "batch", "dense_ms", "pruned_ms", "speedup"]
+    df = pd.DataFrame(rows)
+    if df["error"].astype(bool).any():
+        cols.append("error")
+    df = df[cols]
+    try:
+        import tabulate  # noqa: F401  (pandas' to_markdown needs it)
+
+        print(df.to_markdown(index=False))
+    except ImportError:
+        print(df.to_string(index=False))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is available")
+    print(f"sosp from {Path(sosp.__file__).parent}, torch {torch.__version__}", flush=True)
+    options = prune_options(args)
+    torch.manual_seed(0)
+    name, model, shape, classes = network(args.imagenet)
+    model = model.to(args.device).eval()
+    t0 = time.perf_counter()
+    result = prune(args, options, model, shape, classes)
+    print(f"pruned {name} by {args.method} in {time.perf_counter() - t0:.1f} s", flush=True)
+    check = check_pruned(model, result, shape, classes, args.device, options["exclude"])
+    pruned = result.model.eval()
+    dense_counts = counting.count(model, shape)
+    pruned_counts = counting.count(pruned, shape)
+    print(
+        f"MACs {dense_counts.macs:,} -> {pruned_counts.macs:,}, params "
+        f"{dense_counts.params:,} -> {pruned_counts.params:,}, soft-mask rel diff {check}",
+        flush=True,
+    )
+    common = {
+        "network": name,
+        "input_shape": "x".join(map(str, shape)),
+        "device": torch.device(args.device).type,
+        "device_name": device_name(args.device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "dense_macs": dense_counts.macs,
+        "pruned_macs": pruned_counts.macs,
+        "macs_removed": round(1 - pruned_counts.macs / dense_counts.macs, 4),
+        "dense_params": dense_counts.params,
+        "pruned_params": pruned_counts.params,
+        "params_removed": round(1 - pruned_counts.params / dense_counts.params, 4),
+        "method": args.method,
+        "ratio": args.ratio,
+        "budget": options["budget"],
+        "exclude": options["exclude"],
+        "n_samples": args.n_samples,
+        "round_to": args.round_to,
+        "coupling": args.coupling,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "check_rel_diff": None if check is None else f"{check:.1e}",
+    }
+    rows: list[dict] = []
+    out = Path(args.out)
+    for mode in args.modes:
+        for precision in args.precisions:
+            forwards = {
+                which: prepared(m, mode, precision, args.compile_mode, args.device)
+                for which, m in (("dense", model), ("pruned", pruned))
+            }
+            for batch in args.batch_sizes:
+                x = torch.randn(batch, *shape, device=args.device)
+                if precision == "bf16":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode():
+                    got = time_forwards(forwards, x, classes, args)
+                dense, small = got["dense"], got["pruned"]
+                row = {
+                    **common,
+                    "mode": mode,
+                    "precision": precision,
+                    "batch": batch,
+                    "compile_mode": args.compile_mode if mode == "compile" else None,
+                    "dense_ms": dense.get("ms"),
+                    "pruned_ms": small.get("ms"),
+                    "speedup": speedup(dense.get("ms"), small.get("ms")),
+                    "dense_first_call_s": dense.get("first_s"),
+                    "pruned_first_call_s": small.get("first_s"),
+                    "load_1min": load_1min(),
+                    "error": "; ".join(e for e in (dense.get("error"), small.get("error")) if e),
+                }
+                rows.append(row)
+                write_csv(rows, out)
+                print({k: row[k] for k in ("mode", "precision", "batch")}, end=" ", flush=True)
+                print({k: row[k] for k in ("dense_ms", "pruned_ms", "speedup", "error")})
+            del forwards
+            if mode == "compile":
+                torch._dynamo.reset()
+    print(f"\n{name} on {common['device_name']}, torch {torch.__version__}; wrote {out}\n")
+    print_table(rows)
+
+
+def speedup(dense_ms: float | None, pruned_ms: float | None) -> float | None:
+    if dense_ms is None or pruned_ms is None or not math.isfinite(pruned_ms) or pruned_ms <= 0:
+        return None
+    return round(dense_ms / pruned_ms, 3)
+
+
+if __name__ == "__main__":
+    main()
