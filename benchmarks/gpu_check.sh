@@ -17,8 +17,11 @@ mkdir -p "$out"
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
 if [ "${SMALL:-0}" = 1 ]; then
     n=40; n_in=8; widths="1 2"; steps=2; epochs=1; latency="--quick"
+    latency_in="--precisions fp32 --batch-sizes 1 2 --repeats 2 --n-samples 8"
 else
-    n=1000; n_in=200; widths="1 2 3 4"; steps=30; epochs=2; latency="--modes eager"
+    n=1000; n_in=200; widths="1 2 3 4"; steps=30; epochs=2
+    latency="--modes eager --coupling filter stream --round-to none 8"
+    latency_in="--precisions fp32 bf16 --batch-sizes 64 256 --round-to none 8"
 fi
 status=0
 step() {  # step NAME COMMAND...: run, log to OUT/NAME.log, remember a failure
@@ -43,6 +46,8 @@ step throughput python3 benchmarks/train_throughput.py --device "$device" --step
     --workers 8 --out "$out/train_throughput"
 step latency python3 benchmarks/latency.py --device "$device" $latency \
     --out "$out/latency_resnet56.csv"
+step latency_imagenet python3 benchmarks/latency.py --device "$device" --imagenet --modes eager \
+    $latency_in --out "$out/latency_resnet50.csv"
 fake=$(mktemp -d)
 python3 -c "from sosp import data; data.write_fake_cifar10('$fake', per_batch=500)"
 step train python3 -m sosp train --model resnet20 --dataset cifar10 --data-root "$fake" \

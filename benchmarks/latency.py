@@ -5,13 +5,15 @@
     python benchmarks/latency.py --threads 2 --modes eager --batch-sizes 1 64 256
     python benchmarks/latency.py --device cuda             # CUDA; batches 1 64 256 1024
     python benchmarks/latency.py --device cuda --imagenet  # torchvision ResNet-50 at 224 px
-    python benchmarks/latency.py --round-to 8 --coupling stream   # once PruneSettings has them
+    python benchmarks/latency.py --coupling filter stream --round-to none 8   # four maskings
 
 The network (ResNet-56 from `sosp.models` on CIFAR-10-shaped 3x32x32 inputs, or with
 `--imagenet` torchvision's ResNet-50 on 3x224x224) is randomly initialized, its BatchNorm
 statistics are re-estimated on the pruning samples (random images and labels: the timing does
 not depend on the values), and `sosp.prune` removes `--ratio` of its MACs (`budget="macs"`,
-`exclude="resnet_downsample"`). Before timing, the pruned network is checked against the
+`exclude`: "resnet_downsample" for per-filter structures, nothing for coupled streams, whose
+downsampling convs write the stream). Every combination of `--coupling` and `--round-to` is
+one pruned network. Before timing, the pruned network is checked against the
 soft-masked dense one (same outputs) and every timed output for its shape and finiteness.
 
 Then, for every mode (eager, `torch.compile`), precision (fp32; bf16 = bf16 autocast with
@@ -24,8 +26,7 @@ setting that fails (e.g. `torch.compile` without a working C++ compiler) gets it
 `error` column filled instead of stopping the run.
 
 Writes one CSV row per (network, device, mode, precision, batch) to `--out` (rewritten
-atomically after each row) and prints the table at the end. The pruning options `--round-to`
-and `--coupling` are passed to `sosp.prune` only when given.
+atomically after each row) and prints the table at the end.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ import sosp
 from sosp import batchnorm, counting, data, models
 from sosp.errors import SospError
 from sosp.io import atomic_write_text
-from sosp.settings import PruneSettings
+from sosp.structures import analyze
+from sosp.surgery import indices_from_mask, soft_masked
 
 MODES = ("eager", "compile")
 PRECISIONS = ("fp32", "bf16")
@@ -89,8 +91,6 @@ COLUMNS = [
     "load_1min",
     "error",
 ]
-# Pruning settings that `sosp.prune` may not know yet: passed only when given.
-OPTIONAL_SETTINGS = ("round_to", "coupling")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -144,16 +144,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--round-to",
-        type=int,
+        nargs="+",
+        default=["none"],
         metavar="K",
-        help="keep multiples of K channels per layer (passed to sosp.prune only when given; "
-        "needs a PruneSettings with round_to)",
+        help="keep multiples of K channels per layer; 'none' for no rounding; several values "
+        "give one pruned network each (default: none)",
     )
     p.add_argument(
         "--coupling",
+        nargs="+",
         choices=("filter", "stream"),
-        help="structure coupling, filter or stream (passed to sosp.prune only when given; "
-        "needs a PruneSettings with coupling)",
+        default=["filter"],
+        help="what one structure is: filter (the paper's) or stream (a residual-stream channel "
+        "with all its writers); several values give one pruned network each (default: filter)",
+    )
+    p.add_argument(
+        "--exclude",
+        default="auto",
+        help="layers never pruned: a preset or fnmatch pattern; auto = resnet_downsample for "
+        "filter coupling, nothing for stream coupling (default: auto)",
     )
     p.add_argument(
         "--quick",
@@ -191,26 +200,25 @@ def network(imagenet: bool) -> tuple[str, nn.Module, tuple[int, ...], int]:
     return "resnet56", models.create("resnet56", 10, 3, 32), (3, 32, 32), 10
 
 
-def prune_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of `sosp.prune` besides model, method, ratio and data; exits with
-    a message when an optional setting is given that this sosp does not have."""
-    options: dict = {
-        "budget": "macs",
-        "exclude": "resnet_downsample",
-        "n_samples": args.n_samples,
-    }
-    known = PruneSettings.names()
-    for name in OPTIONAL_SETTINGS:
-        value = getattr(args, name)
-        if value is None:
-            continue
-        if name not in known:
-            sys.exit(
-                f"--{name.replace('_', '-')} {value}: this sosp's PruneSettings has no "
-                f"{name!r} setting yet (it knows {', '.join(known)}); leave the option out"
+def variants(args: argparse.Namespace) -> list[dict]:
+    """The `sosp.prune` keyword arguments (besides model, method, ratio and data) of every
+    pruned network the run times: one per (coupling, round_to)."""
+    out = []
+    for coupling in args.coupling:
+        exclude = args.exclude
+        if exclude == "auto":
+            exclude = "resnet_downsample" if coupling == "filter" else None
+        for k in args.round_to:
+            out.append(
+                {
+                    "budget": "macs",
+                    "exclude": exclude,
+                    "n_samples": args.n_samples,
+                    "coupling": coupling,
+                    "round_to": None if k == "none" else int(k),
+                }
             )
-        options[name] = value
-    return options
+    return out
 
 
 def prune(args, options: dict, model: nn.Module, shape: tuple[int, ...], classes: int):
@@ -229,24 +237,15 @@ def prune(args, options: dict, model: nn.Module, shape: tuple[int, ...], classes
 
 
 @torch.no_grad()
-def check_pruned(model, result, shape, classes, device, exclude) -> float | None:
+def check_pruned(model, result, shape, classes, device, exclude) -> float:
     """Relative max difference between the pruned network and the soft-masked dense one on 8
-    random samples (None when the soft mask cannot be built, e.g. a mask format this script
-    does not know); raises when the outputs' shapes differ, are not finite or disagree."""
+    random samples; raises when the outputs' shapes differ, are not finite or disagree."""
     x = torch.randn(8, *shape, device=device)
     out = result.model.eval()(x)
     if out.shape != (8, classes) or not torch.isfinite(out).all():
         raise RuntimeError(f"pruned output has shape {tuple(out.shape)} or is not finite")
-    try:
-        from sosp.structures import analyze
-        from sosp.surgery import indices_from_mask, soft_masked
-
-        graph = analyze(model, shape, exclude)
-        masked = soft_masked(model, graph, indices_from_mask(graph, result.mask)).eval()
-    except Exception as e:  # the check is a courtesy; the API's tests own the equality
-        print(f"note: no soft-mask check ({type(e).__name__}: {e}); shapes checked", flush=True)
-        return None
-    ref = masked(x)
+    graph = analyze(model, shape, exclude)
+    ref = soft_masked(model, graph, indices_from_mask(graph, result.mask)).eval()(x)
     diff = float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
     if diff > 1e-3:
         raise RuntimeError(f"pruned network differs from the soft-masked one: rel diff {diff}")
@@ -348,7 +347,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def print_table(rows: list[dict]) -> None:
     import pandas as pd
 
-    cols = ["network", "mode", "precision", "batch", "dense_ms", "pruned_ms", "speedup"]
+    cols = ["network", "coupling", "round_to", "macs_removed", "mode", "precision", "batch"]
+    cols += ["dense_ms", "pruned_ms", "speedup"]
     df = pd.DataFrame(rows)
     if df["error"].astype(bool).any():
         cols.append("error")
@@ -368,13 +368,24 @@ def main(argv: list[str] | None = None) -> None:
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device is available")
     print(f"sosp from {Path(sosp.__file__).parent}, torch {torch.__version__}", flush=True)
-    options = prune_options(args)
     torch.manual_seed(0)
     name, model, shape, classes = network(args.imagenet)
     model = model.to(args.device).eval()
+    rows: list[dict] = []
+    out = Path(args.out)
+    for options in variants(args):
+        rows += time_variant(args, options, name, model, shape, classes, rows, out)
+    print(f"\n{name} on {device_name(args.device)}, torch {torch.__version__}; wrote {out}\n")
+    print_table(rows)
+
+
+def time_variant(args, options: dict, name, model, shape, classes, rows, out) -> list[dict]:
+    """Prune `model` with `options`, check the result, and time dense against pruned in every
+    mode, precision and batch size; the rows so far (`rows` and these) are written to `out`
+    after each one."""
     t0 = time.perf_counter()
     result = prune(args, options, model, shape, classes)
-    print(f"pruned {name} by {args.method} in {time.perf_counter() - t0:.1f} s", flush=True)
+    print(f"pruned {name} by {args.method} {options} in {time.perf_counter() - t0:.1f} s")
     check = check_pruned(model, result, shape, classes, args.device, options["exclude"])
     pruned = result.model.eval()
     dense_counts = counting.count(model, shape)
@@ -402,14 +413,13 @@ def main(argv: list[str] | None = None) -> None:
         "budget": options["budget"],
         "exclude": options["exclude"],
         "n_samples": args.n_samples,
-        "round_to": args.round_to,
-        "coupling": args.coupling,
+        "round_to": options["round_to"],
+        "coupling": options["coupling"],
         "warmup": args.warmup,
         "repeats": args.repeats,
-        "check_rel_diff": None if check is None else f"{check:.1e}",
+        "check_rel_diff": f"{check:.1e}",
     }
-    rows: list[dict] = []
-    out = Path(args.out)
+    mine: list[dict] = []
     for mode in args.modes:
         for precision in args.precisions:
             forwards = {
@@ -437,15 +447,14 @@ def main(argv: list[str] | None = None) -> None:
                     "load_1min": load_1min(),
                     "error": "; ".join(e for e in (dense.get("error"), small.get("error")) if e),
                 }
-                rows.append(row)
-                write_csv(rows, out)
+                mine.append(row)
+                write_csv(rows + mine, out)
                 print({k: row[k] for k in ("mode", "precision", "batch")}, end=" ", flush=True)
                 print({k: row[k] for k in ("dense_ms", "pruned_ms", "speedup", "error")})
             del forwards
             if mode == "compile":
                 torch._dynamo.reset()
-    print(f"\n{name} on {common['device_name']}, torch {torch.__version__}; wrote {out}\n")
-    print_table(rows)
+    return mine
 
 
 def speedup(dense_ms: float | None, pruned_ms: float | None) -> float | None:
