@@ -64,3 +64,102 @@ def test_synthetic_is_seeded():
     a, b = data.synthetic(8, (3, 4, 4), 5, seed=1), data.synthetic(8, (3, 4, 4), 5, seed=1)
     assert a.tensors[0].shape == (8, 3, 4, 4) and torch.equal(a.tensors[0], b.tensors[0])
     assert int(a.tensors[1].max()) < 5
+
+
+# -- bad data folders: one line, exit 2, nothing written --------------------------------------
+
+
+def _jpeg(size: int = 8) -> bytes:
+    """A real, small JPEG."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 30, 90)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _imagenet(root, classes: int, images: int = 1, corrupt: bool = False):
+    """`root`/imagenet/{train,val}/ with `classes` class folders of `images` JPEGs each (and,
+    with `corrupt`, a truncated JPEG beside them in every class)."""
+    good = _jpeg()
+    for split in ("train", "val"):
+        folder = root / "imagenet" / split
+        folder.mkdir(parents=True)
+        for c in range(classes):
+            cls = folder / f"n{c:08d}"
+            cls.mkdir()
+            for i in range(images):
+                (cls / f"img_{i}.JPEG").write_bytes(good)
+            if corrupt:
+                (cls / "broken.JPEG").write_bytes(good[: len(good) // 3])
+
+
+def _no_class_folders(root):
+    _imagenet(root, classes=0)
+    return "imagenet", "has no class folders"
+
+
+def _class_folders_without_images(root):
+    _imagenet(root, classes=2, images=0)
+    return "imagenet", "2 of the 2 class folders"
+
+
+def _corrupt_jpeg(root):
+    _imagenet(root, classes=1000, corrupt=True)
+    return "imagenet", "broken.JPEG is not a readable image"
+
+
+def _empty_cifar_folder(root):
+    (root / "cifar-10-batches-py").mkdir()
+    return "cifar10", "cifar10 is incomplete"
+
+
+def _three_classes(root):
+    _imagenet(root, classes=3)
+    return "imagenet", "has 3 class folders but imagenet has 1000 classes"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        _no_class_folders,
+        _class_folders_without_images,
+        _corrupt_jpeg,
+        _empty_cifar_folder,
+        _three_classes,
+    ],
+)
+def test_bad_data_folder_stops_with_one_line(tmp_path, monkeypatch, make):
+    """`sosp prune` (the command that reads the data first and cheapest) on a data folder it
+    cannot use exits 2 with one line naming the problem, before writing anything."""
+    from tests.test_cli import run_sosp
+
+    monkeypatch.delenv("SOSP_IMAGENET", raising=False)
+    root, out = tmp_path / "data", tmp_path / "out"
+    root.mkdir()
+    dataset, expected = make(root)
+    r = run_sosp(
+        "prune",
+        "--model",
+        "resnet20",
+        "--dataset",
+        dataset,
+        "--data-root",
+        str(root),
+        "--ratio",
+        "0.5",
+        "--n-samples",
+        "20",
+        "--batch-size",
+        "10",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    )
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert expected in r.stderr and str(root.resolve()) in r.stderr, r.stderr
+    assert not out.exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sosp.data.base import DatasetInfo, Source
-from sosp.errors import DatasetNotFound
+from sosp.errors import BadInput, DatasetNotFound
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -64,8 +65,6 @@ def write_fake_cifar10(root: str | os.PathLike, per_batch: int = 4, seed: int = 
     """Random CIFAR-10 in the real on-disk format under `root` (for tests and benchmarks on
     machines without the data): protocol-2 pickled dicts of uint8 rows of 3072 bytes (R, G, B
     planes) and integer labels, five training batches and one test batch of `per_batch` each."""
-    import pickle
-
     folder = Path(root) / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -95,7 +94,21 @@ def cifar_dataset(
             f"batches of {cls.url}. Download and extract it there, pass --data-root DIR (or set "
             f"SOSP_DATA) to where it is, or add --download where the network allows."
         )
-    return cls(str(root), train=train, transform=cifar_transform(meta, augment))
+    names = [name for name, _ in (cls.train_list if train else cls.test_list)]
+    missing = [name for name in [*names, cls.meta["filename"]] if not (folder / name).is_file()]
+    if missing:
+        raise DatasetNotFound(
+            f"{meta.name} is incomplete: {folder.resolve()} lacks {', '.join(missing)} of the "
+            f"python batches of {cls.url}. Extract the whole archive there, or add --download "
+            "where the network allows."
+        )
+    try:
+        return cls(str(root), train=train, transform=cifar_transform(meta, augment))
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
+        raise BadInput(
+            f"{meta.name}: a batch in {folder.resolve()} is not a CIFAR python batch "
+            f"({type(e).__name__}: {' '.join(str(e).split())}): extract it again from {cls.url}"
+        ) from None
 
 
 def cifar_tensors(
