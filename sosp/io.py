@@ -67,6 +67,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        _refuse_json(path)
         raise BadInput(
             f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e}); "
             "delete it and re-create it"
@@ -74,3 +75,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(obj, dict):
         raise BadInput(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
     return obj
+
+
+def _refuse_json(path: Path) -> None:
+    """Where a file torch cannot load is JSON (a mask, a report), say so instead of calling it
+    corrupt: deleting it would be the wrong fix."""
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    raise BadInput(f"{path} is a JSON file, not a checkpoint (a .pt file written by torch.save)")

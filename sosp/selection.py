@@ -34,12 +34,16 @@ class Saliency:
     q: torch.Tensor | None = None
 
     def check_finite(self, method: str) -> None:
+        """Refuse NaN or infinite saliencies, counting structures: a score, or a row of Q
+        (the structure's own and pairwise terms) with any non-finite entry."""
         values = self.scores if self.scores is not None else self.q
-        if not torch.isfinite(values).all():
-            bad = (~torch.isfinite(values)).sum().item()
+        bad = ~torch.isfinite(values)
+        if bad.any():
+            rows = bad if bad.dim() == 1 else bad.flatten(1).any(dim=1)
             raise BadInput(
-                f"method {method!r} produced {bad} NaN or infinite saliencies; the weights or "
-                "the loss on the pruning data are not finite (check the checkpoint and the data)"
+                f"method {method!r} produced NaN or infinite saliencies for "
+                f"{int(rows.sum())} of {len(rows)} structures; the weights or the loss on the "
+                "pruning data are not finite (check the checkpoint and the data)"
             )
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -72,8 +75,71 @@ def model_for(model: str, dataset: str | None) -> tuple[nn.Module, data.DatasetI
     return models.create(model, meta.num_classes, meta.in_channels, meta.image_size), meta
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' where a GPU is present, else 'cpu'; anything else as given."""
+def resolve_device(device: str, check: bool = True) -> str:
+    """'auto' -> 'cuda' where a GPU is present, else 'cpu'; anything else as given, after
+    checking (unless `check` is false) that it names a device this machine has."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if not check:
+        return device
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise BadInput(
+            f"--device {device!r} is not a device; pass cpu, cuda, cuda:N or auto"
+        ) from None
+    if kind.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise BadInput(
+                f"--device {device}: no CUDA GPU is visible on this machine; pass --device cpu, "
+                "or auto (a GPU where there is one)"
+            )
+        if kind.index is not None and kind.index >= count:
+            raise BadInput(
+                f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to "
+                f"cuda:{count - 1}; pass one of those"
+            )
+    elif kind.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise BadInput(f"--device {device}: MPS is not available here; pass --device cpu")
+    elif kind.type != "cpu":
+        raise BadInput(f"--device {device}: sosp runs on cpu, cuda or mps; pass one of those")
     return device
+
+
+def check_out_folder(folder: str | os.PathLike, flag: str = "--out") -> None:
+    """Refuse an output folder that cannot be written, before any computing: try to create it
+    (and its missing parents) and a temporary file in it, then remove what the try created,
+    so a refused or failing command leaves nothing behind."""
+    folder = Path(folder)
+    missing, probe = [], folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise BadInput(f"{flag} {folder}: {probe} is a file, not a folder; choose another path")
+    created = []
+    try:
+        for d in reversed(missing):
+            d.mkdir()
+            created.append(d)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".sosp-write-check.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise BadInput(
+            f"{flag} {folder} cannot be written ({e.strerror or e}); choose a writable folder"
+        ) from None
+    finally:
+        for d in reversed(created):
+            d.rmdir()
+
+
+def check_out_file(path: str | os.PathLike, flag: str = "--out") -> None:
+    """`check_out_folder` for an output file: its folder must be writable and the path must
+    not be a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{flag} {path} is a folder; give the path of a file")
+    check_out_folder(path.parent, flag)

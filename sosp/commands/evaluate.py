@@ -11,8 +11,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sosp import counting, data, loaders, models, paths
-from sosp.commands.base import Command, add_data_root, add_device, parse_options, resolve_device
-from sosp.io import atomic_write_json, load_checkpoint, read_json
+from sosp.commands.base import (
+    Command,
+    add_data_root,
+    add_device,
+    check_out_file,
+    parse_options,
+    resolve_device,
+)
+from sosp.io import atomic_write_json, read_json
 from sosp.train import evaluate
 
 TestBatches = Callable[[data.DatasetInfo], Iterable]
@@ -43,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     extra = parse_options(args.record, "--record")
+    if args.out:
+        check_out_file(args.out)
     test_sets: dict[str, Iterable] = {}  # dataset name -> test batches, read once per call
 
     def test_batches(meta: data.DatasetInfo) -> Iterable:
@@ -66,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 def _evaluate_one(path: Path, extra: dict, device: str, test_batches: TestBatches) -> dict:
     """The record of one model file: its test accuracy and counts, and where it was fine-tuned
     from a pruned network, that network's accuracy and the prune report."""
-    ckpt = load_checkpoint(path)
+    ckpt = paths.read_model_file(path)  # a mask.json: says which file to pass
+    paths.check_model_file(ckpt, path)  # a last.pt or a state dict: say which file to pass
     meta = data.info(ckpt["dataset"])
     batches = test_batches(meta)
     model = paths.model_from_file(ckpt, path)

@@ -10,9 +10,8 @@ import zipfile
 from pathlib import Path
 
 from sosp import data, exporting, paths
-from sosp.commands.base import Command, resolve_device
+from sosp.commands.base import Command, check_out_file, resolve_device
 from sosp.errors import BadInput
-from sosp.io import load_checkpoint
 
 EPILOG = f"""\
 The file holds the network's computation and weights, so it runs where sosp is not
@@ -74,13 +73,15 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else exporting.default_path(source, fmt)
     if out.resolve() == source.resolve():
         raise BadInput(f"--out {out} is the model file itself; choose another path")
+    paths.refuse_mask_file(source)
     if source.is_file() and not zipfile.is_zipfile(source):  # load_checkpoint's message would
         # print the whole unpickling error and advise deleting the file (a mask.json, say)
         raise BadInput(
             f"{source} is not a model file written by sosp ({paths.PRUNED}, {paths.MODEL}), "
             "or a truncated one: it is no complete torch.save archive"
         )
-    ckpt = load_checkpoint(source)
+    check_out_file(out)
+    ckpt = paths.read_model_file(source)
     net = paths.model_from_file(ckpt, source)  # checks the file's keys, dataset included
     meta = data.info(ckpt["dataset"])
     net = net.to(resolve_device(args.device))

@@ -21,6 +21,7 @@ from sosp.commands.base import (
     add_device,
     add_download,
     add_model,
+    check_out_folder,
     model_for,
     parse_options,
     resolve_device,
@@ -80,16 +81,20 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(settings.seed)  # without --checkpoint: the init `sosp train` starts from
     model, meta = model_for(args.model, args.dataset)
     if args.checkpoint:
-        paths.load_weights(model, args.checkpoint)
-    model = model.to(resolve_device(args.device))  # every step of the pruning runs there
+        paths.load_weights(model, args.checkpoint, args.model)
+        paths.check_finite_weights(model, f"checkpoint {args.checkpoint}")
+    device = resolve_device(args.device)
+    folders = paths.ratio_folders(args.out, args.ratio)  # every check before any work
+    check_out_folder(args.out)
+    model = model.to(device)  # every step of the pruning runs there
     samples = _samples(meta, args, settings.seed)
     results = prune_with(model, args.method, args.ratio, samples, settings, options, progress=True)
     _say_recalibrated(results[0].report["bn_recalibration"])
     arch = {"model": args.model, "dataset": meta.name, "exclude": settings.exclude_list}
     run_info = {"checkpoint": args.checkpoint, "seed": settings.seed}
+    shape = {"input_shape": list(meta.input_shape)}  # what `check_mask_fits` compares
     reports = [
-        _write(paths.ratio_folder(args.out, args.ratio, ratio), r, arch, run_info)
-        for ratio, r in zip(args.ratio, results, strict=True)
+        _write(folder, r, arch, run_info, shape) for folder, r in zip(folders, results, strict=True)
     ]
     atomic_write_text(paths.reports(args.out), json.dumps(reports, indent=1))
     return 0
@@ -113,12 +118,12 @@ def _say_recalibrated(info: dict | None) -> None:
         )
 
 
-def _write(folder, r: PruneResult, arch: dict, run_info: dict) -> dict:
+def _write(folder, r: PruneResult, arch: dict, run_info: dict, shape: dict) -> dict:
     """Write one ratio's mask, pruned network and report into `folder`; returns the report
     with its folder, for the list of reports."""
     report = {**arch, **run_info, **r.report}
-    paths.save_mask(r.mask, paths.mask(folder), **arch)
-    paths.save_model(paths.pruned(folder), r.model, {**arch, "mask": r.mask})
+    paths.save_mask(r.mask, paths.mask(folder), **arch, **shape)
+    paths.save_model(paths.pruned(folder), r.model, {**arch, **shape, "mask": r.mask})
     atomic_write_text(paths.report(folder), json.dumps(report, indent=1))
     rep = r.report
     print(

@@ -21,13 +21,14 @@ from sosp.commands.base import (
     add_device,
     add_download,
     add_model,
+    check_out_folder,
     model_for,
     parse_options,
     resolve_device,
 )
 from sosp.errors import BadInput
 from sosp.graphed_step import check_supported
-from sosp.io import atomic_write_json, load_checkpoint
+from sosp.io import atomic_write_json
 from sosp.train import fit
 
 LOADERS = ("auto", "tensor", "torch")
@@ -111,6 +112,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model, meta = model_for(args.model, args.dataset)
+    _check_out(args.out)
     architecture = {"model": args.model, "dataset": meta.name}
     _run(args, model, {"command": "train", **architecture}, architecture, Path(args.out))
     return 0
@@ -119,8 +121,10 @@ def run_train(args: argparse.Namespace) -> int:
 def run_finetune(args: argparse.Namespace) -> int:
     outs = paths.finetune_folders(args.out, args.pruned)
     summary = []
+    for out in outs:
+        _check_out(out)
     for pruned, out in zip(args.pruned, outs, strict=True):
-        ckpt = load_checkpoint(pruned)
+        ckpt = paths.read_model_file(pruned)
         if "mask" not in ckpt:
             raise BadInput(
                 f"{pruned} holds no mask: pass the {paths.PRUNED} written by `sosp prune`"
@@ -137,6 +141,13 @@ def run_finetune(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", 0)) == 0:  # under torchrun only rank 0 writes
         atomic_write_json(paths.runs(args.out), summary)
     return 0
+
+
+def _check_out(out) -> None:
+    """Refuse an unwritable run folder before training; under torchrun rank 0 checks, so
+    the ranks do not race creating and removing the same probe folder."""
+    if int(os.environ.get("RANK", 0)) == 0:
+        check_out_folder(out)
 
 
 def _headline(metrics: dict) -> dict:
@@ -156,7 +167,8 @@ def _run(
     preset = args.recipe or recipes.default_preset(source["model"], meta.name)
     recipe = recipes.resolve(preset, parse_options(args.set, "--set"), args.recipe_file)
     if args.cuda_graph:  # before joining a process group or loading data
-        check_supported(resolve_device(args.device), int(os.environ.get("WORLD_SIZE", 1)))
+        world = int(os.environ.get("WORLD_SIZE", 1))
+        check_supported(resolve_device(args.device, check=False), world)
     rank, world, device = _distributed(args.device)
     amp = args.amp if args.amp is not None else torch.device(device).type == "cuda"
     kind = _loader_kind(args.loader, meta.name, device)
