@@ -4,13 +4,19 @@
 #   snakemake --profile slurm --configfile config/paper.yaml   # the paper, on a SLURM cluster
 #   snakemake replot                                        # tables and figures from cached results
 #
-# Every rule calls the `sosp` command; see README.md.
+# Every rule calls the `sosp` command; see README.md. `--cores all` is the default: the workflow
+# profile profiles/default (a link into workflow/profiles/) sets it.
+import difflib
 import json
+import reprlib
 import tempfile
 from pathlib import Path
 
+from jsonschema.exceptions import ValidationError, best_match
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
+from sosp import data, methods, models, recipes
 from sosp.settings import PruneSettings, ratio_schema
 
 min_version("9.0")
@@ -25,12 +31,13 @@ OPTIONAL_SETTINGS = ("coupling", "round_to")
 
 
 def config_schema():
-    """workflow/schemas/config.schema.json completed from sosp.settings: each experiment's
-    selection settings with their defaults, $defs/selection_settings without (an override
-    names only what differs), and $defs/ratio."""
+    """workflow/schemas/config.schema.json completed from sosp: each experiment's selection
+    settings with their defaults, $defs/selection_settings without (an override names only
+    what differs), $defs/ratio, and the datasets of sosp.data's registry."""
     path = Path(workflow.basedir, "workflow/schemas/config.schema.json")
     schema = json.loads(path.read_text())
     defs = schema["$defs"]
+    defs["experiment"]["properties"]["dataset"] = {"enum": data.names()}
     defs["ratio"] = ratio_schema()
     every = SELECTION_SETTINGS + OPTIONAL_SETTINGS
     defs["selection_settings"] = PruneSettings.json_schema(every, defaults=False)
@@ -40,13 +47,113 @@ def config_schema():
     return schema
 
 
+class ConfigError(ValueError):
+    """A bad config; its message is one line that names the key (raised below as a
+    WorkflowError, which snakemake prints with the traceback of where it was raised)."""
+
+
 def validate_config(config):
     """Check `config` against `config_schema()` and fill in its defaults (snakemake's
-    `validate` reads a schema only from a file)."""
+    `validate` reads a schema only from a file). A violation is a ConfigError of one line
+    (see `schema_error`), not snakemake's dump of the schema."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "config.schema.json")
         path.write_text(json.dumps(config_schema()))
-        validate(config, str(path))
+        try:
+            validate(config, str(path))
+        except WorkflowError as e:
+            cause = e.__cause__ or e.__context__
+            if not isinstance(cause, ValidationError):
+                raise
+            raise ConfigError(schema_error(cause)) from None
+
+
+def key_path(path):
+    """A config key path as jsonschema writes it: config['experiments']['mini']['budget']."""
+    return "config" + "".join(f"[{key!r}]" for key in path)
+
+
+def close_to(value, known):
+    """' (did you mean X?)' for the names in `known` close to `value`, else ''."""
+    close = difflib.get_close_matches(str(value), [str(k) for k in known], n=3)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
+def short_repr(value):
+    """repr(value), cut short."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 60
+    return short.repr(value)
+
+
+def schema_error(error):
+    """One line for a jsonschema ValidationError: the key path, the bad value and what is
+    allowed there."""
+    path, value, allowed = list(error.absolute_path), error.instance, error.validator_value
+    if error.context:  # oneOf/anyOf: the branch of the value's type, else every type allowed
+        inner = [
+            e for e in error.context
+            if e.validator != "type" or e.absolute_path != error.absolute_path
+        ]
+        if inner:
+            return schema_error(max(inner, key=lambda e: len(e.absolute_path)))
+        if all(e.validator == "type" for e in error.context):
+            types = " or ".join(str(e.validator_value) for e in error.context)
+            return f"{key_path(path)}: {short_repr(value)} is a {type(value).__name__}, not {types}"
+        return schema_error(best_match(error.context))
+    if error.validator == "additionalProperties" and isinstance(value, dict):
+        known = list(error.schema.get("properties", {}))
+        key = next(k for k in value if k not in known)
+        bad = f"{key_path(path + [key])}: unknown key{close_to(key, known)}"
+        return f"{bad}; allowed keys: {', '.join(known)}"
+    if error.validator == "enum":
+        bad = f"{short_repr(value)} is not allowed{close_to(value, allowed)}"
+        return f"{key_path(path)}: {bad}; allowed: {', '.join(map(repr, allowed))}"
+    if error.validator == "required":
+        missing = next(k for k in allowed if k not in value)
+        unknown = [k for k in value if k not in error.schema.get("properties", {})]
+        typo = difflib.get_close_matches(missing, unknown, n=1)
+        hint = f"; is {key_path(path + typo)} a typo of it?" if typo else ""
+        return f"{key_path(path + [missing])}: missing (required){hint}"
+    if error.validator == "type":
+        types = " or ".join(allowed) if isinstance(allowed, list) else allowed
+        return f"{key_path(path)}: {short_repr(value)} is a {type(value).__name__}, not {types}"
+    message = error.message if len(error.message) <= 200 else error.message[:200] + "..."
+    return f"{key_path(path)}: {message}"
+
+
+def check_names(config):
+    """Every model, method and recipe preset the experiments name is registered in sosp (a
+    dataset is checked by the schema): an unknown name fails here, at `snakemake -n`, not
+    inside a job. The error names the key, the bad name, the close ones and the known ones."""
+    known = {"model": models.names(), "method": methods.names(), "recipe": list(recipes.PRESETS)}
+
+    def check(kind, name, path):
+        if kind == "model" and str(name).startswith("timm/"):  # any timm model, by name
+            return
+        if name not in known[kind]:
+            raise ConfigError(
+                f"{key_path(path)}: unknown {kind} {name!r}{close_to(name, known[kind])}; "
+                f"known {kind}s: {', '.join(known[kind])}"
+            )
+
+    for exp_name, exp in config["experiments"].items():
+        at = ["experiments", exp_name]
+        for i, model in enumerate(exp["models"]):
+            check("model", model, at + ["models", i])
+        for i, method in enumerate(exp["methods"]):
+            check("method", method, at + ["methods", i])
+        if isinstance(exp["ratios"], dict):
+            for model in exp["ratios"]:
+                check("model", model, at + ["ratios", model])
+        for model in exp["model_settings"]:
+            check("model", model, at + ["model_settings", model])
+        for key in ("method_settings", "method_options"):
+            for method in exp[key]:
+                check("method", method, at + [key, method])
+        for key in ("train", "finetune"):
+            if exp[key].get("preset") is not None:
+                check("recipe", exp[key]["preset"], at + [key, "preset"])
 
 
 if not config:  # the embedded default; --configfile FILE replaces it (not merged into it)
@@ -55,7 +162,11 @@ if not config:  # the embedded default; --configfile FILE replaces it (not merge
 
 
 
-validate_config(config)
+try:
+    validate_config(config)
+    check_names(config)
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
 
 
 include: "workflow/rules/common.smk"

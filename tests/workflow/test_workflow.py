@@ -36,6 +36,8 @@ def snakemake(workdir: Path, *args: str, env=None) -> subprocess.CompletedProces
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        # this checkout's sosp, also where the installed one is another (a git worktree)
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         **(env or {}),
     }
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
@@ -91,6 +93,65 @@ def test_schema_error_names_the_key(tmp_path):
     assert r.returncode != 0
     out = r.stdout + r.stderr
     assert "['experiments']['mini']['budget']" in out and "flops" in out
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        (
+            "    seeds: [0]",
+            "    seeds: [0]\n    budgett: params",
+            ["['mini']['budgett']", "'budget'"],
+        ),
+        ("name: tiny", "nmae: tiny", ["config['nmae']", "'name'"]),
+        ("    seeds: [0]", "    seeds: zero", ["['mini']['seeds']", "'zero'", "array"]),
+        ("[0.3, 0.6]", "[0.3, 1.6]", ["['mini']['ratios'][1]", "1.6"]),
+        ("dataset: digits", "dataset: digit", ["['mini']['dataset']", "'digits'", "cifar10"]),
+    ],
+    ids=["typo", "top-level-typo", "type", "ratio", "dataset"],
+)
+def test_schema_error_is_short(tmp_path, old, new, named):
+    """A typo'd key or an ill-typed value: a few lines (not snakemake's schema dump) with one
+    that names the key path, the bad value and what is allowed (for a typo, the close key)."""
+    cfg = write_config(tmp_path, TINY.replace(old, new))
+    r = snakemake(tmp_path, "-n", "--configfile", str(cfg))
+    assert r.returncode != 0
+    lines = (r.stdout + r.stderr).splitlines()
+    assert len(lines) < 20, "\n".join(lines)
+    assert any(all(n in line for n in named) for line in lines), "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "bad", "close", "known"),
+    [
+        ("[sosp_h, magnitude]", "[sosp_h, magnitud]", "'magnitud'", "'magnitude'", "sosp_i"),
+        ("[resnet20]", "[resnt20]", "'resnt20'", "'resnet20'", "vgg19"),
+        ("train: {set:", "train: {preset: digit, set:", "'digit'", "'digits'", "densenet"),
+        ("    seeds: [0]", "    seeds: [0]\n    method_settings: {sosp_hh: {scope: local}}",
+         "'sosp_hh'", "'sosp_h'", "magnitude"),
+    ],
+    ids=["method", "model", "recipe", "method_settings"],
+)  # fmt: skip
+def test_unknown_name_fails_the_dry_run(tmp_path, old, new, bad, close, known):
+    """A method, model or recipe preset that sosp does not know fails `snakemake -n`, in one
+    line naming the experiment, the bad name, the close names and the known ones."""
+    cfg = write_config(tmp_path, TINY.replace(old, new))
+    r = snakemake(tmp_path, "-n", "--configfile", str(cfg))
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert len(out.splitlines()) < 20, out
+    line = next(line for line in out.splitlines() if bad in line)
+    assert "['experiments']['mini']" in line and close in line and known in line, line
+
+
+def test_replot_needs_no_cores(tmp_path):
+    """`snakemake replot` as the README writes it, without --cores (the workflow profile sets
+    them), rebuilds the demo's tables and figures from its committed records."""
+    shutil.copytree(REPO / "results/demo/runs", tmp_path / "results/demo/runs")
+    r = snakemake(tmp_path, "replot")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "results/demo/tables.md").exists()
+    assert (tmp_path / "figures/demo/digits_layerwise.png").exists()
 
 
 def test_generated_schema_checks_overrides_and_fills_defaults(tmp_path):
