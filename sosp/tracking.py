@@ -34,17 +34,24 @@ class Logger:
         import wandb
 
         Path(directory).mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(
-            mode=mode,
-            dir=str(directory),
-            project=project,
-            group=group,
-            job_type=job_type,
-            name=name,
-            tags=tags or [],
-            config=config or {},
-            reinit="finish_previous",
-        )
+        try:
+            self.run = wandb.init(
+                mode=mode,
+                dir=str(directory),
+                project=project,
+                group=group,
+                job_type=job_type,
+                name=name,
+                tags=tags or [],
+                config=config or {},
+                reinit="finish_previous",
+            )
+        except wandb.errors.UsageError as e:  # no API key, no login, a bad setting
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BadInput(
+                f"--wandb {mode}: W&B refused to start ({first}); run `wandb login` or set "
+                "WANDB_API_KEY, or use --wandb offline (sync later) or disabled"
+            ) from e
 
     def log(self, metrics: dict, step: int) -> None:
         if self.run is not None:
