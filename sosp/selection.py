@@ -183,10 +183,9 @@ def prefix_for_budget(
             )
         return full_order[:k]
     chosen = chosen or (lambda prefix: prefix)
-    if budget == "structures":
-        wanted = round(ratio * num_structures) / num_structures
+    if budget == "structures":  # as many as the rounded count, like the branch above
+        ratio = round(ratio * num_structures) / num_structures
         removed = lambda prefix: len(chosen(prefix)) / num_structures  # noqa: E731
-        ratio = wanted
     else:
         removed = lambda prefix: removed_fraction(chosen(prefix))  # noqa: E731
     most = removed(full_order)

@@ -76,10 +76,9 @@ def _evaluate_one(path: Path, extra: dict, device: str, test_batches: TestBatche
     """The record of one model file: its test accuracy and counts, and where it was fine-tuned
     from a pruned network, that network's accuracy and the prune report."""
     ckpt = paths.read_model_file(path)  # a mask.json: says which file to pass
-    paths.check_model_file(ckpt, path)  # a last.pt or a state dict: say which file to pass
+    model = paths.model_from_file(ckpt, path)  # a last.pt or a state dict: says which to pass
     meta = data.info(ckpt["dataset"])
     batches = test_batches(meta)
-    model = paths.model_from_file(ckpt, path)
     result = evaluate(model.to(device), batches, device)
     record = {
         **extra,
