@@ -12,6 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def layout_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last where a 4-d `x` is stored so (and not also contiguous), else contiguous:
+    the layout a new tensor of x's rank needs so that the convs after it copy nothing."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 class ZeroPadShortcut(nn.Module):
     """Option-A shortcut: [B, c_in, H, W] -> [B, c_out, ceil(H/stride), ceil(W/stride)], the
     subsampled input at channels offset .. offset + c_in - 1, zeros elsewhere, with
@@ -52,8 +60,9 @@ class ChannelScatter(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x.new_zeros(x.shape[0], self.size, *x.shape[2:])
-        return out.index_copy(1, self.positions, x)
+        shape = (x.shape[0], self.size, *x.shape[2:])
+        out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout_of(x))
+        return out.zero_().index_copy_(1, self.positions, x)
 
 
 class IndexAdd(nn.Module):
@@ -70,6 +79,9 @@ class IndexAdd(nn.Module):
         )
 
     def forward(self, stream: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-        if self.inplace:
-            return stream.index_add_(1, self.positions, branch)
-        return stream.index_add(1, self.positions, branch)
+        if not self.inplace:
+            # Not `stream.index_add`: its output is allocated contiguous, so a channels_last
+            # stream was copied to NCHW and every later conv copied it back (bf16 ResNet-50 on
+            # an H200: 2.95 ms against 0.94 for clone + index_add_ at 256x256x56x56).
+            stream = stream.clone()
+        return stream.index_add_(1, self.positions, branch)

@@ -39,11 +39,12 @@ def test_prune_returns_a_model_on_the_device_it_was_given(method, device):
         kernel_scaling=True,
         recalibrate_bn=True,
     )
-    assert {p.device for p in r.model.parameters()} == {torch.device(device)}
-    assert {b.device for b in r.model.buffers()} == {torch.device(device)}
+    here = torch.empty(0, device=device).device  # "cuda" names cuda:0 once placed
+    assert {p.device for p in r.model.parameters()} == {here}
+    assert {b.device for b in r.model.buffers()} == {here}
     with torch.no_grad():
         out = r.model.eval()(torch.randn(2, 1, 8, 8, device=device))
-    assert out.device == torch.device(device) and torch.isfinite(out).all()
+    assert out.device == here and torch.isfinite(out).all()
     assert r.report["after"] == counting.count(r.model, (1, 8, 8)).as_dict()
     assert set(r.report["seconds_by_step"]) >= {"tracing", "saliency", "selection", "surgery"}
 

@@ -154,3 +154,30 @@ def test_mask_round_trip_and_fresh_model(tmp_path):
     assert counting.count(small, (1, 8, 8)).as_dict() == r.report["after"]
     graph = analyze(fresh, (1, 8, 8), exclude="resnet_downsample")
     assert mask_from_indices(graph, indices_from_mask(graph, mask)) == mask
+
+
+def test_pruned_resnet_keeps_channels_last_through_every_conv():
+    """A pruned ResNet-50 with per-filter structures (index-adds into the full residual stream)
+    run on a channels_last input feeds every conv a channels_last input, so no conv copies its
+    input to another layout, and computes what it computes on a contiguous input."""
+    shape = (3, 32, 32)
+    model = randomized(models.create("resnet50", 10, 3, 32), dtype=torch.float32).eval()
+    graph = analyze(model, shape, exclude="resnet_downsample")
+    small = build_pruned(graph, random_mask(graph, random.Random(0))).eval()
+    assert [m for m in small.modules() if isinstance(m, IndexAdd)]
+    small = small.to(memory_format=torch.channels_last)
+    layouts = []
+    for m in small.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_pre_hook(
+                lambda _, args: layouts.append(
+                    args[0].shape[2:] == (1, 1)
+                    or args[0].is_contiguous(memory_format=torch.channels_last)
+                )
+            )
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        out = small(x.to(memory_format=torch.channels_last))
+        layouts_cl, layouts[:] = list(layouts), []
+        torch.testing.assert_close(out, small(x), rtol=1e-4, atol=1e-4)
+    assert layouts_cl and all(layouts_cl)
