@@ -15,7 +15,11 @@ from torch import nn
 def layout_of(x: torch.Tensor) -> torch.memory_format:
     """channels_last where a 4-d `x` is stored so (and not also contiguous), else contiguous:
     the layout a new tensor of x's rank needs so that the convs after it copy nothing."""
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if (
+        x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    ):
         return torch.channels_last
     return torch.contiguous_format
 
