@@ -187,8 +187,19 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
         raise Unsupported(f"cannot trace {type(model).__name__} with torch.fx: {e}") from e
     gm = fx.GraphModule(model, graph)
     p = next(model.parameters())
+    x = torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device)
     with eval_mode(model):
-        ShapeProp(gm).propagate(torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device))
+        try:
+            ShapeProp(gm).propagate(x)
+        except RuntimeError as e:  # fx wraps the module's error in a page of graph dump
+            cause = e.__cause__ or e
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
+            raise BadInput(
+                f"{type(model).__name__} does not run on inputs of shape {tuple(input_shape)} "
+                f"(one sample; {first}); create the model for this data, e.g. "
+                "models.create(name, num_classes, in_channels=C, image_size=H) with the data's "
+                "C and H (digits: in_channels=1, image_size=8)"
+            ) from e
     return gm
 
 

@@ -163,3 +163,18 @@ def test_bad_data_folder_stops_with_one_line(tmp_path, monkeypatch, make):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert expected in r.stderr and str(root.resolve()) in r.stderr, r.stderr
     assert not out.exists()
+
+
+def test_explicit_root_wins_over_sosp_imagenet_which_wins_over_the_default(tmp_path, monkeypatch):
+    """`root=` (the CLI's --data-root) is looked in even where $SOSP_IMAGENET is set; without a
+    root, $SOSP_IMAGENET is used, not $SOSP_DATA/imagenet."""
+    elsewhere, data_dir = tmp_path / "elsewhere", tmp_path / "data"
+    monkeypatch.setenv("SOSP_IMAGENET", str(elsewhere))
+    monkeypatch.setenv("SOSP_DATA", str(data_dir))
+    with pytest.raises(DatasetNotFound, match=str(tmp_path / "explicit" / "imagenet")):
+        data.load("imagenet", "train", root=tmp_path / "explicit")
+    with pytest.raises(DatasetNotFound, match=str(elsewhere / "train")):
+        data.load("imagenet", "train")
+    monkeypatch.delenv("SOSP_IMAGENET")
+    with pytest.raises(DatasetNotFound, match=str(data_dir / "imagenet" / "train")):
+        data.load("imagenet", "train")

@@ -238,3 +238,16 @@ def test_operation_outside_the_table_fails_naming_the_node(model, match):
     raises Unsupported naming the node."""
     with pytest.raises(Unsupported, match=match):
         analyze(model, SHAPE)
+
+
+def test_model_made_for_other_inputs_fails_in_one_line_naming_the_fix():
+    """A 3-channel 32-px ResNet analyzed on digits' 1x8x8 samples stops with BadInput: one
+    line holding the conv's own complaint and the in_channels/image_size fix, no fx dump."""
+    from sosp import models
+    from sosp.errors import BadInput
+
+    with pytest.raises(BadInput) as e:
+        analyze(models.create("resnet20", 10), (1, 8, 8))
+    text = str(e.value)
+    assert "\n" not in text and "expected input[1, 1, 8, 8] to have 3 channels" in text
+    assert "in_channels=1, image_size=8" in text

@@ -30,10 +30,11 @@ class DatasetInfo:
         return (self.in_channels, self.image_size, self.image_size)
 
 
-# dataset(meta, train, root, augment, download) -> torch Dataset of normalized (image, label)
-DatasetReader = Callable[[DatasetInfo, bool, Path, bool, bool], Dataset]
+# dataset(meta, train, root, augment, download) -> torch Dataset of normalized (image, label);
+# root is the caller's (None: the reader's default, data_root() or the dataset's own variable)
+DatasetReader = Callable[[DatasetInfo, bool, Path | None, bool, bool], Dataset]
 # tensors(meta, train, root, download) -> (x [N, C, H, W] uint8 or float in [0, 1], y [N] long)
-TensorReader = Callable[[DatasetInfo, bool, Path, bool], tuple[torch.Tensor, torch.Tensor]]
+TensorReader = Callable[[DatasetInfo, bool, Path | None, bool], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from sosp.data.base import DatasetInfo, Source
+from sosp.data.base import DatasetInfo, Source, data_root
 from sosp.errors import BadInput, DatasetNotFound
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -82,8 +82,9 @@ def write_fake_cifar10(root: str | os.PathLike, per_batch: int = 4, seed: int = 
 
 
 def cifar_dataset(
-    meta: DatasetInfo, train: bool, root: Path, augment: bool, download: bool
+    meta: DatasetInfo, train: bool, root: Path | None, augment: bool, download: bool
 ) -> Dataset:
+    root = data_root(root)
     cls = _cifar_class(meta.name)
     folder = root / cls.base_folder
     if download:  # torchvision fetches the archive and verifies its MD5 sums
@@ -112,7 +113,7 @@ def cifar_dataset(
 
 
 def cifar_tensors(
-    meta: DatasetInfo, train: bool, root: Path, download: bool
+    meta: DatasetInfo, train: bool, root: Path | None, download: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     ds = cifar_dataset(meta, train, root, False, download)
     return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)

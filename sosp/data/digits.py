@@ -30,7 +30,7 @@ def digits_split(seed: int = 0, test_fraction: float = 0.2):
 
 
 def digit_tensors(
-    meta: DatasetInfo, train: bool, root: Path, download: bool
+    meta: DatasetInfo, train: bool, root: Path | None, download: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     x_train, x_test, y_train, y_test = digits_split()
     x, y = (x_train, y_train) if train else (x_test, y_test)
@@ -38,7 +38,7 @@ def digit_tensors(
 
 
 def digits_dataset(
-    meta: DatasetInfo, train: bool, root: Path, augment: bool, download: bool
+    meta: DatasetInfo, train: bool, root: Path | None, augment: bool, download: bool
 ) -> Dataset:
     x, y = digit_tensors(meta, train, root, download)
     return TensorDataset((x - meta.mean[0]) / meta.std[0], y)

@@ -1,5 +1,5 @@
-"""ImageNet from an ImageFolder root with `train/` and `val/` (`$SOSP_IMAGENET`, else
-`<root>/imagenet`); it cannot be downloaded automatically.
+"""ImageNet from an ImageFolder root with `train/` and `val/`: `<root>/imagenet` for an explicit
+root, else `$SOSP_IMAGENET`, else `<data_root()>/imagenet`; it cannot be downloaded.
 
 A folder the model cannot use stops with one line (`BadInput`) before anything runs: no class
 folders, class folders without images, or a number of classes other than the 1000 the model's
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from sosp.data.base import DatasetInfo, Source
+from sosp.data.base import DatasetInfo, Source, data_root
 from sosp.errors import BadInput, DatasetNotFound
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -40,9 +40,12 @@ def imagenet_transform(meta: DatasetInfo, augment: bool):
 
 
 def imagenet_dataset(
-    meta: DatasetInfo, train: bool, root: Path, augment: bool, download: bool
+    meta: DatasetInfo, train: bool, root: Path | None, augment: bool, download: bool
 ) -> Dataset:
-    base = Path(os.environ.get("SOSP_IMAGENET") or root / "imagenet")
+    if root is not None:  # an explicit --data-root wins over $SOSP_IMAGENET
+        base = root / "imagenet"
+    else:
+        base = Path(os.environ.get("SOSP_IMAGENET") or data_root() / "imagenet")
     folder = base / ("train" if train else "val")
     if not folder.is_dir():
         raise DatasetNotFound(

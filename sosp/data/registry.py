@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
 from sosp.data import cifar, digits, imagenet, synthetic
-from sosp.data.base import DatasetInfo, Source, data_root
+from sosp.data.base import DatasetInfo, Source
 from sosp.errors import BadInput, UnknownName
 
 SOURCES: dict[str, Source] = {
@@ -45,6 +46,12 @@ def info(name: str) -> DatasetInfo:
     return source(name).info
 
 
+def _given(root: str | os.PathLike | None) -> Path | None:
+    """The root as the caller gave it (None: the reader's defaults, `data_root()` or a
+    dataset's own variable such as $SOSP_IMAGENET, which an explicit root overrides)."""
+    return None if root is None else Path(root)
+
+
 def _is_train(split: str) -> bool:
     if split not in SPLITS:
         raise BadInput(f"split must be 'train' or 'test', not {split!r}")
@@ -66,7 +73,7 @@ def load(
     train = _is_train(split)
     found = source(name)
     augment = train if augment is None else (augment and train)
-    return found.dataset(found.info, train, data_root(root), augment, download)
+    return found.dataset(found.info, train, _given(root), augment, download)
 
 
 def tensors(
@@ -78,4 +85,4 @@ def tensors(
     found = source(name)
     if found.tensors is None:
         raise BadInput(f"{name} has no tensor form (it is read from files); use the DataLoader")
-    return found.tensors(found.info, train, data_root(root), download)
+    return found.tensors(found.info, train, _given(root), download)

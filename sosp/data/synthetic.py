@@ -22,14 +22,14 @@ def synthetic(
 
 
 def synthetic_dataset(
-    meta: DatasetInfo, train: bool, root: Path, augment: bool, download: bool
+    meta: DatasetInfo, train: bool, root: Path | None, augment: bool, download: bool
 ) -> Dataset:
     n = meta.train_size if train else meta.test_size
     return synthetic(n, meta.input_shape, meta.num_classes, seed=0 if train else 1)
 
 
 def synthetic_tensors(
-    meta: DatasetInfo, train: bool, root: Path, download: bool
+    meta: DatasetInfo, train: bool, root: Path | None, download: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = synthetic_dataset(meta, train, root, False, download).tensors
     return (x - x.min()) / (x.max() - x.min()), y
