@@ -54,8 +54,9 @@ def model(run: PathLike) -> Path:
 
 
 def metrics(run: PathLike) -> Path:
-    """Per-epoch metrics, final and best test accuracy, wall time, device, versions and the
-    run's config; "finished": true once the run is complete."""
+    """Per-epoch metrics, wall time, device, versions and the run's config, rewritten
+    atomically after every epoch with "finished": false and "epochs_done" (of "epochs_total");
+    once the run is complete, "finished": true and the final and best test accuracy."""
     return Path(run) / METRICS
 
 

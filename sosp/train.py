@@ -1,9 +1,11 @@
 """Training and fine-tuning: SGD with the recipe's schedule, a checkpoint after every epoch,
 exact resume, and a clean stop on SIGTERM.
 
-A run lives in one folder (its files are named in `sosp.paths`): the last checkpoint,
-rewritten after every epoch; the final network as a model file; the metrics, which say
-"finished" once the run is complete. Re-running the same command resumes from the last
+A run lives in one folder (its files are named in `sosp.paths`): the last checkpoint and the
+metrics, both rewritten after every epoch; the final network as a model file. The metrics say
+"finished": false with the epochs done so far while the run goes on, and "finished": true with
+the final test accuracy once it is complete. After every epoch one line (`epoch_line`) is
+printed, with or without the progress bar. Re-running the same command resumes from the last
 checkpoint, and does nothing once the metrics say the run finished. Every random draw of epoch
 e is seeded by (seed, e) (see `sosp.loaders`), so a resumed run reaches the same weights as an
 uninterrupted one on the same machine.
@@ -35,6 +37,7 @@ from sosp.modes import eval_mode
 from sosp.recipes import Recipe
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+POSTFIX_SECONDS = 0.5  # the bar's running loss and accuracy: at most this often (a device sync)
 
 
 class Preempted(SospError):
@@ -72,11 +75,14 @@ def add_bn_l1_grad(model: nn.Module, strength: float) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, device, amp: bool = False) -> dict[str, float]:
-    """Mean cross-entropy and accuracy (in [0, 1]) of `model` in eval mode over `batches`."""
+def evaluate(
+    model: nn.Module, batches, device, amp: bool = False, progress: bool = False, desc="test"
+) -> dict[str, float]:
+    """Mean cross-entropy and accuracy (in [0, 1]) of `model` in eval mode over `batches`;
+    `progress`: a progress bar named `desc`, gone when done."""
     loss, correct, n = 0.0, 0, 0
     with eval_mode(model):
-        for x, y in batches:
+        for x, y in tqdm(batches, desc=desc, disable=not progress, leave=False):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with _autocast(device, amp):
                 out = model(x)
@@ -135,7 +141,9 @@ def fit(
     cuda_graph: bool = False,
 ) -> dict:
     """Train `model` by `recipe` on `train_batches` (a loader with `set_epoch`), evaluating on
-    `test_batches`; checkpoints and metrics go to the run folder `out`. `config` is everything
+    `test_batches`; the checkpoint and the metrics so far are rewritten in the run folder `out`
+    after every epoch, and rank 0 prints its `epoch_line`. `progress`: a bar per epoch with
+    the running loss and accuracy, and one per evaluation. `config` is everything
     that defines the run: a checkpoint made under another config is refused. The final network
     is saved as a model file with `architecture` ({"model", "dataset"}, and "mask", "exclude"
     for a pruned one; see `sosp.paths.model_file`). `cuda_graph`: run the training step as a
@@ -154,18 +162,24 @@ def fit(
     opt = optimizer_for(model, recipe)
     state = _resumed(out, config, net, opt, recipe, rank)
     step = step_function(model, opt, recipe, device, amp, cuda_graph)  # after the resume
-    started = time.perf_counter()
+    started, first = time.perf_counter(), state.epoch
     with stop_on_signal() as stopped:
         for epoch in range(state.epoch, recipe.total_epochs):
-            row = _train_epoch(
+            row, images, train_seconds = _train_epoch(
                 step, model, opt, recipe, train_batches, epoch, seed, device, stopped, progress
             )
             if (epoch + 1) % recipe.test_every == 0 or epoch + 1 == recipe.total_epochs:
-                test = evaluate(net, test_batches, device, amp)
+                test = evaluate(net, test_batches, device, amp, progress)
                 row.update(test_loss=test["loss"], test_acc=test["acc"])
             state.advance(row, time.perf_counter() - started)
             if rank == 0:
-                _save_checkpoint(out, state, net, opt, config)
+                _save_checkpoint(out, state, net, opt, config)  # before the metrics that cite it
+                metrics = _metrics(state, recipe, device, seed, config, finished=False)
+                atomic_write_json(paths.metrics(out), metrics)
+                per_epoch = state.wall_now / (epoch + 1 - first)  # this process's epochs
+                eta = per_epoch * (recipe.total_epochs - epoch - 1)
+                speed = images * world_size() / train_seconds
+                print(epoch_line(row, recipe.total_epochs, speed, eta), flush=True)
                 if logger is not None:
                     logger.log(row, step=epoch + 1)
             if stopped():
@@ -173,10 +187,38 @@ def fit(
     if rank != 0:
         return {}
     paths.save_model(paths.model(out), net.float(), architecture)
-    wall_seconds = state.wall_before + time.perf_counter() - started
-    metrics = _metrics(state.history, wall_seconds, device, seed, config)
+    state.wall_now = time.perf_counter() - started
+    metrics = _metrics(state, recipe, device, seed, config, finished=True)
     atomic_write_json(paths.metrics(out), metrics)
     return metrics
+
+
+def epoch_line(row: dict, total_epochs: int, images_per_second: float, eta_seconds: float) -> str:
+    """The line printed after each epoch, from its metrics row (see `_train_epoch`): e.g.
+    `epoch 3/30  loss 1.234  acc 56.7%  test acc 55.1%  lr 0.1  1,234 img/s  ETA 4m10s`, the
+    test accuracy only where the epoch was tested."""
+    parts = [
+        f"epoch {row['epoch']}/{total_epochs}",
+        f"loss {row['train_loss']:.3f}",
+        f"acc {row['train_acc']:.1%}",
+    ]
+    if "test_acc" in row:
+        parts.append(f"test acc {row['test_acc']:.1%}")
+    parts += [
+        f"lr {row['lr']:.3g}",
+        f"{images_per_second:,.0f} img/s",
+        f"ETA {_duration(eta_seconds)}",
+    ]
+    return "  ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    """`seconds` as 1h05m, 4m10s or 12s."""
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 @dataclass
@@ -238,18 +280,18 @@ def _save_checkpoint(out: Path, state: _Progress, net, opt, config: dict) -> Non
 
 
 def _metrics(
-    history: list[dict], wall_seconds: float, device: str, seed: int, config: dict
+    state: _Progress, recipe: Recipe, device: str, seed: int, config: dict, *, finished: bool
 ) -> dict:
-    """The metrics of a finished run: final and best test accuracy, every epoch's row, wall
-    time (s), device, versions, config."""
-    tested = [r for r in history if "test_acc" in r]
+    """The metrics of a run: whether it `finished`, epochs done of all, every epoch's row so
+    far, wall time (s), device, versions, config; a finished run's add its final and best test
+    accuracy. Only the wall time differs between a resumed and an uninterrupted run."""
     return {
-        "finished": True,
-        "final_test_acc": tested[-1]["test_acc"],
-        "final_test_loss": tested[-1]["test_loss"],
-        "best_test_acc_selected_on_test": max(r["test_acc"] for r in tested),
-        "epochs": history,
-        "wall_seconds": wall_seconds,
+        "finished": finished,
+        **(_final_test(state.history) if finished else {}),
+        "epochs_done": len(state.history),
+        "epochs_total": recipe.total_epochs,
+        "epochs": state.history,
+        "wall_seconds": state.wall_seconds,
         "device": _device_name(device),
         "seed": seed,
         "versions": versions(),
@@ -257,8 +299,23 @@ def _metrics(
     }
 
 
-def _train_epoch(step, model, opt, recipe, batches, epoch, seed, device, stopped, progress) -> dict:
-    """One epoch of `step` (see `step_function`) at the epoch's lr; returns its metrics row."""
+def _final_test(history: list[dict]) -> dict:
+    """Final and best test accuracy of a finished run's rows (its last epoch is tested)."""
+    tested = [r for r in history if "test_acc" in r]
+    return {
+        "final_test_acc": tested[-1]["test_acc"],
+        "final_test_loss": tested[-1]["test_loss"],
+        "best_test_acc_selected_on_test": max(r["test_acc"] for r in tested),
+    }
+
+
+def _train_epoch(
+    step, model, opt, recipe, batches, epoch, seed, device, stopped, progress
+) -> tuple[dict, int, float]:
+    """One epoch of `step` (see `step_function`) at the epoch's lr; returns its metrics row,
+    the images it trained on and its seconds. `progress`: a bar with the running loss and
+    accuracy, read off the device at most every `POSTFIX_SECONDS`."""
+    started = time.perf_counter()
     lr = lr_at(recipe, epoch)
     for group in opt.param_groups:
         group["lr"] = lr
@@ -271,11 +328,17 @@ def _train_epoch(step, model, opt, recipe, batches, epoch, seed, device, stopped
     bar = tqdm(
         batches, desc=f"epoch {epoch + 1}/{recipe.total_epochs}", disable=not progress, leave=False
     )
+    next_postfix = time.monotonic() + POSTFIX_SECONDS
     for x, y in bar:
         loss, out, y = step(x, y)  # read before the next step: a graph's outputs are static
         total_loss += loss.detach() * len(y)
         correct += (out.argmax(1) == y).sum()
         n += len(y)
+        if progress and time.monotonic() >= next_postfix:  # a sync, so not every batch
+            bar.set_postfix_str(
+                f"loss {total_loss.item() / n:.3f}  acc {correct.item() / n:.1%}", refresh=False
+            )
+            next_postfix = time.monotonic() + POSTFIX_SECONDS
         if stopped():
             raise Preempted(
                 f"stopped by a signal during epoch {epoch + 1}; re-run the same command to "
@@ -284,7 +347,8 @@ def _train_epoch(step, model, opt, recipe, batches, epoch, seed, device, stopped
     mean_loss = total_loss.item() / n
     if not math.isfinite(mean_loss):
         raise BadInput(f"the training loss became {mean_loss} in epoch {epoch + 1}; lower lr")
-    return {"epoch": epoch + 1, "lr": lr, "train_loss": mean_loss, "train_acc": correct.item() / n}
+    row = {"epoch": epoch + 1, "lr": lr, "train_loss": mean_loss, "train_acc": correct.item() / n}
+    return row, n, time.perf_counter() - started
 
 
 def step_function(model, opt, recipe: Recipe, device, amp: bool, cuda_graph: bool = False):

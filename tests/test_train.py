@@ -10,11 +10,12 @@ import time
 
 import pytest
 import torch
+from torch import nn
 
-from sosp import recipes
+from sosp import data, loaders, recipes, train
 from sosp.errors import BadInput, UnknownName
 from sosp.recipes import Recipe
-from sosp.train import add_bn_l1_grad, lr_at
+from sosp.train import Preempted, add_bn_l1_grad, epoch_line, fit, lr_at
 from tests.test_cli import run_sosp
 
 QUICK = ["--dataset", "digits", "--no-progress", "--set", "epochs=3"]
@@ -105,16 +106,18 @@ def test_resume_after_sigterm_reaches_the_same_weights(tmp_path):
 
 
 METRICS_KEYS = [
-    "finished", "final_test_acc", "final_test_loss", "best_test_acc_selected_on_test", "epochs",
-    "wall_seconds", "device", "seed", "versions", "config",
+    "finished", "final_test_acc", "final_test_loss", "best_test_acc_selected_on_test",
+    "epochs_done", "epochs_total", "epochs", "wall_seconds", "device", "seed", "versions", "config",
 ]  # fmt: skip
 
 
 def test_finished_run_is_not_repeated(tmp_path):
-    """A finished run (metrics.json with its keys, model.pt) is not trained again."""
+    """A finished run (metrics.json with its keys, model.pt) is not trained again. Its log
+    (--no-progress) holds one line per epoch."""
     out = tmp_path / "run"
     first = run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(out))
     assert first.returncode == 0, first.stderr
+    assert [line.split()[1] for line in _epoch_lines(first.stdout)] == ["1/3", "2/3", "3/3"]
     assert list(json.loads((out / "metrics.json").read_text())) == METRICS_KEYS
     stamp = (out / "model.pt").stat().st_mtime_ns
     again = run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(out))
@@ -229,3 +232,115 @@ def test_cycles_restart_the_schedule():
     r = recipes.resolve("cifar", {"cycles": 2})
     assert r.total_epochs == 400
     assert lr_at(r, 200) == pytest.approx(0.1) and lr_at(r, 399) == pytest.approx(0.001)
+
+
+def test_epoch_line_names_test_accuracy_only_for_tested_epochs():
+    """The per-epoch line carries epoch k/n, loss, accuracy, lr, images/s and ETA, and the test
+    accuracy only where the row has one."""
+    row = {"epoch": 3, "lr": 0.1, "train_loss": 1.2344, "train_acc": 0.5671}
+    line = epoch_line(row, 30, 1234.4, 250)
+    assert line == "epoch 3/30  loss 1.234  acc 56.7%  lr 0.1  1,234 img/s  ETA 4m10s"
+    tested = epoch_line({**row, "test_loss": 1.0, "test_acc": 0.551}, 30, 50, 3725)
+    assert "acc 56.7%  test acc 55.1%  lr 0.1" in tested and tested.endswith("ETA 1h02m")
+
+
+def _epoch_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("epoch ")]
+
+
+def test_one_line_per_epoch_is_printed_without_the_bar(tmp_path, capsys):
+    """With the bar off, `fit` prints exactly one line per epoch, in order, as each ends, with
+    the test accuracy on the tested epochs only (test_every=2 of 4: epochs 2 and 4)."""
+    _tiny_digits_run(tmp_path / "run")
+    lines = _epoch_lines(capsys.readouterr().out)
+    assert [line.split()[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    assert ["test acc" in line for line in lines] == [False, True, False, True]
+    assert all(" img/s  ETA " in line for line in lines)
+
+
+def _tiny_digits_run(out, logger=None) -> dict:
+    """`fit` of a one-conv network on 256 digits for 4 epochs (tested every 2 on 128), into
+    `out`: a run in a fraction of a second."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+    )  # fmt: skip
+    recipe = Recipe(epochs=4, batch_size=128, lr=0.1, schedule="constant", milestones=(),
+                    augment=False, test_every=2)  # fmt: skip
+    meta = data.info("digits")
+    batches = {}
+    for split in ("train", "test"):
+        x, y = data.tensors("digits", split)
+        n = 256 if split == "train" else 128
+        batches[split] = loaders.TensorLoader(
+            x[:n], y[:n], meta, 128, shuffle=split == "train", augment=False, seed=0
+        )
+    return fit(
+        net, recipe, batches["train"], batches["test"], out, config={"recipe": recipe.as_dict()},
+        architecture={"model": "tiny", "dataset": "digits"}, logger=logger, progress=False,
+    )  # fmt: skip
+
+
+class _StopAfter:
+    """A logger that sends this process SIGTERM once epoch `epoch` is logged, as a scheduler
+    that preempts the job would."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def log(self, row: dict, step: int) -> None:
+        if step == self.epoch:
+            signal.raise_signal(signal.SIGTERM)
+
+
+def test_metrics_say_how_far_a_stopped_run_got_and_resume_ends_the_same(tmp_path):
+    """metrics.json of a run stopped after epoch 2 of 4 holds those 2 epochs with
+    "finished": false; the resumed run ends with "finished": true and the same metrics as an
+    uninterrupted run, apart from the wall time."""
+    stopped = tmp_path / "stopped"
+    with pytest.raises(Preempted):
+        _tiny_digits_run(stopped, logger=_StopAfter(2))
+    partial = json.loads((stopped / "metrics.json").read_text())
+    assert partial["finished"] is False and "final_test_acc" not in partial
+    assert (partial["epochs_done"], partial["epochs_total"]) == (2, 4)
+    assert [row["epoch"] for row in partial["epochs"]] == [1, 2]
+    assert "test_acc" in partial["epochs"][1] and not (stopped / "model.pt").exists()
+
+    resumed = _tiny_digits_run(stopped)
+    whole = _tiny_digits_run(tmp_path / "whole")
+    on_disk = json.loads((stopped / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(resumed))  # what fit returns is what it wrote
+    assert on_disk["finished"] is True and on_disk["epochs_done"] == 4
+    assert on_disk["epochs"][:2] == partial["epochs"]
+    del resumed["wall_seconds"], whole["wall_seconds"]
+    assert resumed == whole
+
+
+def test_the_bar_shows_the_epoch_running_loss_and_accuracy(tmp_path, monkeypatch):
+    """With progress on, the training bar's postfix carries the running loss and accuracy; at
+    the epoch's last batch they are the epoch's (here read every batch: interval 0)."""
+    postfixes = []
+
+    class RecordingBar:
+        def __init__(self, iterable, **kwargs):
+            self.iterable = iterable
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix_str(self, text, refresh=True):
+            postfixes.append(text)
+
+    monkeypatch.setattr(train, "tqdm", RecordingBar)
+    monkeypatch.setattr(train, "POSTFIX_SECONDS", 0.0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    x, y = data.tensors("digits", "train")
+    batches = loaders.TensorLoader(x, y, data.info("digits"), 512, shuffle=True, augment=False)
+    recipe = Recipe()
+    opt = train.optimizer_for(net, recipe)
+    step = train.step_function(net, opt, recipe, "cpu", amp=False)
+    never = lambda: False  # noqa: E731 (no stop signal)
+    row, images, _ = train._train_epoch(step, net, opt, recipe, batches, 0, 0, "cpu", never, True)
+    assert images == len(y) and len(postfixes) == len(batches)
+    assert postfixes[-1] == f"loss {row['train_loss']:.3f}  acc {row['train_acc']:.1%}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +64,21 @@ def add_data_root(p: argparse.ArgumentParser) -> None:
 
 def add_download(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="download CIFAR if it is missing")
+
+
+def add_no_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (they show only when stderr is a terminal; the result lines are "
+        "printed either way)",
+    )
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether to draw progress bars: not with --no-progress, nor into a log file or pipe,
+    where a redrawn bar is noise and the printed lines say the same."""
+    return not args.no_progress and sys.stderr.isatty()
 
 
 # -- shared steps -----------------------------------------------------------------------------

@@ -15,9 +15,11 @@ from sosp.commands.base import (
     Command,
     add_data_root,
     add_device,
+    add_no_progress,
     check_out_file,
     parse_options,
     resolve_device,
+    show_progress,
 )
 from sosp.io import atomic_write_json, read_json
 from sosp.train import evaluate
@@ -44,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="fields to store with every result (e.g. experiment=fig1 method=sosp_h seed=1)",
     )
+    add_no_progress(p)
     p.add_argument("--out", help="write the results as a JSON list here (default: print only)")
 
 
@@ -59,27 +62,37 @@ def run(args: argparse.Namespace) -> int:
             test_sets[meta.name] = _test_batches(meta, args.data_root, args.batch_size)
         return test_sets[meta.name]
 
-    records = [_evaluate_one(Path(c), extra, device, test_batches) for c in args.checkpoint]
+    progress = show_progress(args)
+    records = []
+    for c in args.checkpoint:
+        records.append(_evaluate_one(Path(c), extra, device, test_batches, progress))
+        print(result_line(records[-1]), flush=True)  # as each is done: progress in a log too
     if args.out:
         atomic_write_json(args.out, records)
-    for r in records:
-        before = r.get("test_acc_before_finetune")
-        note = "" if before is None else f" (before fine-tuning {before:.4f})"
-        print(
-            f"{r['checkpoint']}: test acc {r['test_acc']:.4f}{note}, "
-            f"{r['params']:,} params, {r['macs']:,} MACs"
-        )
     return 0
 
 
-def _evaluate_one(path: Path, extra: dict, device: str, test_batches: TestBatches) -> dict:
+def result_line(record: dict) -> str:
+    """The line printed for one evaluated model file, from its record."""
+    before = record.get("test_acc_before_finetune")
+    note = "" if before is None else f" (before fine-tuning {before:.4f})"
+    return (
+        f"{record['checkpoint']}: test acc {record['test_acc']:.4f}{note}, "
+        f"{record['params']:,} params, {record['macs']:,} MACs"
+    )
+
+
+def _evaluate_one(
+    path: Path, extra: dict, device: str, test_batches: TestBatches, progress: bool = False
+) -> dict:
     """The record of one model file: its test accuracy and counts, and where it was fine-tuned
-    from a pruned network, that network's accuracy and the prune report."""
+    from a pruned network, that network's accuracy and the prune report. `progress`: a bar
+    per evaluation."""
     ckpt = paths.read_model_file(path)  # a mask.json: says which file to pass
     model = paths.model_from_file(ckpt, path)  # a last.pt or a state dict: says which to pass
     meta = data.info(ckpt["dataset"])
     batches = test_batches(meta)
-    result = evaluate(model.to(device), batches, device)
+    result = evaluate(model.to(device), batches, device, progress=progress, desc=str(path))
     record = {
         **extra,
         "model": ckpt["model"],
@@ -98,7 +111,8 @@ def _evaluate_one(path: Path, extra: dict, device: str, test_batches: TestBatche
         pruned = metrics.get("config", {}).get("pruned")
         if pruned:
             source = paths.load_model(pruned).to(device)
-            record["test_acc_before_finetune"] = evaluate(source, batches, device)["acc"]
+            before = evaluate(source, batches, device, progress=progress, desc=str(pruned))
+            record["test_acc_before_finetune"] = before["acc"]
             report = read_json(paths.report(Path(pruned).parent))
             record["prune"] = {k: v for k, v in report.items() if k not in ("model", "dataset")}
     return record

@@ -21,10 +21,12 @@ from sosp.commands.base import (
     add_device,
     add_download,
     add_model,
+    add_no_progress,
     check_out_folder,
     model_for,
     parse_options,
     resolve_device,
+    show_progress,
 )
 from sosp.errors import BadInput
 from sosp.graphed_step import check_supported
@@ -100,7 +102,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wandb-project", default="sosp")
     p.add_argument("--wandb-group", help="e.g. one per figure and method, so seeds aggregate")
     p.add_argument("--wandb-tags", nargs="*", default=[])
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     p.add_argument(
         "--out",
         required=True,
@@ -198,7 +200,7 @@ def _run(
             device=device,
             amp=amp,
             logger=logger,
-            progress=not args.no_progress and rank == 0,
+            progress=show_progress(args) and rank == 0,
             rank=rank,
             cuda_graph=args.cuda_graph,
         )
