@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sosp import data, models
+from sosp import data, models, tracking
 from sosp.errors import BadInput
 
 
@@ -81,6 +81,17 @@ def show_progress(args: argparse.Namespace) -> bool:
     return not args.no_progress and sys.stderr.isatty()
 
 
+def add_wandb(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wandb", default="disabled", choices=tracking.MODES, help="W&B logging (optional)"
+    )
+    p.add_argument("--wandb-project", default="sosp")
+    p.add_argument("--wandb-group", help="e.g. one per figure and method, so seeds aggregate")
+    p.add_argument(
+        "--wandb-tags", nargs="*", default=[], help="e.g. the experiment, figure or table"
+    )
+
+
 # -- shared steps -----------------------------------------------------------------------------
 
 
@@ -89,6 +100,36 @@ def model_for(model: str, dataset: str | None) -> tuple[nn.Module, data.DatasetI
     own)."""
     meta = data.info(dataset or models.spec(model).dataset)
     return models.create(model, meta.num_classes, meta.in_channels, meta.image_size), meta
+
+
+def open_run(args: argparse.Namespace, config: dict, directory: str | os.PathLike):
+    """The W&B run (`tracking.Logger`) of one `tracking.run_config` as the `add_wandb` options
+    say: its job type the command, its name `tracking.run_name`; W&B's files go to
+    `directory`."""
+    return tracking.Logger(
+        args.wandb,
+        directory=directory,
+        project=args.wandb_project,
+        group=args.wandb_group,
+        job_type=config["command"],
+        name=tracking.run_name(config),
+        tags=args.wandb_tags,
+        config=config,
+    )
+
+
+def log_result(
+    args: argparse.Namespace, config: dict, directory: str | os.PathLike, summary: dict
+) -> None:
+    """One finished W&B run (see `open_run`) holding a result as its summary: what prune and
+    evaluate log, once per network."""
+    if args.wandb == "disabled":
+        return
+    logger = open_run(args, config, directory)
+    try:
+        logger.summarize(summary)
+    finally:
+        logger.finish()
 
 
 def resolve_device(device: str, check: bool = True) -> str:

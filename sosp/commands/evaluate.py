@@ -10,13 +10,15 @@ import argparse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from sosp import counting, data, loaders, models, paths
+from sosp import counting, data, loaders, models, paths, tracking
 from sosp.commands.base import (
     Command,
     add_data_root,
     add_device,
     add_no_progress,
+    add_wandb,
     check_out_file,
+    log_result,
     parse_options,
     resolve_device,
     show_progress,
@@ -25,6 +27,8 @@ from sosp.io import atomic_write_json, read_json
 from sosp.train import evaluate
 
 TestBatches = Callable[[data.DatasetInfo], Iterable]
+# A record's entries its W&B run holds as its summary (those the record has).
+SUMMARY = ("test_acc", "test_loss", "test_acc_before_finetune", "best_test_acc_selected_on_test")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="fields to store with every result (e.g. experiment=fig1 method=sosp_h seed=1)",
     )
     add_no_progress(p)
+    add_wandb(p)
     p.add_argument("--out", help="write the results as a JSON list here (default: print only)")
 
 
@@ -55,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     extra = parse_options(args.record, "--record")
     if args.out:
         check_out_file(args.out)
+    tracking.check_ready(args.wandb)
     test_sets: dict[str, Iterable] = {}  # dataset name -> test batches, read once per call
 
     def test_batches(meta: data.DatasetInfo) -> Iterable:
@@ -65,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
     progress = show_progress(args)
     records = []
     for c in args.checkpoint:
-        records.append(_evaluate_one(Path(c), extra, device, test_batches, progress))
-        print(result_line(records[-1]), flush=True)  # as each is done: progress in a log too
+        record, origin = _evaluate_one(Path(c), extra, device, test_batches, progress)
+        print(result_line(record), flush=True)  # as each is done: progress in a log too
+        _log(args, record, origin, extra)
+        records.append(record)
     if args.out:
         atomic_write_json(args.out, records)
     return 0
@@ -82,12 +90,26 @@ def result_line(record: dict) -> str:
     )
 
 
+def _log(args: argparse.Namespace, record: dict, origin: dict, extra: dict) -> None:
+    """One evaluated network's W&B run, its files in the model file's folder: its
+    `tracking.run_config` (`origin`; the --record fields fill what the files do not tell) and
+    its accuracy and loss as its summary."""
+    if args.wandb == "disabled":
+        return
+    own = {"checkpoint": record["checkpoint"], "batch_size": args.batch_size, **extra}
+    config = tracking.run_config(
+        "evaluate", record["model"], record["dataset"], origin, record, own
+    )
+    summary = {k: record[k] for k in SUMMARY if k in record}
+    log_result(args, config, Path(record["checkpoint"]).parent, summary)
+
+
 def _evaluate_one(
     path: Path, extra: dict, device: str, test_batches: TestBatches, progress: bool = False
-) -> dict:
+) -> tuple[dict, dict]:
     """The record of one model file: its test accuracy and counts, and where it was fine-tuned
-    from a pruned network, that network's accuracy and the prune report. `progress`: a bar
-    per evaluation."""
+    from a pruned network, that network's accuracy and the prune report; and what the network
+    was pruned by (`tracking.origin`). `progress`: a bar per evaluation."""
     ckpt = paths.read_model_file(path)  # a mask.json: says which file to pass
     model = paths.model_from_file(ckpt, path)  # a last.pt or a state dict: says which to pass
     meta = data.info(ckpt["dataset"])
@@ -115,7 +137,7 @@ def _evaluate_one(
             record["test_acc_before_finetune"] = before["acc"]
             report = read_json(paths.report(Path(pruned).parent))
             record["prune"] = {k: v for k, v in report.items() if k not in ("model", "dataset")}
-    return record
+    return record, tracking.origin(path, ckpt)
 
 
 def _layer_fractions(ckpt: dict, meta: data.DatasetInfo) -> dict[str, float]:

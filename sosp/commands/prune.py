@@ -8,11 +8,12 @@ sosp prune --model resnet20 --dataset digits --checkpoint runs/dense/model.pt \\
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import torch
 
-from sosp import data, methods, paths
+from sosp import data, methods, paths, tracking
 from sosp.api import PruneResult, prune_with
 from sosp.commands.base import (
     Command,
@@ -21,7 +22,9 @@ from sosp.commands.base import (
     add_device,
     add_download,
     add_model,
+    add_wandb,
     check_out_folder,
+    log_result,
     model_for,
     parse_options,
     resolve_device,
@@ -30,6 +33,17 @@ from sosp.io import atomic_write_text
 from sosp.settings import PruneSettings
 
 RECALIBRATE_DEFAULT = "on without --checkpoint, i.e. when pruning at initialization"
+# The report's entries a ratio's W&B run holds as its summary: counts before and after, time.
+SUMMARY = (
+    "before",
+    "after",
+    "params_removed",
+    "macs_removed",
+    "pruned_structures",
+    "structures",
+    "seconds",
+    "seconds_saliency",
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,6 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_device(p)
     add_data_root(p)
     add_download(p)
+    add_wandb(p)
     p.add_argument(
         "--out",
         required=True,
@@ -86,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     folders = paths.ratio_folders(args.out, args.ratio)  # every check before any work
     check_out_folder(args.out)
+    tracking.check_ready(args.wandb)
     model = model.to(device)  # every step of the pruning runs there
     samples = _samples(meta, args, settings.seed)
     results = prune_with(model, args.method, args.ratio, samples, settings, options, progress=True)
@@ -96,8 +112,31 @@ def run(args: argparse.Namespace) -> int:
     reports = [
         _write(folder, r, arch, run_info, shape) for folder, r in zip(folders, results, strict=True)
     ]
+    for report in reports:
+        _log(args, settings, options, report)
     atomic_write_text(paths.reports(args.out), json.dumps(reports, indent=1))
     return 0
+
+
+def _log(args, settings: PruneSettings, options: dict, report: dict) -> None:
+    """One ratio's W&B run, its files in the ratio's folder: the pruned network's
+    `tracking.run_config` (params and MACs after pruning; the settings and options it was
+    pruned with) and the report's counts and seconds as its summary."""
+    if args.wandb == "disabled":
+        return
+    own = {
+        **dataclasses.asdict(settings),
+        "exclude": settings.exclude_list,
+        "options": options,
+        "checkpoint": args.checkpoint,
+        "batch_size": args.batch_size,
+        "n_samples": report["n_samples"],
+        "out": report["folder"],
+    }
+    after = report["after"]
+    origin = tracking.from_report(report)
+    config = tracking.run_config("prune", args.model, report["dataset"], origin, after, own)
+    log_result(args, config, report["folder"], {k: report[k] for k in SUMMARY})
 
 
 def _samples(meta: data.DatasetInfo, args: argparse.Namespace, seed: int):

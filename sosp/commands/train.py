@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from sosp import data, loaders, paths, recipes, tracking
+from sosp import counting, data, loaders, paths, recipes, tracking
 from sosp.commands.base import (
     Command,
     add_data_root,
@@ -22,8 +22,10 @@ from sosp.commands.base import (
     add_download,
     add_model,
     add_no_progress,
+    add_wandb,
     check_out_folder,
     model_for,
+    open_run,
     parse_options,
     resolve_device,
     show_progress,
@@ -35,6 +37,7 @@ from sosp.train import fit
 
 LOADERS = ("auto", "tensor", "torch")
 HEADLINE = ("final_test_acc", "best_test_acc_selected_on_test", "wall_seconds")
+SUMMARY = ("final_test_acc", "final_test_loss", "best_test_acc_selected_on_test", "wall_seconds")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,12 +99,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_data_root(p)
     add_download(p)
-    p.add_argument(
-        "--wandb", default="disabled", choices=tracking.MODES, help="W&B logging (optional)"
-    )
-    p.add_argument("--wandb-project", default="sosp")
-    p.add_argument("--wandb-group", help="e.g. one per figure and method, so seeds aggregate")
-    p.add_argument("--wandb-tags", nargs="*", default=[])
+    add_wandb(p)
     add_no_progress(p)
     p.add_argument(
         "--out",
@@ -116,7 +114,8 @@ def run_train(args: argparse.Namespace) -> int:
     model, meta = model_for(args.model, args.dataset)
     _check_out(args.out)
     architecture = {"model": args.model, "dataset": meta.name}
-    _run(args, model, {"command": "train", **architecture}, architecture, Path(args.out))
+    source = {"command": "train", **architecture}
+    _run(args, model, source, architecture, tracking.DENSE, Path(args.out))
     return 0
 
 
@@ -138,7 +137,9 @@ def run_finetune(args: argparse.Namespace) -> int:
             "dataset": ckpt["dataset"],
             "pruned": str(Path(pruned).resolve()),
         }
-        metrics = _run(args, paths.model_from_file(ckpt, pruned), source, architecture, out)
+        model = paths.model_from_file(ckpt, pruned)
+        origin = tracking.origin(pruned, ckpt) if args.wandb != "disabled" else {}
+        metrics = _run(args, model, source, architecture, origin, out)
         summary.append({"pruned": str(pruned), "out": str(out), **_headline(metrics)})
     if int(os.environ.get("RANK", 0)) == 0:  # under torchrun only rank 0 writes
         atomic_write_json(paths.runs(args.out), summary)
@@ -161,10 +162,12 @@ def _run(
     model: torch.nn.Module,
     source: dict,
     architecture: dict,
+    origin: dict,
     out: Path,
 ) -> dict:
     """Train `model` as `args` say into `out`; `source` opens the run's config and
-    `architecture` the model file it ends with. Returns the metrics (empty on ranks > 0)."""
+    `architecture` the model file it ends with; `origin` is what `model` was pruned by
+    (`tracking.origin`), for the W&B run. Returns the metrics (empty on ranks > 0)."""
     meta = data.info(source["dataset"])
     preset = args.recipe or recipes.default_preset(source["model"], meta.name)
     recipe = recipes.resolve(preset, parse_options(args.set, "--set"), args.recipe_file)
@@ -185,8 +188,8 @@ def _run(
         # only when on, so run folders made before the flag existed keep their config
         **({"cuda_graph": True} if args.cuda_graph else {}),
     }
+    logger = _logger(args, model, meta, origin, config, out) if rank == 0 else None
     model = _placed(model, device, amp, world)
-    logger = _logger(args, source, config, out) if rank == 0 else None
     try:
         metrics = fit(
             model,
@@ -204,6 +207,8 @@ def _run(
             rank=rank,
             cuda_graph=args.cuda_graph,
         )
+        if logger is not None:
+            logger.summarize({k: metrics.get(k) for k in SUMMARY})
     finally:
         if logger is not None:
             logger.finish()
@@ -291,17 +296,18 @@ def _batches(args, meta, recipe, kind, device, rank, world):
     )
 
 
-def _logger(args, source: dict, config: dict, out: Path) -> tracking.Logger:
-    return tracking.Logger(
-        args.wandb,
-        directory=out,
-        project=args.wandb_project,
-        group=args.wandb_group,
-        job_type=source["command"],
-        name=out.name,
-        tags=args.wandb_tags,
-        config=config,
+def _logger(args, model, meta, origin: dict, config: dict, out: Path) -> tracking.Logger | None:
+    """The W&B run of a training (None when disabled): `tracking.run_config` of `model`
+    (counted before it is placed) with the run's `config` and folder as its settings."""
+    if args.wandb == "disabled":
+        return None
+    counts = counting.count(model, meta.input_shape).as_dict()
+    origin = {**origin, "seed": args.seed}
+    settings = {**config, "out": str(out)}
+    wandb_config = tracking.run_config(
+        config["command"], config["model"], meta.name, origin, counts, settings
     )
+    return open_run(args, wandb_config, out)
 
 
 TRAIN = Command(

@@ -31,6 +31,19 @@ experiments:
 """
 
 
+# A second experiment sharing mini's dense network (same model, dataset, seed and recipe).
+MINI2 = """  mini2:
+    dataset: digits
+    models: [resnet20]
+    methods: [random]
+    ratios: [0.5]
+    seeds: [0]
+    n_samples: 64
+    train: {set: {epochs: 2}}
+    finetune: {set: {epochs: 1}}
+"""
+
+
 def snakemake(workdir: Path, *args: str, env=None) -> subprocess.CompletedProcess:
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     env = {
@@ -203,6 +216,43 @@ def test_optional_settings_reach_the_command_and_unset_ones_rename_nothing(tmp_p
     }
     committed = {p.stem for p in (REPO / "results/demo/runs").rglob("*.json")}
     assert keys and keys <= committed, sorted(keys - committed)
+
+
+def _tags(command: list[str]) -> list[str]:
+    """The values of --wandb-tags in a command line split into words."""
+    rest = command[command.index("--wandb-tags") + 1 :]
+    return rest[: next((i for i, w in enumerate(rest) if w.startswith("--")), len(rest))]
+
+
+def test_wandb_tags_every_job_with_its_experiments(tmp_path):
+    """With `wandb: offline` every job's command (train, prune, finetune, evaluate) carries the
+    W&B mode, a group per model and method, and the tags: the config's name, the experiment's
+    and the experiment's own `tags` (a dense network two experiments share carries both);
+    with the default, `wandb: disabled`, no command holds a W&B option."""
+    text = TINY.replace(
+        "    title: tiny digits run", "    title: tiny digits run\n    tags: [fig1]"
+    )
+    text += MINI2 + "wandb: offline\n"
+    r = snakemake(tmp_path, "-n", "-p", "--configfile", str(write_config(tmp_path, text)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    commands = [line.split() for line in r.stdout.splitlines() if " sosp " in line]
+    kinds = {c[c.index("sosp") + 1] for c in commands}
+    assert kinds == {"train", "prune", "finetune", "evaluate"}
+    for c in commands:
+        kind = c[c.index("sosp") + 1]
+        mini2 = any("random" in word or word == "experiment=mini2" for word in c)
+        if kind == "train":  # the one dense network of both experiments
+            assert _tags(c) == ["tiny", "mini", "fig1", "mini2"], c
+        else:
+            assert _tags(c) == (["tiny", "mini2"] if mini2 else ["tiny", "mini", "fig1"]), c
+        method = next(w for w in ("random", "sosp_h", "magnitude", "dense") if w in str(c))
+        group = "tiny-dense-resnet20" if method == "dense" else f"tiny-resnet20-{method}"
+        assert c[c.index("--wandb-group") + 1] == group, c
+        assert c[c.index("--wandb") + 1] == "offline", c
+    r = snakemake(tmp_path, "-n", "-p", "--configfile", str(write_config(tmp_path, TINY + MINI2)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    commands = [line for line in r.stdout.splitlines() if " sosp " in line]
+    assert commands and not any("--wandb" in c for c in commands)
 
 
 FAKE_SBATCH = """#!/bin/sh

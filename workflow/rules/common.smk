@@ -15,6 +15,7 @@ DENSE = {}  # key -> {model, dataset, seed, recipe, spec, minutes}
 PRUNE = {}  # key -> settings of one saliency computation and all its ratios
 FINETUNE = {}  # key -> {prune, ratio, recipe, pruned, ...}
 EVALUATE = {}  # "<experiment>/<key>" -> {checkpoints, inputs, record}
+TAGS = {}  # (kind, key) -> W&B tags: the config's name, then each experiment's that runs the job
 
 
 def _recipe(spec, model, dataset):
@@ -59,8 +60,19 @@ def finetuned_file(fkey, ratio):
     return str(paths.model(folders[job["ratios"].index(ratio)]))
 
 
+def _tag(kind, key, tags):
+    """Add `tags` to the W&B tags of job `key` of `kind` (train, prune, finetune, evaluate): a
+    job several experiments share (one dense network, say) carries each one's tags. Tags are
+    not hashed: they rename no run folder."""
+    have = TAGS.setdefault((kind, key), [NAME])
+    for tag in tags:
+        if tag not in have:
+            have.append(tag)
+
+
 def _add_jobs(name, exp):
     res = exp.get("resources", {})
+    tags = [name, *exp["tags"]]
     for model in exp["models"]:
         for seed in exp["seeds"]:
             train, preset, overrides = _recipe(exp["train"], model, exp["dataset"])
@@ -73,6 +85,8 @@ def _add_jobs(name, exp):
             record = {"config": NAME, "experiment": name, "model": model, "seed": seed}
             if "trained" in exp["prune_at"]:
                 DENSE[dkey] = dense_job
+                _tag("train", dkey, tags)
+                _tag("evaluate", f"{name}/{dkey}", tags)
                 dense_model = str(paths.model(dense_folder(dkey)))
                 EVALUATE[f"{name}/{dkey}"] = {
                     "checkpoints": [dense_model],
@@ -96,6 +110,8 @@ def _add_jobs(name, exp):
                     prune.update(exp["method_settings"].get(method, {}))
                     pkey = run_keys.run_key(f"{model}-{method}-{prune_at}-s{seed}", prune)
                     PRUNE[pkey] = {**prune, "minutes": res.get("prune_minutes", 30)}
+                    _tag("prune", pkey, tags)
+                    _tag("evaluate", f"{name}/{pkey}", tags)
                     groups = (
                         [prune["ratios"]] if exp["group_ratios"] else [[r] for r in prune["ratios"]]
                     )
@@ -106,6 +122,7 @@ def _add_jobs(name, exp):
                         fkey = run_keys.run_key(f"{model}-{method}-r{tag}-s{seed}", ft)
                         FINETUNE[fkey] = {**ft, "preset": ft_preset, "set": ft_set, "seed": seed,
                                           "minutes": res.get("finetune_minutes", 60) * len(ratios)}
+                        _tag("finetune", fkey, tags)
                         checkpoints += [finetuned_file(fkey, r) for r in ratios]
                         inputs.append(str(paths.runs(finetune_folder(fkey))))
                     EVALUATE[f"{name}/{pkey}"] = {
@@ -129,12 +146,25 @@ def _common_flags():
     return flags
 
 
-def _train_flags(job, group):
+def _wandb_flags(kind, key, model, method):
+    """The W&B options of job `key` of `kind`: none while `wandb` is disabled (the default, so
+    the commands, and Snakemake's params rerun trigger, are as without W&B); else the mode,
+    project, a group per (config, model, method) so seeds and ratios aggregate (dense networks:
+    per model), and the job's tags (`_tag`)."""
+    if config["wandb"] == "disabled":
+        return []
+    group = f"{NAME}-dense-{model}" if method == "dense" else f"{NAME}-{model}-{method}"
+    return [
+        "--wandb", config["wandb"], "--wandb-project", config["wandb_project"],
+        "--wandb-group", group, "--wandb-tags", *TAGS[(kind, key)],
+    ]  # fmt: skip
+
+
+def _train_flags(job):
     flags = ["--recipe", job["preset"], "--seed", str(job["seed"]), "--no-progress"]
     if job["set"]:
         flags += ["--set", *[f"{k}={_value(v)}" for k, v in job["set"].items()]]
-    flags += ["--wandb", config["wandb"], "--wandb-project", config["wandb_project"]]
-    return flags + ["--wandb-group", group, *_common_flags()]
+    return flags + _common_flags()
 
 
 def _value(v):
@@ -144,8 +174,8 @@ def _value(v):
 def train_cmd(key):
     job = DENSE[key]
     args = ["sosp", "train", "--model", job["model"], "--dataset", job["dataset"]]
-    args += _train_flags(job, f"{NAME}-dense-{job['model']}") + ["--out", dense_folder(key)]
-    return shlex.join(args)
+    args += _train_flags(job) + _wandb_flags("train", key, job["model"], "dense")
+    return shlex.join(args + ["--out", dense_folder(key)])
 
 
 def prune_cmd(key):
@@ -161,9 +191,7 @@ def prune_cmd(key):
     args += settings.command_line() + ["--batch-size", str(job["batch_size"])]
     if job["options"]:
         args += ["--option", *[f"{k}={_value(v)}" for k, v in job["options"].items()]]
-    args += ["--device", config["device"]]
-    if config["data_root"]:
-        args += ["--data-root", config["data_root"]]
+    args += _common_flags() + _wandb_flags("prune", key, job["model"], job["method"])
     return shlex.join(args + ["--out", prune_folder(key)])
 
 
@@ -171,17 +199,16 @@ def finetune_cmd(key):
     job = FINETUNE[key]
     prune = PRUNE[job["prune"]]
     args = ["sosp", "finetune", "--pruned", *[pruned_file(job["prune"], r) for r in job["ratios"]]]
-    group = f"{NAME}-{prune['model']}-{prune['method']}"
-    return shlex.join(args + _train_flags(job, group) + ["--out", finetune_folder(key)])
+    args += _train_flags(job) + _wandb_flags("finetune", key, prune["model"], prune["method"])
+    return shlex.join(args + ["--out", finetune_folder(key)])
 
 
 def evaluate_cmd(key):
     job = EVALUATE[key]
     args = ["sosp", "evaluate", "--checkpoint", *job["checkpoints"]]
-    args += ["--record", *[f"{k}={v}" for k, v in job["record"].items()]]
-    args += ["--device", config["device"]]
-    if config["data_root"]:
-        args += ["--data-root", config["data_root"]]
+    record = job["record"]
+    args += ["--record", *[f"{k}={v}" for k, v in record.items()]]
+    args += _common_flags() + _wandb_flags("evaluate", key, record["model"], record["method"])
     return shlex.join(args + ["--out", f"{RESULTS}/runs/{key}.json"])
 
 
