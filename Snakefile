@@ -169,6 +169,7 @@ except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
 
+include: "workflow/rules/resources.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/prune.smk"

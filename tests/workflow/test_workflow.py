@@ -43,6 +43,11 @@ MINI2 = """  mini2:
     finetune: {set: {epochs: 1}}
 """
 
+# TINY with one CPU per job (the defaults ask for 4 or 8, which --cores caps at the machine's)
+TINY_ONE_CPU = TINY.replace(
+    "name: tiny\n", "name: tiny\nresources: {default: {cpus_per_task: 1}}\n"
+)
+
 
 def snakemake(workdir: Path, *args: str, env=None) -> subprocess.CompletedProcess:
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
@@ -65,7 +70,7 @@ def write_config(tmp_path: Path, text: str = TINY) -> Path:
 def test_tiny_config_end_to_end_and_replot(tmp_path):
     """train -> prune -> finetune -> evaluate -> report on digits; the table holds every
     (method, ratio) cell with one seed; `replot` rebuilds it from the records alone."""
-    cfg = write_config(tmp_path)
+    cfg = write_config(tmp_path, TINY_ONE_CPU)  # two jobs at once on two cores, as the demo
     r = snakemake(tmp_path, "--cores", "2", "--configfile", str(cfg))
     assert r.returncode == 0, r.stderr[-3000:]
     with open(tmp_path / "results/tiny/summary.csv") as f:
@@ -270,7 +275,8 @@ while [ $i -le $n ]; do echo "$((1000 + i))|FAILED"; i=$((i + 1)); done
 @pytest.mark.skipif(shutil.which("sbatch") is not None, reason="a real SLURM is on PATH")
 def test_slurm_profile_submits_gpu_jobs(tmp_path):
     """`snakemake --profile slurm` from the repository root submits the first jobs (dense
-    training) through sbatch with one GPU, the profile's partition, account, time and memory."""
+    training) through sbatch with the profile's partition and account, and train's defaults
+    from the config: one GPU, 60 minutes, 16000 MB and 8 CPUs."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in {"sbatch": FAKE_SBATCH, "sacct": FAKE_SACCT, "squeue": "#!/bin/sh\n",
@@ -297,7 +303,148 @@ def test_slurm_profile_submits_gpu_jobs(tmp_path):
     assert "-p gpu" in call or "--partition gpu" in call or "--partition=gpu" in call, call
     assert "my-account" in call, call
     assert "--mem 16000" in call or "--mem=16000" in call, call
+    assert "-t 60 " in call and "--cpus-per-task=8 " in call, call  # the config's defaults
     assert r.returncode != 0  # the fake cluster reports every job as failed
+
+
+CLUSTER_RULES = ("train", "prune", "finetune", "evaluate")  # report and all: localrules
+
+
+def dry_run_jobs(out: str) -> list[dict]:
+    """The cluster jobs of `snakemake -n -p` output: rule, threads (a dry run prints none
+    for 1), resources (name -> text) and shell command of each."""
+    jobs = []
+    for line in out.splitlines():
+        if line.startswith(("rule ", "localrule ")) and line.endswith(":"):
+            jobs.append({"rule": line.split()[1][:-1], "threads": 1, "resources": {}})
+        elif jobs and line.startswith("    threads: "):
+            jobs[-1]["threads"] = int(line.split(": ")[1])
+        elif jobs and line.startswith("    resources: "):
+            items = line.split(": ", 1)[1].split(", ")
+            jobs[-1]["resources"] = dict(item.split("=", 1) for item in items)
+        elif jobs and line.startswith("Shell command: "):
+            jobs[-1]["shell"] = line.split(": ", 1)[1]
+    return [job for job in jobs if job["rule"] in CLUSTER_RULES]
+
+
+SEEDS = "    seeds: [0]\n"
+SLURM_KEYS = ("runtime", "mem_mb", "cpus_per_task", "gpu", "slurm_partition", "slurm_account")
+
+
+def slurm_resources(job: dict) -> dict:
+    return {key: job["resources"].get(key) for key in SLURM_KEYS}
+
+
+def dry_run(tmp_path: Path, text: str, *args: str) -> list[dict]:
+    """The jobs of a dry run of config `text` with the slurm profile (a dry run calls no
+    sbatch); --cores 64 stands for the node a job runs on (snakemake caps threads at the
+    --cores where it runs the job: in a SLURM job, `--cores all` of its allocation)."""
+    cfg = write_config(tmp_path, text)
+    r = snakemake(
+        tmp_path, "-n", "-p", "--profile", "slurm", "--cores", "64", "--configfile", str(cfg), *args
+    )
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    jobs = dry_run_jobs(r.stdout)
+    assert {job["rule"] for job in jobs} == set(CLUSTER_RULES), r.stdout
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def tiny_jobs(tmp_path_factory) -> list[dict]:
+    """The jobs of TINY's dry run with the slurm profile, which several tests compare with."""
+    return dry_run(tmp_path_factory.mktemp("tiny"), TINY)
+
+
+def test_dry_run_shows_resources_per_rule_and_threads_equal_to_cpus(tiny_jobs):
+    """Every cluster job gets its rule's resources from the config's defaults (train and
+    finetune 60 minutes per ratio and 8 CPUs, prune 30 and 4, evaluate 20 and 4; 16000 MB and
+    one GPU each) beside the profile's partition and account, and its threads equal its
+    cpus_per_task, which reach OMP_NUM_THREADS and train/finetune's DataLoader --workers."""
+    expected = {"train": (60, 8), "prune": (30, 4), "finetune": (120, 8), "evaluate": (20, 4)}
+    for job in tiny_jobs:
+        runtime, cpus = expected[job["rule"]]  # finetune: 2 ratios in one job (group_ratios)
+        assert slurm_resources(job) == {
+            "runtime": str(runtime), "mem_mb": "16000", "cpus_per_task": str(cpus), "gpu": "1",
+            "slurm_partition": "gpu", "slurm_account": "my-account",
+        }, job  # fmt: skip
+        assert job["threads"] == cpus, job
+        assert job["shell"].startswith(f"OMP_NUM_THREADS={cpus} sosp {job['rule']} "), job
+        if job["rule"] in ("train", "finetune"):
+            assert f" --workers {cpus} " in job["shell"], job
+
+
+def by_rule(jobs: list[dict]) -> dict:
+    """rule -> (its jobs' SLURM resources, threads): one pair per rule, else the test fails."""
+    pairs = {}
+    for job in jobs:
+        pair = (slurm_resources(job), job["threads"])
+        assert pairs.setdefault(job["rule"], pair) == pair, job
+    return pairs
+
+
+def test_config_override_of_one_rule_changes_that_rule_only(tmp_path, tiny_jobs):
+    """An experiment's `resources: {train: {runtime: 600}}` changes train's runtime and
+    nothing else, in train or in any other rule."""
+    base = by_rule(tiny_jobs)
+    text = TINY.replace(SEEDS, SEEDS + "    resources: {train: {runtime: 600}}\n")
+    got = by_rule(dry_run(tmp_path, text))
+    assert got["train"] == ({**base["train"][0], "runtime": "600"}, base["train"][1])
+    assert {**got, "train": None} == {**base, "train": None}
+
+
+def test_config_resource_levels_and_shared_jobs(tmp_path):
+    """The config's top-level resources.default applies to every rule, resources.<rule> above
+    it, an experiment's resources above both; a job that two experiments share (the dense
+    network, the prune and finetune jobs) gets the largest number each asks for."""
+    top = "name: tiny\nresources: {default: {mem_mb: 8000}, evaluate: {cpus_per_task: 2}}\n"
+    other = TINY[TINY.index("  mini:") :].replace("  mini:", "  other:")
+    other = other.replace(
+        SEEDS, SEEDS + "    resources: {default: {mem_mb: 4000}, train: {runtime: 300}}\n"
+    )
+    jobs = dry_run(tmp_path, TINY.replace("name: tiny\n", top) + other)
+    for job in jobs:
+        res = slurm_resources(job)
+        if job["rule"] == "evaluate":  # one per experiment
+            mem = "4000" if "experiment=other" in job["shell"] else "8000"
+            assert (res["mem_mb"], res["cpus_per_task"], job["threads"]) == (mem, "2", 2), job
+        else:  # shared: mini asks for 8000 MB, other for 4000; train: 60 and 300 minutes
+            assert res["mem_mb"] == "8000", job
+    assert [slurm_resources(j)["runtime"] for j in jobs if j["rule"] == "train"] == ["300"]
+
+
+def test_command_line_override_of_one_resource_keeps_the_others(tmp_path, tiny_jobs):
+    """`--set-resources train:runtime=600` changes train's runtime alone; a command-line
+    `--default-resources` (which replaces the profile's whole list) leaves every rule's
+    memory, CPUs and GPU at the config's; the CPUs given on the command line, by
+    --set-resources RULE:cpus_per_task=N or by --set-threads RULE=N, are both the job's
+    request and its threads."""
+    base = by_rule(tiny_jobs)
+    jobs = dry_run(
+        tmp_path, TINY,
+        "--set-resources", "train:runtime=600", "finetune:cpus_per_task=2",
+        "--set-threads", "prune=3",
+        "--default-resources", "slurm_partition=gpu", "slurm_account=my-account", "mem_mb=1000",
+        "cpus_per_task=1", "runtime=5",
+    )  # fmt: skip
+    got = by_rule(jobs)
+    assert got["train"] == ({**base["train"][0], "runtime": "600"}, base["train"][1])
+    assert got["finetune"] == ({**base["finetune"][0], "cpus_per_task": "2"}, 2)
+    assert got["prune"] == ({**base["prune"][0], "cpus_per_task": "3"}, 3)
+    assert got["evaluate"] == base["evaluate"]
+    finetune = next(job for job in jobs if job["rule"] == "finetune")
+    assert (
+        finetune["shell"].startswith("OMP_NUM_THREADS=2 ") and " --workers 2 " in finetune["shell"]
+    )
+
+
+def test_gpu_and_gres_together_fail_the_dry_run(tmp_path):
+    """gres naming a GPU beside the default gpu: 1 (two GPU requests, of which the SLURM plugin
+    refuses one at submission) fails `snakemake -n`, saying to set gpu: 0."""
+    text = TINY.replace(SEEDS, SEEDS + "    resources: {train: {gres: 'gpu:a100:1'}}\n")
+    r = snakemake(tmp_path, "-n", "--configfile", str(write_config(tmp_path, text)))
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "['experiments']['mini']['resources']" in out and "gpu: 0" in out, out[-3000:]
 
 
 @pytest.mark.parametrize("config", ["demo", "paper"])

@@ -11,7 +11,7 @@ NAME = config["name"]
 RESULTS = f"results/{NAME}"
 FIGURES = f"figures/{NAME}"
 
-DENSE = {}  # key -> {model, dataset, seed, recipe, spec, minutes}
+DENSE = {}  # key -> {model, dataset, seed, recipe, spec}
 PRUNE = {}  # key -> settings of one saliency computation and all its ratios
 FINETUNE = {}  # key -> {prune, ratio, recipe, pruned, ...}
 EVALUATE = {}  # "<experiment>/<key>" -> {checkpoints, inputs, record}
@@ -71,15 +71,13 @@ def _tag(kind, key, tags):
 
 
 def _add_jobs(name, exp):
-    res = exp.get("resources", {})
     tags = [name, *exp["tags"]]
     for model in exp["models"]:
         for seed in exp["seeds"]:
             train, preset, overrides = _recipe(exp["train"], model, exp["dataset"])
             dense = {"model": model, "dataset": exp["dataset"], "seed": seed, "recipe": train}
             dkey = run_keys.run_key(f"{model}-{exp['dataset']}-s{seed}", dense)
-            dense_job = {**dense, "preset": preset, "set": overrides,
-                         "minutes": res.get("train_minutes", 60)}
+            dense_job = {**dense, "preset": preset, "set": overrides}
             ft_spec = exp["finetune"] or exp["train"]
             finetune, ft_preset, ft_set = _recipe(ft_spec, model, exp["dataset"])
             record = {"config": NAME, "experiment": name, "model": model, "seed": seed}
@@ -87,12 +85,14 @@ def _add_jobs(name, exp):
                 DENSE[dkey] = dense_job
                 _tag("train", dkey, tags)
                 _tag("evaluate", f"{name}/{dkey}", tags)
+                claim_resources("train", dkey, name, exp)
                 dense_model = str(paths.model(dense_folder(dkey)))
                 EVALUATE[f"{name}/{dkey}"] = {
                     "checkpoints": [dense_model],
                     "inputs": [dense_model, str(paths.metrics(dense_folder(dkey)))],
                     "record": {**record, "method": "dense", "prune_at": "none"},
                 }
+                claim_resources("evaluate", f"{name}/{dkey}", name, exp)
             for prune_at in exp["prune_at"]:
                 for method in exp["methods"]:
                     prune = {
@@ -109,7 +109,8 @@ def _add_jobs(name, exp):
                     prune.update(exp["model_settings"].get(model, {}))
                     prune.update(exp["method_settings"].get(method, {}))
                     pkey = run_keys.run_key(f"{model}-{method}-{prune_at}-s{seed}", prune)
-                    PRUNE[pkey] = {**prune, "minutes": res.get("prune_minutes", 30)}
+                    PRUNE[pkey] = prune
+                    claim_resources("prune", pkey, name, exp)
                     _tag("prune", pkey, tags)
                     _tag("evaluate", f"{name}/{pkey}", tags)
                     groups = (
@@ -120,8 +121,8 @@ def _add_jobs(name, exp):
                         ft = {"prune": pkey, "ratios": ratios, "recipe": finetune}
                         tag = "-".join(f"{r:g}" for r in ratios)
                         fkey = run_keys.run_key(f"{model}-{method}-r{tag}-s{seed}", ft)
-                        FINETUNE[fkey] = {**ft, "preset": ft_preset, "set": ft_set, "seed": seed,
-                                          "minutes": res.get("finetune_minutes", 60) * len(ratios)}
+                        FINETUNE[fkey] = {**ft, "preset": ft_preset, "set": ft_set, "seed": seed}
+                        claim_resources("finetune", fkey, name, exp, ratios=len(ratios))
                         _tag("finetune", fkey, tags)
                         checkpoints += [finetuned_file(fkey, r) for r in ratios]
                         inputs.append(str(paths.runs(finetune_folder(fkey))))
@@ -130,6 +131,7 @@ def _add_jobs(name, exp):
                         "inputs": inputs,
                         "record": {**record, "method": method, "prune_at": prune_at},
                     }
+                    claim_resources("evaluate", f"{name}/{pkey}", name, exp)
 
 
 for _name, _exp in config["experiments"].items():

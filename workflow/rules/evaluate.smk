@@ -11,9 +11,8 @@ rule evaluate:
         cmd=lambda wc: evaluate_cmd(wc.key),
     log:
         f"{RUNS}/logs/evaluate/{NAME}/{{key}}.log",
-    threads: 1
+    threads: rule_threads("evaluate")
     resources:
-        gpu=1,
-        runtime=20,
+        **rule_resources("evaluate"),
     shell:
         "OMP_NUM_THREADS={threads} {params.cmd} > {log} 2>&1"

@@ -9,9 +9,8 @@ rule finetune:
         cmd=lambda wc: finetune_cmd(wc.key),
     log:
         f"{RUNS}/logs/finetune/{{key}}.log",
-    threads: 1
+    threads: rule_threads("finetune")
     resources:
-        gpu=1,
-        runtime=lambda wc: FINETUNE[wc.key]["minutes"],
+        **rule_resources("finetune"),
     shell:
-        "OMP_NUM_THREADS={threads} {params.cmd} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.cmd} --workers {threads} > {log} 2>&1"

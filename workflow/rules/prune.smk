@@ -12,9 +12,8 @@ rule prune:
         cmd=lambda wc: prune_cmd(wc.key),
     log:
         f"{RUNS}/logs/prune/{{key}}.log",
-    threads: 1
+    threads: rule_threads("prune")
     resources:
-        gpu=1,
-        runtime=lambda wc: PRUNE[wc.key]["minutes"],
+        **rule_resources("prune"),
     shell:
         "OMP_NUM_THREADS={threads} {params.cmd} > {log} 2>&1"

@@ -49,9 +49,10 @@ rule mask_time:
         device=lambda wc: config["mask_time"].get("device", "cuda"),
     log:
         f"{RUNS}/logs/mask_time/{NAME}.log",
+    threads: rule_threads("mask_time")
     resources:
-        gpu=1,
-        runtime=240,
+        **rule_resources("mask_time"),
     shell:
-        f"python {workflow.basedir}/benchmarks/mask_time.py --widths {{params.widths}} --n-samples {{params.n}} "
+        f"OMP_NUM_THREADS={{threads}} python {workflow.basedir}/benchmarks/mask_time.py "
+        "--widths {params.widths} --n-samples {params.n} "
         "--device {params.device} --out {RESULTS}/fig2_mask_time_vs_width > {log} 2>&1"

@@ -8,9 +8,8 @@ rule train:
         cmd=lambda wc: train_cmd(wc.key),
     log:
         f"{RUNS}/logs/train/{{key}}.log",
-    threads: 1
+    threads: rule_threads("train")
     resources:
-        gpu=1,
-        runtime=lambda wc: DENSE[wc.key]["minutes"],
+        **rule_resources("train"),
     shell:
-        "OMP_NUM_THREADS={threads} {params.cmd} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.cmd} --workers {threads} > {log} 2>&1"
