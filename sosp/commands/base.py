@@ -21,10 +21,9 @@ from sosp.errors import BadInput
 @dataclass(frozen=True)
 class Command:
     """One `sosp` subcommand: `add_arguments(parser)` declares its options; `run(args)` does
-    the work and returns the exit code. Errors for the user are raised as `SospError`."""
+    the work and returns the exit code. Errors for the user are raised as `SospError`. Its
+    name and help line are its entry in `sosp.commands.registry`."""
 
-    name: str
-    help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
 

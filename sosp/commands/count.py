@@ -41,6 +41,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMAND = Command(
-    "count", "count the parameters and MACs of a (pruned) architecture", add_arguments, run
-)
+COMMAND = Command(add_arguments, run)

@@ -160,6 +160,4 @@ def _test_batches(meta: data.DatasetInfo, root, batch_size: int) -> Iterable:
     return loaders.TensorLoader(x, y, meta, batch_size, shuffle=False, augment=False)
 
 
-COMMAND = Command(
-    "evaluate", "test accuracy, loss, params and MACs of saved networks", add_arguments, run
-)
+COMMAND = Command(add_arguments, run)

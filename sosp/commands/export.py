@@ -99,9 +99,4 @@ def _floats(values: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
-COMMAND = Command(
-    "export",
-    "export a pruned network to ONNX, TorchScript or pt2",
-    add_arguments,
-    run,
-)
+COMMAND = Command(add_arguments, run)

@@ -41,4 +41,4 @@ def _row(name: str, dataset: str | None) -> dict:
     return {"model": name, "dataset": meta.name, **counts, "summary": models.spec(name).summary}
 
 
-COMMAND = Command("models", "list the model zoo with parameter and MAC counts", add_arguments, run)
+COMMAND = Command(add_arguments, run)

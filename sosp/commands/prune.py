@@ -174,6 +174,4 @@ def _write(folder, r: PruneResult, arch: dict, run_info: dict, shape: dict) -> d
     return {**report, "folder": str(folder)}
 
 
-COMMAND = Command(
-    "prune", "compute a pruning mask and the physically pruned network", add_arguments, run
-)
+COMMAND = Command(add_arguments, run)

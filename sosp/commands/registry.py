@@ -1,21 +1,44 @@
-"""Every `sosp` subcommand, in the order `sosp --help` lists them. A new command is a module
-in this package with a `Command` (see `sosp.commands.base`) and one entry here."""
+"""Every `sosp` subcommand, in the order `sosp --help` lists them: its name, its line of help and
+where its `Command` (see `sosp.commands.base`) lives. A command's module, and torch with it, is
+imported only when that command is parsed, so `sosp --help` and `sosp --version` start without
+torch. A new command is a module in this package with a `Command` and one entry here."""
 
 from __future__ import annotations
 
-from sosp.commands import count, evaluate, export, models, prune, train
-from sosp.commands.base import Command
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-COMMANDS: tuple[Command, ...] = (
-    models.COMMAND,
-    count.COMMAND,
-    prune.COMMAND,
-    train.TRAIN,
-    train.FINETUNE,
-    evaluate.COMMAND,
-    export.COMMAND,
+if TYPE_CHECKING:
+    from sosp.commands.base import Command
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    help: str
+    target: str  # "module:attribute" of the command's `Command`, module in sosp.commands
+
+    def load(self) -> Command:
+        """The command's `Command`, importing its module."""
+        module, attribute = self.target.split(":")
+        return getattr(importlib.import_module(f"sosp.commands.{module}"), attribute)
+
+
+ENTRIES: tuple[Entry, ...] = (
+    Entry("models", "list the model zoo with parameter and MAC counts", "models:COMMAND"),
+    Entry("count", "count the parameters and MACs of a (pruned) architecture", "count:COMMAND"),
+    Entry("prune", "compute a pruning mask and the physically pruned network", "prune:COMMAND"),
+    Entry("train", "train a zoo model from its seeded random initialization", "train:TRAIN"),
+    Entry("finetune", "train pruned networks (from `sosp prune`) further", "train:FINETUNE"),
+    Entry("evaluate", "test accuracy, loss, params and MACs of saved networks", "evaluate:COMMAND"),
+    Entry("export", "export a pruned network to ONNX, TorchScript or pt2", "export:COMMAND"),
 )
 
 
 def names() -> list[str]:
-    return [c.name for c in COMMANDS]
+    return [e.name for e in ENTRIES]
+
+
+def entry(name: str) -> Entry:
+    return ENTRIES[names().index(name)]

@@ -310,15 +310,5 @@ def _logger(args, model, meta, origin: dict, config: dict, out: Path) -> trackin
     return open_run(args, wandb_config, out)
 
 
-TRAIN = Command(
-    "train",
-    "train a zoo model from its seeded random initialization",
-    add_train_arguments,
-    run_train,
-)
-FINETUNE = Command(
-    "finetune",
-    "train pruned networks (from `sosp prune`) further",
-    add_finetune_arguments,
-    run_finetune,
-)
+TRAIN = Command(add_train_arguments, run_train)
+FINETUNE = Command(add_finetune_arguments, run_finetune)

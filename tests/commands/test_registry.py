@@ -1,5 +1,5 @@
-"""The command registry: every module of `sosp.commands` that defines a command is listed once,
-under a unique name, and builds a parser of its own."""
+"""The command registry: every `Command` a module of `sosp.commands` defines is listed once,
+under a unique name with a help line, and builds a parser of its own."""
 
 import argparse
 import importlib
@@ -11,13 +11,16 @@ from sosp.commands.base import Command
 
 
 def test_every_defined_command_is_registered_once():
-    """Each `Command` a module of the package defines appears in the registry exactly once."""
+    """Each `Command` a module of the package defines is the target of exactly one entry, and
+    every entry loads a `Command`."""
     defined = []
     for info in pkgutil.iter_modules(sosp.commands.__path__):
         module = importlib.import_module(f"sosp.commands.{info.name}")
         defined += [v for v in vars(module).values() if isinstance(v, Command)]
-    assert sorted(c.name for c in defined) == sorted(registry.names())
-    assert len(set(registry.names())) == len(registry.COMMANDS)
+    loaded = [e.load() for e in registry.ENTRIES]
+    assert all(isinstance(c, Command) for c in loaded)
+    assert sorted(map(id, loaded)) == sorted(map(id, defined))
+    assert len(set(registry.names())) == len(registry.ENTRIES)
 
 
 def test_the_order_is_the_pipeline_order():
@@ -35,6 +38,7 @@ def test_the_order_is_the_pipeline_order():
 def test_each_command_declares_its_arguments_alone():
     """`add_arguments` works on a fresh parser (no command depends on another's options), and
     every command has help text."""
-    for command in registry.COMMANDS:
+    for entry in registry.ENTRIES:
+        command = entry.load()
         command.add_arguments(argparse.ArgumentParser())
-        assert command.help and callable(command.run)
+        assert entry.help and callable(command.run)
