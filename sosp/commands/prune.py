@@ -22,12 +22,14 @@ from sosp.commands.base import (
     add_device,
     add_download,
     add_model,
+    add_no_progress,
     add_wandb,
     check_out_folder,
     log_result,
     model_for,
     parse_options,
     resolve_device,
+    show_progress,
 )
 from sosp.io import atomic_write_text
 from sosp.settings import PruneSettings
@@ -64,6 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "saliency computation and go to OUT/<ratio>/",
     )
     PruneSettings.add_arguments(p, default_help={"recalibrate_bn": RECALIBRATE_DEFAULT})
+    add_no_progress(p)
     p.add_argument(
         "--option",
         nargs="*",
@@ -104,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     tracking.check_ready(args.wandb)
     model = model.to(device)  # every step of the pruning runs there
     samples = _samples(meta, args, settings.seed)
-    results = prune_with(model, args.method, args.ratio, samples, settings, options, progress=True)
+    progress = show_progress(args)  # a bar on a terminal only, never into a log
+    results = prune_with(model, args.method, args.ratio, samples, settings, options, progress)
     _say_recalibrated(results[0].report["bn_recalibration"])
     arch = {"model": args.model, "dataset": meta.name, "exclude": settings.exclude_list}
     run_info = {"checkpoint": args.checkpoint, "seed": settings.seed}
