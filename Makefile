@@ -23,7 +23,7 @@ replot: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" snakemake replot
 
 test: $(BIN)/.installed lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -1,9 +1,12 @@
 """The `sosp` command as a user types it: one subcommand per registered command, and user
 errors as one line on stderr with exit code 2."""
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
+import traceback
 
 import sosp
 from sosp import cli
@@ -12,6 +15,22 @@ from sosp.commands import registry
 
 def run_sosp(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sosp", *args], capture_output=True, text=True)
+
+
+def run_sosp_here(*args: str) -> subprocess.CompletedProcess:
+    """`sosp ARGS` through `cli.main` in this process, as `run_sosp` would see it (exit code,
+    stdout, stderr; an unexpected exception as exit code 1 with its traceback on stderr),
+    without the seconds a new interpreter spends importing torch."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(list(args))
+        except SystemExit as e:  # argparse: --help, --version, a bad option
+            code = e.code if isinstance(e.code, int) else 2
+        except Exception:
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess(["sosp", *args], code, out.getvalue(), err.getvalue())
 
 
 def test_unknown_model_is_a_message_not_a_traceback():
@@ -73,3 +92,11 @@ def test_version_names_the_installed_package():
     """`sosp --version` prints `sosp <version>` and exits 0."""
     r = run_sosp("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"sosp {sosp.__version__}", r.stdout
+
+
+def test_in_process_runner_reports_what_a_subprocess_does():
+    """`run_sosp_here` gives the exit code and the one-line error of `run_sosp` for bad input,
+    so tests that need only those can skip the interpreter start."""
+    args = ("count", "--model", "resnet57", "--json")
+    here, there = run_sosp_here(*args), run_sosp(*args)
+    assert (here.returncode, here.stderr, here.stdout) == (there.returncode, there.stderr, "")

@@ -134,7 +134,7 @@ def _three_classes(root):
 def test_bad_data_folder_stops_with_one_line(tmp_path, monkeypatch, make):
     """`sosp prune` (the command that reads the data first and cheapest) on a data folder it
     cannot use exits 2 with one line naming the problem, before writing anything."""
-    from tests.test_cli import run_sosp
+    from tests.test_cli import run_sosp_here as run_sosp
 
     monkeypatch.delenv("SOSP_IMAGENET", raising=False)
     root, out = tmp_path / "data", tmp_path / "out"

@@ -16,7 +16,7 @@ from sosp import data, loaders, recipes, train
 from sosp.errors import BadInput, UnknownName
 from sosp.recipes import Recipe
 from sosp.train import Preempted, add_bn_l1_grad, epoch_line, fit, lr_at
-from tests.test_cli import run_sosp
+from tests.test_cli import run_sosp, run_sosp_here
 
 QUICK = ["--dataset", "digits", "--no-progress", "--set", "epochs=3"]
 
@@ -115,12 +115,12 @@ def test_finished_run_is_not_repeated(tmp_path):
     """A finished run (metrics.json with its keys, model.pt) is not trained again. Its log
     (--no-progress) holds one line per epoch."""
     out = tmp_path / "run"
-    first = run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(out))
+    first = run_sosp_here("train", "--model", "resnet20", *QUICK, "--out", str(out))
     assert first.returncode == 0, first.stderr
     assert [line.split()[1] for line in _epoch_lines(first.stdout)] == ["1/3", "2/3", "3/3"]
     assert list(json.loads((out / "metrics.json").read_text())) == METRICS_KEYS
     stamp = (out / "model.pt").stat().st_mtime_ns
-    again = run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(out))
+    again = run_sosp_here("train", "--model", "resnet20", *QUICK, "--out", str(out))
     assert again.returncode == 0 and "finished earlier" in again.stdout
     assert (out / "model.pt").stat().st_mtime_ns == stamp
 
@@ -128,12 +128,12 @@ def test_finished_run_is_not_repeated(tmp_path):
 def test_truncated_checkpoint_is_reported_and_kept(tmp_path):
     """A truncated last.pt stops the run with 'corrupt or truncated'; the file is untouched."""
     out = tmp_path / "run"
-    r = run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(out))
+    r = run_sosp_here("train", "--model", "resnet20", *QUICK, "--out", str(out))
     assert r.returncode == 0, r.stderr
     (out / "metrics.json").unlink()
     blob = (out / "last.pt").read_bytes()
     (out / "last.pt").write_bytes(blob[: len(blob) // 2])
-    r = run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(out))
+    r = run_sosp_here("train", "--model", "resnet20", *QUICK, "--out", str(out))
     assert r.returncode == 2
     assert "corrupt or truncated" in r.stderr and "Traceback" not in r.stderr
     assert (out / "last.pt").read_bytes() == blob[: len(blob) // 2]
@@ -141,9 +141,9 @@ def test_truncated_checkpoint_is_reported_and_kept(tmp_path):
 
 def test_checkpoint_of_another_config_is_refused(tmp_path):
     out = tmp_path / "run"
-    assert run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(out)).returncode == 0
+    assert run_sosp_here("train", "--model", "resnet20", *QUICK, "--out", str(out)).returncode == 0
     (out / "metrics.json").unlink()
-    r = run_sosp("train", "--model", "resnet20", *QUICK, "lr=0.3", "--out", str(out))
+    r = run_sosp_here("train", "--model", "resnet20", *QUICK, "lr=0.3", "--out", str(out))
     assert r.returncode == 2 and "different run configuration" in r.stderr
 
 
@@ -179,18 +179,20 @@ def test_train_prune_finetune_evaluate_chain(tmp_path):
     """Dense training, pruning the trained model, fine-tuning the smaller network and
     evaluating it; evaluate's counts are the pruned architecture's."""
     dense = tmp_path / "dense"
-    assert run_sosp("train", "--model", "resnet20", *QUICK, "--out", str(dense)).returncode == 0
+    r = run_sosp_here("train", "--model", "resnet20", *QUICK, "--out", str(dense))
+    assert r.returncode == 0, r.stderr
     pruned = tmp_path / "pruned"
-    r = run_sosp(
+    r = run_sosp_here(
         "prune", "--model", "resnet20", "--dataset", "digits", "--checkpoint",
         str(dense / "model.pt"), "--method", "sosp_h", "--ratio", "0.5", "--n-samples", "64",
         "--exclude", "resnet_downsample", "--out", str(pruned),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     ft = tmp_path / "ft"
-    r = run_sosp("finetune", "--pruned", str(pruned / "pruned.pt"), *QUICK[2:], "--out", str(ft))
+    source = str(pruned / "pruned.pt")
+    r = run_sosp_here("finetune", "--pruned", source, *QUICK[2:], "--out", str(ft))
     assert r.returncode == 0, r.stderr
-    r = run_sosp("evaluate", "--checkpoint", str(ft / "model.pt"), "--record", "method=sosp_h",
+    r = run_sosp_here("evaluate", "--checkpoint", str(ft / "model.pt"), "--record", "method=sosp_h",
                  "--out", str(ft / "eval.json"))  # fmt: skip
     assert r.returncode == 0, r.stderr
     (ev,) = json.loads((ft / "eval.json").read_text())
@@ -208,7 +210,7 @@ def test_train_prune_finetune_evaluate_chain(tmp_path):
 def test_digits_resnet20_reaches_95_percent(tmp_path):
     """The default digits recipe (30 epochs) trains resnet20 to >= 95% test accuracy."""
     out = tmp_path / "run"
-    r = run_sosp("train", "--model", "resnet20", "--dataset", "digits", "--no-progress",
+    r = run_sosp_here("train", "--model", "resnet20", "--dataset", "digits", "--no-progress",
                  "--out", str(out))  # fmt: skip
     assert r.returncode == 0, r.stderr
     metrics = json.loads((out / "metrics.json").read_text())

@@ -11,7 +11,7 @@ import torch
 from sosp import cli, models
 from sosp.errors import BadInput
 from sosp.selection import Saliency
-from tests.test_cli import run_sosp
+from tests.test_cli import run_sosp_here as run_sosp
 
 
 @pytest.fixture(scope="module")
