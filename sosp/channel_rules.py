@@ -143,9 +143,22 @@ class LinearRule(ModuleRule):
 
 class BatchNormRule(ModuleRule):
     """A norm with running statistics. One without (`track_running_stats=False`) is refused:
-    it normalizes by batch statistics even in eval mode, so samples interact."""
+    it normalizes by batch statistics even in eval mode, so samples interact. A subclass may
+    hold channel-wise modules applied after the norm (timm's BatchNormAct2d: drop, act); they
+    must be positively homogeneous (`HOMOGENEOUS_MODULES`): the structure gate at the module's
+    output then equals scaling gamma and beta, as SOSP's saliencies assume, to every order."""
 
     def role(self, node: fx.Node, m: nn.modules.batchnorm._BatchNorm) -> Role:
+        for name, inner in m.named_children():  # a fused norm-activation (timm's BatchNormAct2d)
+            if not isinstance(inner, HOMOGENEOUS_MODULES):
+                raise Unsupported(
+                    f"{type(m).__name__} {node.target!r} applies {type(inner).__name__} "
+                    f"({node.target}.{name}) inside the norm module; SOSP's structure gates sit "
+                    "at a module's output, which equals scaling the norm's gamma and beta only "
+                    "for an activation with act(c z) = c act(z) (ReLU, LeakyReLU, Identity, "
+                    "Dropout); build the norm with one of those, or as a plain BatchNorm "
+                    "followed by its activation module"
+                )
         if not m.track_running_stats:
             raise Unsupported(
                 f"BatchNorm {node.target!r} has track_running_stats=False: it normalizes "
@@ -325,6 +338,8 @@ ZERO_PRESERVING_MODULES = (
     nn.Identity, nn.Dropout, nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
     nn.AdaptiveMaxPool2d,
 )  # fmt: skip
+# act(c z) = c act(z) for c > 0: may sit inside a norm module (see BatchNormRule)
+HOMOGENEOUS_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout2d)
 ZERO_PRESERVING_FUNCTIONS = (
     F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.silu, F.gelu, F.hardswish, torch.tanh,
     F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,

@@ -172,10 +172,15 @@ class StructureGraph:
 
 
 class _Tracer(fx.Tracer):
-    """Keeps every module kind that has a channel rule (ZeroPadShortcut too) as one node."""
+    """Keeps every module kind that has a channel rule (ZeroPadShortcut too) as one node, and
+    every BatchNorm subclass (timm's BatchNormAct2d: a norm with its activation fused), whose
+    rule checks what it holds. Other subclasses of ruled kinds are traced into: their forward
+    may differ (a weight-standardized conv)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return type(m) in MODULE_RULES or super().is_leaf_module(m, qualname)
+        if type(m) in MODULE_RULES or isinstance(m, nn.modules.batchnorm._BatchNorm):
+            return True
+        return super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
