@@ -24,3 +24,14 @@ def pytest_configure(config):
 def device() -> torch.device:
     """The device of the device-sensitive tests: $SOSP_TEST_DEVICE, default cpu."""
     return torch.device(os.environ.get("SOSP_TEST_DEVICE", "cpu"))
+
+
+@pytest.fixture
+def no_wandb_login(tmp_path, monkeypatch):
+    """An environment where W&B finds no API key and no login: its home, config, cache and
+    data folders under tmp_path, WANDB_API_KEY and WANDB_MODE unset."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc login
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home"))

@@ -159,14 +159,9 @@ def test_offline_wandb_writes_under_the_run_folder(tmp_path, monkeypatch):
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
 
 
-def test_online_wandb_without_a_login_is_one_line(tmp_path, monkeypatch):
+def test_online_wandb_without_a_login_is_one_line(tmp_path, no_wandb_login):
     """--wandb online with no API key and no login stops before training with one line naming
     the fixes (exit 2), not W&B's UsageError traceback."""
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc login
-    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
     out = tmp_path / "run"
     r = run_sosp("train", "--model", "resnet20", *QUICK, "--wandb", "online", "--out", str(out))
     assert r.returncode == 2, r.stderr[-2000:]

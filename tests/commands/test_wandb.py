@@ -174,15 +174,10 @@ def test_run_name_says_what_the_run_is():
     assert tracking.run_name(unknown) == "resnet56-cifar10 evaluate"
 
 
-def test_online_prune_without_a_login_stops_before_pruning(tmp_path, monkeypatch):
+def test_online_prune_without_a_login_stops_before_pruning(tmp_path, no_wandb_login):
     """prune and evaluate start their W&B runs once their results exist, so --wandb online with
     no API key or login is refused first: one line naming the fixes (exit 2), nothing written.
     (Real wandb, no network: the login is looked up locally.)"""
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc login
-    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
     out = tmp_path / "p"
     r = run_sosp("prune", "--model", "resnet20", "--dataset", "digits", "--ratio", "0.5",
                  "--wandb", "online", "--out", str(out))  # fmt: skip
