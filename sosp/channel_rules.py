@@ -17,6 +17,15 @@ in `MODULE_RULES`, a function or method node by its target in `FUNCTION_RULES` o
 - `shrink` (modules): the module rebuilt for kept output and input channels, None where it
   needs no change; `zero` (modules): make output channels exactly zero in place (soft mask).
 - `rewire` (functions, methods): what surgery changes in the graph around the node.
+- `zero_preserving`: False for an op whose zero input is not zero (sigmoid, adding a
+  constant). Its output and everything computed from it is *tainted*: a dead channel there is
+  not zero. A tainted tensor may gate a clean one by a product (squeeze-and-excitation:
+  `x * sigmoid(e)`): the gate's channels then *follow* the gated ones (`Walk.tie`): they are
+  no structures of their own and go exactly when the gated channel goes. Any other read of a
+  tainted channel that can die fails.
+- `links` (modules): writer ids that must be pruned together (the input and output channels
+  of one group of a grouped convolution).
+- `gate_site` (modules): where SOSP's structure gate on the module's output channels sits.
 
 A node with no rule, or whose arguments its rule cannot prove channel-safe, raises
 `Unsupported` naming the node. Supporting a new operation means adding its rule here.
@@ -25,17 +34,22 @@ A node with no rule, or whose arguments its rule cannot prove channel-safe, rais
 from __future__ import annotations
 
 import copy
+import itertools
 import operator
 from collections.abc import Callable, Sequence
 from enum import Enum
+from math import prod
+from typing import Protocol
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.passes.shape_prop import TensorMetadata
 
 from sosp.errors import BadInput
-from sosp.shortcuts import ChannelScatter, IndexAdd, Subsample, ZeroPadShortcut
+from sosp.modes import eval_mode
+from sosp.shortcuts import ChannelGather, ChannelScatter, IndexAdd, Subsample, ZeroPadShortcut
 
 Sources = list[frozenset[int]]  # per channel: ids of the writer channels that feed it
 Kept = dict[str, list[int]]  # node name -> kept channels of its output
@@ -79,10 +93,25 @@ def _shrink_bias(m: nn.Module, out_idx: Sequence[int]) -> None:
         m.bias = nn.Parameter(_select(m.bias, out_idx))
 
 
+class Walk(Protocol):
+    """What a rule sees of the analysis walking the graph (`sosp.structures`)."""
+
+    def src(self, arg: object) -> Sources:
+        """The sources of tensor argument `arg`; fails for anything else."""
+
+    def is_tainted(self, arg: object) -> bool:
+        """Whether `arg` is a tensor whose dead channels need not be zero (module docstring)."""
+
+    def tie(self, node: fx.Node, value: fx.Node, gate: fx.Node) -> None:
+        """Make gate's channel c follow value's channel c (product `node` = value * gate)."""
+
+
 # -- module rules -----------------------------------------------------------------------------
 class ModuleRule:
     """A parameter-free module that keeps channels apart and maps a zero channel to a zero
     channel (activations, dropout, pooling): sources pass through, surgery keeps it as is."""
+
+    zero_preserving = True
 
     def role(self, node: fx.Node, m: nn.Module) -> Role:
         return Role.MAP
@@ -90,6 +119,16 @@ class ModuleRule:
     def sources(self, node: fx.Node, m: nn.Module, x: Sources) -> Sources:
         """Sources of the output [C_out] for sources `x` [C_in] of the input (not for WRITER)."""
         return x
+
+    def links(self, m: nn.Module, x: Sources, out: Sources) -> list[frozenset[int]]:
+        """Sets of writer ids that only go together, for input sources `x` and output
+        sources `out` (a WRITER's fresh ids)."""
+        return []
+
+    def gate_site(self, m: nn.Module) -> tuple[nn.Module, str]:
+        """(module, "output" or "input"): the tensor whose channels SOSP's structure gates
+        scale, where the output channels of `m` are homogeneous of degree one in its slice."""
+        return m, "output"
 
     def shrink(self, m: nn.Module, out_idx: list[int], in_idx: list[int]) -> nn.Module | None:
         """A new `m` with output channels `out_idx` and input channels `in_idx` of the old one;
@@ -103,24 +142,45 @@ class ModuleRule:
             p[channels] = 0
 
 
+class TaintingModuleRule(ModuleRule):
+    """An elementwise module that maps zero to nonzero (nn.Sigmoid, nn.Hardsigmoid)."""
+
+    zero_preserving = False
+
+
 class Conv2dRule(ModuleRule):
-    """A writer with groups=1; a consumer when depthwise (groups = C_in = C_out)."""
+    """A writer; a consumer when depthwise (groups = C_in = C_out). A grouped convolution is
+    a writer whose groups are pruned whole: the input channels of group k and its output
+    channels are one set of `links`, so a structure holds every channel of the group (and,
+    through the input, the channels of the writers before it), and the pruned convolution
+    keeps groups of the same widths."""
 
     def role(self, node: fx.Node, m: nn.Conv2d) -> Role:
-        if m.groups == 1:
-            return Role.WRITER
-        if m.groups == m.in_channels == m.out_channels:
+        if m.groups > 1 and m.groups == m.in_channels == m.out_channels:
             return Role.CONSUMER
-        raise unsupported(node, f"grouped convolution with {m.groups} groups")
+        return Role.WRITER
+
+    def links(self, m: nn.Conv2d, x: Sources, out: Sources) -> list[frozenset[int]]:
+        if m.groups == 1:
+            return []
+        per_in, per_out = m.in_channels // m.groups, m.out_channels // m.groups
+        ins = [frozenset().union(*x[k * per_in : (k + 1) * per_in]) for k in range(m.groups)]
+        outs = [frozenset().union(*out[k * per_out : (k + 1) * per_out]) for k in range(m.groups)]
+        return [i | o for i, o in zip(ins, outs, strict=True)]
 
     def shrink(self, m: nn.Conv2d, out_idx: list[int], in_idx: list[int]) -> nn.Conv2d:
         m = copy.deepcopy(m)
         weight = _select(m.weight, out_idx)  # [C_out, C_in / groups, k_h, k_w]
-        if m.groups > 1:  # depthwise: its input channels are its output channels
-            m.groups = m.in_channels = len(out_idx)
-        else:
+        if m.groups == 1:
             weight = _select(weight, in_idx, 1)
             m.in_channels = len(in_idx)
+        elif m.groups == m.in_channels == m.out_channels:  # depthwise: inputs are its outputs
+            m.groups = m.in_channels = len(out_idx)
+        else:  # whole groups kept (`links`)
+            per_out = m.out_channels // m.groups
+            m.groups, m.in_channels = len(out_idx) // per_out, len(in_idx)
+            if m.in_channels != m.groups * weight.shape[1]:
+                raise AssertionError(f"grouped conv keeps part of a group: {in_idx}, {out_idx}")
         m.weight = nn.Parameter(weight)
         _shrink_bias(m, out_idx)
         m.out_channels = len(out_idx)
@@ -143,22 +203,16 @@ class LinearRule(ModuleRule):
 
 class BatchNormRule(ModuleRule):
     """A norm with running statistics. One without (`track_running_stats=False`) is refused:
-    it normalizes by batch statistics even in eval mode, so samples interact. A subclass may
-    hold channel-wise modules applied after the norm (timm's BatchNormAct2d: drop, act); they
-    must be positively homogeneous (`HOMOGENEOUS_MODULES`): the structure gate at the module's
-    output then equals scaling gamma and beta, as SOSP's saliencies assume, to every order."""
+    it normalizes by batch statistics even in eval mode, so samples interact.
+
+    A subclass may apply elementwise modules after the norm (timm's BatchNormAct2d: its
+    `drop`, then its `act`); each must map zero to zero (ReLU, SiLU, GELU, Hardswish, ...),
+    and the module must compute exactly its children applied in order to the norm's output
+    (checked on a random input). SOSP's gate then sits at the input of the first child, where
+    the channel is gamma * x_hat + beta, homogeneous of degree one in (gamma, beta), whatever
+    the activation; the soft mask's zero gamma and beta give act(0) = 0."""
 
     def role(self, node: fx.Node, m: nn.modules.batchnorm._BatchNorm) -> Role:
-        for name, inner in m.named_children():  # a fused norm-activation (timm's BatchNormAct2d)
-            if not isinstance(inner, HOMOGENEOUS_MODULES):
-                raise Unsupported(
-                    f"{type(m).__name__} {node.target!r} applies {type(inner).__name__} "
-                    f"({node.target}.{name}) inside the norm module; SOSP's structure gates sit "
-                    "at a module's output, which equals scaling the norm's gamma and beta only "
-                    "for an activation with act(c z) = c act(z) (ReLU, LeakyReLU, Identity, "
-                    "Dropout); build the norm with one of those, or as a plain BatchNorm "
-                    "followed by its activation module"
-                )
         if not m.track_running_stats:
             raise Unsupported(
                 f"BatchNorm {node.target!r} has track_running_stats=False: it normalizes "
@@ -166,7 +220,22 @@ class BatchNormRule(ModuleRule):
                 "and per-sample derivatives are undefined. Build it with "
                 "track_running_stats=True and prune with recalibrate_bn=True"
             )
+        for name, inner in m.named_children():  # a fused norm-activation
+            if not is_zero_preserving_elementwise(inner):
+                raise Unsupported(
+                    f"{type(m).__name__} {node.target!r} applies {type(inner).__name__} "
+                    f"({node.target}.{name}) inside the norm module, which does not map zero "
+                    "to zero, so a pruned channel would not be zero after it; build the norm "
+                    "with a zero-preserving activation (ReLU, SiLU, GELU, Hardswish, ...) or "
+                    "as a plain BatchNorm followed by its activation module"
+                )
+        if any(True for _ in m.children()):
+            _check_children_follow_norm(node, m)
         return Role.NORM
+
+    def gate_site(self, m: nn.Module) -> tuple[nn.Module, str]:
+        first = next(m.children(), None)
+        return (m, "output") if first is None else (first, "input")
 
     def shrink(self, m: nn.Module, out_idx: list[int], in_idx: list[int]) -> nn.Module:
         m = copy.deepcopy(m)
@@ -184,6 +253,25 @@ class BatchNormRule(ModuleRule):
         super().zero(m, channels)
         if not m.affine:
             m.running_mean[channels] = 0
+
+
+@torch.no_grad()
+def _check_children_follow_norm(node: fx.Node, m: nn.modules.batchnorm._BatchNorm) -> None:
+    """Fail unless fused norm `m` computes its children, in order, on its norm's output."""
+    p = next(m.parameters(), m.running_mean)
+    x = torch.randn(*_shape(node.args[0]), generator=torch.Generator().manual_seed(0))
+    x = x.to(p.device, p.dtype)
+    with eval_mode(m):
+        want = m(x)
+        got = F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
+        for inner in m.children():
+            got = inner(got)
+    if not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+        raise Unsupported(
+            f"{type(m).__name__} {node.target!r} holds modules "
+            f"({', '.join(n for n, _ in m.named_children())}) but does not compute them in "
+            "order on its normalized output; SOSP cannot place its gates inside it"
+        )
 
 
 def _shape(x_node: fx.Node) -> torch.Size:
@@ -222,42 +310,71 @@ class ZeroPadShortcutRule(ModuleRule):
 
 
 # -- function and method rules ----------------------------------------------------------------
-SourcesOf = Callable[[object], Sources]  # a tensor argument -> its sources; fails otherwise
-
-
 class OpRule:
     """A function or method that keeps channels apart and maps a zero channel to a zero channel
-    (relu, tanh, pooling): the sources of its first argument pass through."""
+    (relu, tanh, pooling, interpolation): the sources of its first argument pass through."""
 
-    def sources(self, node: fx.Node, src: SourcesOf) -> Sources | None:
+    zero_preserving = True
+
+    def sources(self, node: fx.Node, walk: Walk) -> Sources | None:
         """Sources of the output; None for a result that is not a tensor."""
-        return src(node.args[0])
+        return walk.src(node.args[0])
+
+    def tainted(self, node: fx.Node, walk: Walk) -> bool:
+        """Whether the output's dead channels may be nonzero (module docstring)."""
+        return not self.zero_preserving or any(walk.is_tainted(a) for a in node.all_input_nodes)
 
     def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
         """Change the pruned graph `gm` around `node` (surgery); most ops need nothing."""
 
 
+class DropoutRule(OpRule):
+    """`F.dropout(x, p, training)`: tracing fixed `training` to eval mode's False, so surgery
+    puts an `nn.Dropout(p)` module in its place, which drops again when fine-tuned."""
+
+    def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
+        p = _arg(node, 1, "p", 0.5)
+        with gm.graph.inserting_before(node):
+            new = _call_new_module(gm, f"{node.name}_module", nn.Dropout(p), (node.args[0],))
+        kept[new.name], new.meta = kept[node.name], node.meta
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+
+
+class TaintingRule(OpRule):
+    """An elementwise op that maps zero to nonzero (sigmoid, hardsigmoid)."""
+
+    zero_preserving = False
+
+
 class AddRule(OpRule):
     """A residual sum: each channel's sources are the union of its operands'. In surgery the
     operand that keeps every channel of the sum (the stream) takes the other one in by one
-    `IndexAdd`; where neither keeps them all, the first is first scattered into them."""
+    `IndexAdd`; where neither keeps them all, the first is first scattered into them. Adding
+    a constant keeps the channels but taints them (0 + c is not 0)."""
 
     IN_PLACE = (operator.iadd, "add_")
 
-    def sources(self, node: fx.Node, src: SourcesOf) -> Sources:
+    def sources(self, node: fx.Node, walk: Walk) -> Sources:
         a, b = node.args[:2]
-        if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
-            raise unsupported(node, "adding a constant does not preserve zero channels")
         if len(node.args) > 2 or node.kwargs:
             raise unsupported(node, "an add with alpha or out=")
-        sa, sb = src(a), src(b)
+        if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
+            return walk.src(a if isinstance(a, fx.Node) else b)
+        sa, sb = walk.src(a), walk.src(b)
         if len(sa) != len(sb):
             raise unsupported(node, "operands of different channel counts (broadcasting)")
         return [x | y for x, y in zip(sa, sb, strict=True)]
 
+    def tainted(self, node: fx.Node, walk: Walk) -> bool:
+        constant = not all(isinstance(a, fx.Node) for a in node.args[:2])
+        return constant or super().tainted(node, walk)
+
     def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
-        out = kept[node.name]
         stream, branch = node.args[:2]
+        if not (isinstance(stream, fx.Node) and isinstance(branch, fx.Node)):
+            return
+        out = kept[node.name]
         if kept[stream.name] == out and kept[branch.name] == out:
             return
         inplace = node.target in self.IN_PLACE and kept[stream.name] == out
@@ -279,8 +396,51 @@ class AddRule(OpRule):
                 (stream, branch),
             )
         kept[added.name] = out  # later nodes read it in place of `node`
+        added.meta = node.meta  # shapes as analysed: channels before pruning
         node.replace_all_uses_with(added)
         gm.graph.erase_node(node)
+
+
+class MulRule(OpRule):
+    """A product. By a constant: channels pass through. A clean tensor times a tainted one of
+    the same channels or of one broadcast channel (squeeze-and-excitation, x * sigmoid(e)):
+    the clean factor's channels; the tainted factor's channels follow them (`Walk.tie`).
+    Both factors clean (a channel is zero when either is) has no rule yet."""
+
+    def sources(self, node: fx.Node, walk: Walk) -> Sources:
+        a, b = node.args[:2]
+        if node.kwargs or len(node.args) > 2:
+            raise unsupported(node, "a product with out=")
+        if not isinstance(b, fx.Node):
+            return walk.src(a)
+        if not isinstance(a, fx.Node):
+            return walk.src(b)
+        ta, tb = walk.is_tainted(a), walk.is_tainted(b)
+        if ta and tb:  # the product is tainted too; a broadcast factor has one channel
+            return max(walk.src(a), walk.src(b), key=len)
+        if not (ta or tb):
+            raise unsupported(
+                node,
+                "a product of two feature maps (a channel is zero when either factor's is); "
+                "only a feature map times a gate computed from it (sigmoid, hardsigmoid) is "
+                "supported",
+            )
+        value, gate = (b, a) if ta else (a, b)
+        walk.tie(node, value, gate)
+        return walk.src(value)
+
+    def tainted(self, node: fx.Node, walk: Walk) -> bool:
+        nodes = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+        return all(walk.is_tainted(a) for a in nodes)
+
+
+class DivRule(OpRule):
+    """A division by a constant keeps zero channels; by a tensor it has no rule."""
+
+    def sources(self, node: fx.Node, walk: Walk) -> Sources:
+        if isinstance(_arg(node, 1, "other", None), fx.Node) or len(node.args) > 2:
+            raise unsupported(node, "a division by a tensor")
+        return walk.src(node.args[0])
 
 
 def _call_new_module(gm: fx.GraphModule, name: str, m: nn.Module, args: tuple) -> fx.Node:
@@ -297,25 +457,25 @@ def _arg(node: fx.Node, i: int, name: str, default: object) -> object:
 class CatRule(OpRule):
     """A concatenation along channels: the operands' sources, one after the other."""
 
-    def sources(self, node: fx.Node, src: SourcesOf) -> Sources:
+    def sources(self, node: fx.Node, walk: Walk) -> Sources:
         dim = _arg(node, 1, "dim", 0)
         if dim != 1:
             raise unsupported(node, f"concatenation along dim {dim}")
-        return [s for t in node.args[0] for s in src(t)]
+        return [s for t in node.args[0] for s in walk.src(t)]
 
 
 class FlattenOpRule(OpRule):
-    def sources(self, node: fx.Node, src: SourcesOf) -> Sources:
+    def sources(self, node: fx.Node, walk: Walk) -> Sources:
         x = node.args[0]
         start, end = _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1)
-        return _flattened(node, x, src(x), start, end)
+        return _flattened(node, x, walk.src(x), start, end)
 
 
 class MeanRule(OpRule):
     """A mean over spatial dims keeps channels; one over the batch or channel dim does not."""
 
-    def sources(self, node: fx.Node, src: SourcesOf) -> Sources:
-        x = src(node.args[0])
+    def sources(self, node: fx.Node, walk: Walk) -> Sources:
+        x = walk.src(node.args[0])
         dims = _arg(node, 1, "dim", None)
         dims = (dims,) if isinstance(dims, int) else dims
         ndim = len(_shape(node.args[0]))
@@ -324,27 +484,208 @@ class MeanRule(OpRule):
         return x
 
 
-class ShapeRule(OpRule):
-    """`size()`, `dim()`: no tensor, no channels."""
+class SplitRule(OpRule):
+    """`split`/`chunk` into a tuple of pieces (read by `getitem`). Along channels the node's
+    sources are its input's, cut into pieces by `channel_pieces`; surgery splits the kept
+    channels into pieces of the new sizes. Along another dim every piece has all channels."""
 
-    def sources(self, node: fx.Node, src: SourcesOf) -> None:
+    def sources(self, node: fx.Node, walk: Walk) -> Sources:
+        return walk.src(node.args[0])
+
+    def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
+        pieces = channel_pieces(node)
+        if pieces is None:
+            return
+        x, ins = node.args[0], kept[node.args[0].name]
+        sizes = [sum(a <= c < b for c in ins) for a, b in pieces]
+        with gm.graph.inserting_before(node):
+            new = gm.graph.call_function(torch.split, (x, sizes), {"dim": 1})
+        kept[new.name], new.meta = kept[node.name], node.meta
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+
+
+def channel_pieces(node: fx.Node) -> list[tuple[int, int]] | None:
+    """[(start, stop)] of each piece's channels for a split/chunk `node` along channels; None
+    for one along another dim."""
+    metas = node.meta["tensor_meta"]
+    dim = _arg(node, 2, "dim", 0)  # split(x, sizes, dim), chunk(x, chunks, dim), x.split(...)
+    if dim % len(metas[0].shape) != 1:
         return None
+    sizes = [m.shape[1] for m in metas]
+    bounds = [0, *itertools.accumulate(sizes)]
+    return list(itertools.pairwise(bounds))
+
+
+class GetItemRule(OpRule):
+    """`pieces[i]` of a split, or `x[:, a:b]` (any spatial slices after): a contiguous block
+    of channels. Surgery slices the block's kept channels."""
+
+    def sources(self, node: fx.Node, walk: Walk) -> Sources:
+        x, index = node.args
+        if _is_tuple(x):
+            if not isinstance(index, int):
+                raise unsupported(node, "a slice of a split's pieces; index them one by one")
+            pieces = channel_pieces(x)
+            src = walk.src(x)
+            return src if pieces is None else src[slice(*pieces[index])]
+        channels = _channel_slice(node)
+        return walk.src(x)[channels]
+
+    def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
+        x, index = node.args
+        if _is_tuple(x):
+            return
+        channels = _channel_slice(node)
+        if channels == slice(None):
+            return
+        ins = kept[x.name]
+        new = slice(sum(c < channels.start for c in ins), sum(c < channels.stop for c in ins))
+        node.args = (x, (index[0], new, *index[2:]))
+
+
+def _is_tuple(node: fx.Node) -> bool:
+    """Whether `node` computed a tuple of tensors (a split's pieces)."""
+    meta = node.meta.get("tensor_meta")
+    return isinstance(meta, tuple | list) and not isinstance(meta, TensorMetadata)
+
+
+def _channel_slice(node: fx.Node) -> slice:
+    """The channels `node` = x[index] takes as slice(start, stop), or slice(None) for all;
+    fails for an index that is not a batch slice, a channel slice and spatial slices."""
+    x, index = node.args
+    index = index if isinstance(index, tuple) else (index,)
+    if not all(isinstance(i, slice) for i in index) or index[0] != slice(None):
+        raise unsupported(node, f"indexing by {index}; only x[:, a:b, ...] slices channels")
+    if len(index) < 2 or index[1] == slice(None):
+        return slice(None)
+    if index[1].step not in (None, 1):
+        raise unsupported(node, "a strided slice of the channels")
+    return slice(*index[1].indices(_shape(x)[1])[:2])
+
+
+class Blocked(list):
+    """Sources of a tensor whose channels a view has split over dims 1 and 2 (`block` = their
+    sizes), in memory order; `perm[i]`: the channel before that view (node `origin`) now at
+    position i. A channel shuffle is such a view, a transpose of dims 1 and 2, and a view
+    back."""
+
+    def __init__(self, sources: Sources, block: tuple[int, int], perm: list[int], origin: str):
+        super().__init__(sources)
+        self.block, self.perm, self.origin = block, perm, origin
+
+
+class ViewRule(OpRule):
+    """`view`/`reshape` that keeps the batch and the channels' order: to the same shape, to
+    [B, C * H * W] (a flatten; surgery makes it `torch.flatten`), splitting the channels in
+    two dims (`Blocked`), or merging them back. The merge of a shuffled block becomes one
+    `ChannelGather` of the kept channels in their shuffled order."""
+
+    def sources(self, node: fx.Node, walk: Walk) -> Sources:
+        x = node.args[0]
+        src, before, after = walk.src(x), tuple(_shape(x)), tuple(_shape(node))
+        if isinstance(src, Blocked):
+            if after == (before[0], before[1] * before[2], *before[3:]):
+                node.meta["channel_gather"] = (src.origin, src.perm)
+                return list(src)
+        elif after == before:
+            return src
+        elif len(after) == 2 and after[1] == prod(before[1:]):
+            return _flattened(node, x, src, 1, -1)
+        elif len(after) == len(before) + 1 and after[3:] == before[2:]:
+            if after[0] == before[0] and after[1] * after[2] == before[1]:
+                return Blocked(src, (after[1], after[2]), list(range(before[1])), node.name)
+        raise unsupported(node, f"a reshape from {before} to {after} that moves channels")
+
+    def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
+        before, after = _shape(node.args[0]), _shape(node)
+        if "channel_gather" in node.meta:
+            origin_name, perm = node.meta["channel_gather"]
+            split = next(n for n in gm.graph.nodes if n.name == origin_name)
+            origin = split.args[0]
+            where = {c: i for i, c in enumerate(kept[origin.name])}
+            gather = ChannelGather([where[perm[c]] for c in kept[node.name]])
+            with gm.graph.inserting_before(node):
+                new = _call_new_module(gm, f"{node.name}_gather", gather, (origin,))
+            bypassed = [node.args[0]]  # the shuffle's transpose, contiguous, split view
+            while bypassed[-1] is not split:
+                bypassed.append(bypassed[-1].args[0])
+        elif len(after) == 2 and len(before) > 2:
+            with gm.graph.inserting_before(node):
+                new = gm.graph.call_function(torch.flatten, (node.args[0], 1))
+            bypassed = []
+        else:
+            return
+        kept[new.name], new.meta = kept[node.name], node.meta
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+        for n in bypassed:
+            if not n.users:
+                gm.graph.erase_node(n)
+
+
+class TransposeRule(OpRule):
+    """A transpose of two non-channel dims; or of the two dims of a `Blocked` channel split
+    (a channel shuffle), which permutes the channels."""
+
+    def sources(self, node: fx.Node, walk: Walk) -> Sources:
+        src = walk.src(node.args[0])
+        ndim = len(_shape(node.args[0]))
+        dims = {d % ndim for d in node.args[1:3]}
+        if isinstance(src, Blocked) and dims == {1, 2}:
+            a, b = src.block
+            order = [j * b + i for i in range(b) for j in range(a)]  # new position -> old
+            return Blocked(
+                [src[k] for k in order], (b, a), [src.perm[k] for k in order], src.origin
+            )
+        channel_dims = {1, 2} if isinstance(src, Blocked) else {1}
+        if dims & channel_dims or 0 in dims:
+            raise unsupported(node, "a transpose that moves the channel dim")
+        return src
+
+
+def is_zero_preserving_elementwise(m: nn.Module) -> bool:
+    """Whether `m` acts on each element alone and maps 0 to 0: a known activation, or a
+    module whose traced graph holds nothing but such operations (timm's GELU)."""
+    if isinstance(m, ELEMENTWISE_MODULES):
+        return True
+    try:
+        graph = fx.symbolic_trace(m).graph
+    except Exception:  # not traceable: not provably elementwise
+        return False
+    for node in graph.nodes:
+        if node.op in ("call_function", "call_method"):
+            if node.target not in ELEMENTWISE_FUNCTIONS + ELEMENTWISE_METHODS:
+                return False
+        elif node.op not in ("placeholder", "output"):
+            return False
+    return True
 
 
 # -- the table --------------------------------------------------------------------------------
-# Elementwise or spatial ops that map a zero channel to a zero channel and keep channels apart.
+# Elementwise ops that map 0 to 0; may also sit inside a fused norm module (BatchNormRule).
+ELEMENTWISE_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.SiLU, nn.Mish, nn.GELU,
+    nn.Hardswish, nn.Hardtanh, nn.Tanh, nn.Softsign, nn.Identity, nn.Dropout, nn.Dropout2d,
+)  # fmt: skip
+ELEMENTWISE_FUNCTIONS = (
+    F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.celu, F.selu, F.silu, F.mish, F.gelu,
+    F.hardswish, F.hardtanh, torch.tanh,
+)  # fmt: skip
+ELEMENTWISE_METHODS = ("relu", "relu_", "tanh", "tanh_", "contiguous")
+# Ops that keep channels apart and map a zero channel to a zero channel.
 ZERO_PRESERVING_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Tanh,
-    nn.Identity, nn.Dropout, nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
+    *ELEMENTWISE_MODULES, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d, nn.Upsample,
 )  # fmt: skip
-# act(c z) = c act(z) for c > 0: may sit inside a norm module (see BatchNormRule)
-HOMOGENEOUS_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout2d)
 ZERO_PRESERVING_FUNCTIONS = (
-    F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.silu, F.gelu, F.hardswish, torch.tanh,
-    F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
+    *ELEMENTWISE_FUNCTIONS, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d, F.interpolate,
 )  # fmt: skip
-ZERO_PRESERVING_METHODS = ("relu", "relu_", "contiguous", "tanh")
+# Elementwise ops that map 0 to nonzero: their outputs are tainted (module docstring).
+TAINTING_MODULES = (nn.Sigmoid, nn.Hardsigmoid)
+TAINTING_FUNCTIONS = (torch.sigmoid, F.hardsigmoid)
+TAINTING_METHODS = ("sigmoid", "sigmoid_")
 
 MODULE_RULES: dict[type[nn.Module], ModuleRule] = {
     nn.Conv2d: Conv2dRule(),
@@ -354,29 +695,56 @@ MODULE_RULES: dict[type[nn.Module], ModuleRule] = {
     nn.Flatten: FlattenRule(),
     ZeroPadShortcut: ZeroPadShortcutRule(),
     **{t: ModuleRule() for t in ZERO_PRESERVING_MODULES},
+    **{t: TaintingModuleRule() for t in TAINTING_MODULES},
 }
 FUNCTION_RULES: dict[Callable, OpRule] = {
-    operator.add: AddRule(),
-    operator.iadd: AddRule(),
-    torch.add: AddRule(),
+    **{f: AddRule() for f in (operator.add, operator.iadd, torch.add)},
+    **{f: MulRule() for f in (operator.mul, operator.imul, torch.mul)},
+    **{f: DivRule() for f in (operator.truediv, torch.div)},
     torch.cat: CatRule(),
     torch.flatten: FlattenOpRule(),
+    **{f: SplitRule() for f in (torch.split, torch.chunk)},
+    torch.reshape: ViewRule(),
+    torch.transpose: TransposeRule(),
+    operator.getitem: GetItemRule(),
     **{f: OpRule() for f in ZERO_PRESERVING_FUNCTIONS},
+    F.dropout: DropoutRule(),
+    **{f: TaintingRule() for f in TAINTING_FUNCTIONS},
 }
 METHOD_RULES: dict[str, OpRule] = {
-    "add": AddRule(),
-    "add_": AddRule(),
+    **{name: AddRule() for name in ("add", "add_")},
+    **{name: MulRule() for name in ("mul", "mul_")},
+    **{name: DivRule() for name in ("div", "div_")},
     "flatten": FlattenOpRule(),
     "mean": MeanRule(),
-    "size": ShapeRule(),
-    "dim": ShapeRule(),
-    **{name: OpRule() for name in ZERO_PRESERVING_METHODS},
+    **{name: SplitRule() for name in ("split", "chunk")},
+    **{name: ViewRule() for name in ("view", "reshape")},
+    "transpose": TransposeRule(),
+    **{name: OpRule() for name in ELEMENTWISE_METHODS},
+    **{name: TaintingRule() for name in TAINTING_METHODS},
 }
+
+
+# Library modules that keep channels apart and map zero to zero, by qualified class name (so
+# that this table imports neither library): per-sample drop paths, identities in eval mode.
+NAMED_MODULE_RULES: dict[str, ModuleRule] = {
+    "torchvision.ops.stochastic_depth.StochasticDepth": ModuleRule(),
+    "timm.layers.drop.DropPath": ModuleRule(),
+    "timm.layers.drop.DropBlock2d": ModuleRule(),
+}
+
+
+def qualified_name(t: type) -> str:
+    return f"{t.__module__}.{t.__qualname__}"
 
 
 def module_rule(m: nn.Module) -> ModuleRule | None:
     """The rule of `m`'s type, or of its nearest base class that has one."""
-    return next((MODULE_RULES[t] for t in type(m).__mro__ if t in MODULE_RULES), None)
+    for t in type(m).__mro__:
+        rule = MODULE_RULES.get(t) or NAMED_MODULE_RULES.get(qualified_name(t))
+        if rule is not None:
+            return rule
+    return None
 
 
 def op_rule(node: fx.Node) -> OpRule | None:

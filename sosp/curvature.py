@@ -5,8 +5,9 @@ L = (1/N') sum_n l(f(x_n), y_n) with l = cross-entropy or 1/2 ||f - y||^2.
 
 - `gate_jacobians`: per-sample J_n in R^{D x S} with J_n[:, s] = phi(x_n) theta_s, from
   multiplicative gates (= 1) on the output channels of every module that holds a slice of
-  theta_s (`StructureGraph.theta`: the writer, its affine BN, consumer slices). Each such
-  output channel is homogeneous of degree one in its module's slice, so the sum of the gate
+  theta_s (`StructureGraph.theta`: the writer, its affine BN, consumer slices; in a fused
+  norm-activation between norm and activation: its rule's `gate_site`). Each such gated
+  channel is homogeneous of degree one in its module's slice, so the sum of the gate
   derivatives is the directional derivative along theta_s. One backward pass per output
   dimension gives J for the whole batch.
 - `gauss_newton`: G = (1/N') sum_n J_n^T R_n J_n (R = diag(p) - p p^T for cross-entropy, I for
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from sosp.channel_rules import module_rule
 from sosp.errors import BadInput
 from sosp.modes import eval_mode
 from sosp.structures import StructureGraph, slice_params
@@ -105,17 +107,23 @@ def gated(graph: StructureGraph, batch_size: int):
     gates: Gates = []
     handles = []
 
-    def hook_for(gate: torch.Tensor) -> Callable:
-        def hook(_m, _i, out: torch.Tensor) -> torch.Tensor:
-            return out * gate.view(*gate.shape, *[1] * (out.dim() - 2))
+    def scaled(t: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        return t * gate.view(*gate.shape, *[1] * (t.dim() - 2))
 
-        return hook
+    def hook_for(gate: torch.Tensor, where: str) -> Callable:
+        if where == "input":
+            return lambda _m, args: (scaled(args[0], gate), *args[1:])
+        return lambda _m, _i, out: scaled(out, gate)
 
     for sl in graph.theta:
         m = graph.gm.get_submodule(sl.module)
         width = m.weight.shape[0]
         gate = torch.ones(batch_size, width, dtype=p.dtype, device=p.device, requires_grad=True)
-        handles.append(m.register_forward_hook(hook_for(gate)))
+        site, where = module_rule(m).gate_site(m)
+        register = (
+            site.register_forward_pre_hook if where == "input" else site.register_forward_hook
+        )
+        handles.append(register(hook_for(gate, where)))
         gates.append((gate, _index(sl.channels, p.device), _index(sl.structures, p.device)))
     try:
         yield gates

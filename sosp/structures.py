@@ -47,16 +47,19 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from sosp.channel_rules import (
     MODULE_RULES,
+    NAMED_MODULE_RULES,
     Role,
     Sources,
     Unsupported,
     module_rule,
     op_rule,
+    qualified_name,
     unsupported,
 )
 from sosp.channel_rules import slice_params as slice_params  # re-exported: theta slices
@@ -117,7 +120,7 @@ class ThetaSlice:
 class StructureGraph:
     """The traced model with channel sources on every tensor node.
 
-    `members[i]`: the writer ids of structure i (one, or a coupled stream channel's);
+    `members[i]`: the writer ids of structure i (one; a coupled stream channel's; a group's);
     `structures[i] = (layer_name, channel)`: the first of them, its name; both in graph order.
     `theta` lists where the parameters of every structure live (module docstring).
     """
@@ -130,16 +133,21 @@ class StructureGraph:
     structures: list[tuple[str, int]] = field(default_factory=list)
     members: list[tuple[int, ...]] = field(default_factory=list)
     theta: list[ThetaSlice] = field(default_factory=list)
+    # writer id -> the ids it follows: alive exactly while one of them is (a SE gate's channel)
+    followers: dict[int, frozenset[int]] = field(default_factory=dict)
 
     def structure_index(self) -> dict[tuple[str, int], int]:
         return {s: i for i, s in enumerate(self.structures)}
 
     def alive_writers(self, pruned: Iterable[int]) -> torch.Tensor:
         """Bool [num_writers]: False exactly for the writer channels of the pruned structures."""
-        alive = torch.ones(self.num_writers, dtype=torch.bool)
-        ids = [w for i in pruned for w in self.members[i]]
-        alive[ids] = False
-        return alive
+        alive = [True] * self.num_writers
+        for i in pruned:
+            for w in self.members[i]:
+                alive[w] = False
+        for f, leaders in self.followers.items():
+            alive[f] = any(alive[w] for w in leaders)
+        return torch.tensor(alive, dtype=torch.bool)
 
     def kept(self, node: str, alive: torch.Tensor) -> list[int]:
         """Channels of tensor `node` with at least one alive writer, in order."""
@@ -172,22 +180,56 @@ class StructureGraph:
 
 
 class _Tracer(fx.Tracer):
-    """Keeps every module kind that has a channel rule (ZeroPadShortcut too) as one node, and
-    every BatchNorm subclass (timm's BatchNormAct2d: a norm with its activation fused), whose
-    rule checks what it holds. Other subclasses of ruled kinds are traced into: their forward
-    may differ (a weight-standardized conv)."""
+    """Keeps every module that has a channel rule as one node: those of a ruled type (and
+    library modules named in the table), every BatchNorm subclass (timm's BatchNormAct2d: a
+    norm with its activation fused), whose rule checks what it holds, and a subclass of
+    Conv2d or Linear that computes what its base class does on a random input (timm's
+    Linear). Other subclasses are traced into: their forward differs (a weight-standardized
+    conv)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.leaves = {id(m) for m in model.modules() if _is_ruled_leaf(m)}  # before tracing
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if type(m) in MODULE_RULES or isinstance(m, nn.modules.batchnorm._BatchNorm):
-            return True
-        return super().is_leaf_module(m, qualname)
+        return id(m) in self.leaves or super().is_leaf_module(m, qualname)
+
+
+def _is_ruled_leaf(m: nn.Module) -> bool:
+    return module_rule(m) is not None and (
+        type(m) in MODULE_RULES
+        or qualified_name(type(m)) in NAMED_MODULE_RULES
+        or isinstance(m, nn.modules.batchnorm._BatchNorm)
+        or _computes_as_base(m)
+    )
+
+
+@torch.no_grad()
+def _computes_as_base(m: nn.Module) -> bool:
+    """Whether a Conv2d or Linear subclass `m` computes its base class's function."""
+    p = m.weight
+    if p.is_meta or not isinstance(m, nn.Conv2d | nn.Linear):
+        return False
+    g = torch.Generator().manual_seed(0)
+    if isinstance(m, nn.Linear):
+        x = torch.randn(2, m.in_features, generator=g).to(p.device, p.dtype)
+        want = F.linear(x, p, m.bias)
+    else:
+        side = 2 * max(d * (k - 1) + 1 for d, k in zip(m.dilation, m.kernel_size, strict=True)) + 4
+        x = torch.randn(1, m.in_channels, side, side, generator=g).to(p.device, p.dtype)
+        want = nn.Conv2d._conv_forward(m, x, p, m.bias)
+    try:
+        return torch.allclose(m(x), want, rtol=1e-4, atol=1e-5)
+    except Exception:  # a forward that needs more than one tensor
+        return False
 
 
 def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     """fx GraphModule of `model` (sharing its modules) with tensor shapes of one sample
     [1, *input_shape] recorded on every node."""
     try:
-        graph = _Tracer().trace(model)
+        with eval_mode(model):  # training-only branches (drop paths) are not analysed
+            graph = _Tracer(model).trace(model)
     except Exception as e:  # fx raises many types for data-dependent control flow
         raise Unsupported(f"cannot trace {type(model).__name__} with torch.fx: {e}") from e
     gm = fx.GraphModule(model, graph)
@@ -235,6 +277,8 @@ def analyze(
 
 
 class _Analysis:
+    """One walk over the graph in order (the `channel_rules.Walk` its rules see)."""
+
     def __init__(self, gm: fx.GraphModule, exclude: list[str], coupling: str = "filter"):
         self.gm, self.exclude, self.coupling = gm, exclude, coupling
         self.modules = dict(gm.named_modules())
@@ -242,6 +286,27 @@ class _Analysis:
         self.layers: dict[str, Layer] = {}
         self.consumers: list[Consumer] = []
         self.num_writers = 0
+        self.links: list[frozenset[int]] = []  # writer ids pruned only together (groups)
+        self.tainted: dict[str, str] = {}  # node -> the node whose op tainted it
+        self.ties: list[tuple[fx.Node, fx.Node, fx.Node]] = []  # (product, value, gate)
+        self.clean_reads: list[tuple[fx.Node, fx.Node]] = []  # (reader, tainted tensor)
+
+    # -- the Walk protocol ------------------------------------------------------------------
+    def src(self, arg) -> Sources:
+        if not isinstance(arg, fx.Node) or arg.name not in self.sources:
+            raise Unsupported(f"expected a tensor produced by the network, got {arg!r}")
+        return self.sources[arg.name]
+
+    def is_tainted(self, arg) -> bool:
+        return isinstance(arg, fx.Node) and arg.name in self.tainted
+
+    def tie(self, node: fx.Node, value: fx.Node, gate: fx.Node) -> None:
+        if len(self.src(gate)) == len(self.src(value)):
+            self.ties.append((node, value, gate))
+        elif len(self.src(gate)) == 1:  # one gate for all channels: it must never go
+            self.clean_reads.append((node, gate))
+        else:
+            raise unsupported(node, "a gate whose channels are not the feature map's")
 
     # -- helpers --------------------------------------------------------------------------
     def new_writers(self, n: int) -> Sources:
@@ -249,10 +314,12 @@ class _Analysis:
         self.num_writers += n
         return [frozenset([first + c]) for c in range(n)]
 
-    def src(self, arg) -> Sources:
-        if not isinstance(arg, fx.Node) or arg.name not in self.sources:
-            raise Unsupported(f"expected a tensor produced by the network, got {arg!r}")
-        return self.sources[arg.name]
+    def taint_origin(self, node: fx.Node) -> str:
+        """The node whose op tainted an input of `node`, or `node` itself."""
+        return next(
+            (self.tainted[a.name] for a in node.all_input_nodes if a.name in self.tainted),
+            node.name,
+        )
 
     # -- the walk -------------------------------------------------------------------------
     def run(self) -> StructureGraph:
@@ -261,29 +328,75 @@ class _Analysis:
             if out is not None:
                 self.sources[node.name] = out
         self.mark_classifiers()
+        followers = self.followers()
         g = StructureGraph(self.gm, self.layers, self.consumers, self.sources, self.num_writers)
-        for members in self.structure_members():
+        g.followers = followers
+        for members in self.structure_members(followers):
             g.members.append(members)
             g.structures.append(g.writer_channel(members[0]))
         if not g.structures:
             raise BadInput("the model has no prunable structures (all layers excluded?)")
+        self.check_clean_reads(g)
         g.theta = self.theta_slices(g)
         return g
 
-    def structure_members(self) -> list[tuple[int, ...]]:
+    def structure_members(self, followers: dict[int, frozenset[int]]) -> list[tuple[int, ...]]:
         """The writer ids of each structure, in graph order: every channel of a prunable layer
-        alone ("filter"), or the coupled stream channels whose writers are all prunable."""
-        prunable = sorted(
+        alone ("filter"), or the coupled stream channels whose writers are all prunable; in
+        both, the channels a grouped convolution links go together."""
+        prunable = {
             layer.first_id + c
             for layer in self.layers.values()
             if layer.prunable
             for c in range(layer.out_channels)
-        )
-        if self.coupling == "filter":
-            return [(w,) for w in prunable]
-        groups = _connected(self.num_writers, (s for src in self.sources.values() for s in src))
-        allowed = set(prunable)
-        return [g for g in groups if allowed.issuperset(g)]
+        } - followers.keys()
+        links = list(self.links)
+        if self.coupling == "stream":
+            links += [s for src in self.sources.values() for s in src]
+        groups = _connected(self.num_writers, links)
+        return [g for g in groups if prunable.issuperset(g)]
+
+    def followers(self) -> dict[int, frozenset[int]]:
+        """Writer id -> the ids it follows, from the gating products (`tie`): channel c of a
+        gate follows channel c of the feature map it gates. Fails unless each follower is a
+        layer's output channel read only on the way to its gate."""
+        out: dict[int, set[int]] = {}
+        tie_of: dict[int, fx.Node] = {}  # follower -> its product node
+        for node, value, gate in self.ties:
+            for leaders, gated in zip(self.src(value), self.src(gate), strict=True):
+                for f in gated - leaders:
+                    out.setdefault(f, set()).update(leaders)
+                    tie_of[f] = node
+        if not out:
+            return {}
+        layer_ids = {
+            layer.first_id + c for layer in self.layers.values() for c in range(layer.out_channels)
+        }
+        for f, leaders in out.items():
+            if f not in layer_ids or leaders & out.keys():
+                raise unsupported(tie_of[f], "its gate is not computed by layers of its own")
+        on_gate_paths = _ancestors([gate for _, _, gate in self.ties])
+        for node in self.gm.graph.nodes:
+            src = self.sources.get(node.name, ())
+            if node.name not in on_gate_paths and any(out.keys() & s for s in src):
+                raise unsupported(node, "it reads a gate's channels outside the gate's product")
+        for layer in self.layers.values():
+            if all(layer.first_id + c in out for c in range(layer.out_channels)):
+                layer.prunable = False
+        return {f: frozenset(leaders) for f, leaders in out.items()}
+
+    def check_clean_reads(self, g: StructureGraph) -> None:
+        """Fail where a tainted tensor with channels that can go is read other than as a gate
+        (by a layer, a sum, the output): its pruned channels are not zero there."""
+        dying = {w for members in g.members for w in members} | g.followers.keys()
+        for reader, t in self.clean_reads:
+            if any(s & dying for s in self.sources[t.name]):
+                raise unsupported(
+                    reader,
+                    f"it reads {t.name!r}, which passed {self.tainted[t.name]!r}, an op that "
+                    "maps zero to nonzero, so pruned channels are not zero there; such a "
+                    "tensor may only gate a feature map by a product (x * sigmoid(...))",
+                )
 
     def theta_slices(self, g: StructureGraph) -> list[ThetaSlice]:
         """Where theta_s lives: the writers, their affine private BNs, and consumer slices of
@@ -319,6 +432,9 @@ class _Analysis:
             shape = node.meta["tensor_meta"].shape
             return self.new_writers(shape[1])  # input channels: writers that are always alive
         if node.op == "output":
+            self.clean_reads += [(node, a) for a in node.all_input_nodes if self.is_tainted(a)]
+            return None
+        if "tensor_meta" not in node.meta:  # a size, a shape, arithmetic on them
             return None
         if node.op == "get_attr":
             raise unsupported(node, "parameters used outside a module")
@@ -333,18 +449,27 @@ class _Analysis:
             raise unsupported(node, f"module type {type(m).__name__} is not supported")
         role = rule.role(node, m)
         if role is Role.WRITER:
-            return self.writer(node, m)
+            out = self.writer(node, m)
+            self.links += rule.links(m, self.src(x), out)
+            if self.is_tainted(x):
+                self.clean_reads.append((node, x))
+            return out
         if role is Role.NORM:
             self.attach_norm(node, x)
         elif role is Role.CONSUMER:
             self.consumers.append(Consumer(node.target, node.name))
+        if not rule.zero_preserving or self.is_tainted(x):
+            self.tainted[node.name] = self.taint_origin(node)
         return rule.sources(node, m, self.src(x))
 
     def visit_function(self, node: fx.Node) -> Sources | None:
         rule = op_rule(node)
         if rule is None:
             raise unsupported(node, "operation not supported")
-        return rule.sources(node, self.src)
+        out = rule.sources(node, self)
+        if rule.tainted(node, self):
+            self.tainted[node.name] = self.taint_origin(node)
+        return out
 
     def writer(self, node: fx.Node, m: nn.Module) -> Sources:
         sources = self.new_writers(m.weight.shape[0])
@@ -408,6 +533,18 @@ def _connected(n: int, links: Iterable[frozenset[int]]) -> list[tuple[int, ...]]
     for i in range(n):
         classes.setdefault(root(i), []).append(i)
     return sorted((tuple(c) for c in classes.values()), key=lambda c: c[0])
+
+
+def _ancestors(nodes: Iterable[fx.Node]) -> set[str]:
+    """Names of `nodes` and of every node they are computed from."""
+    seen: set[str] = set()
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        if node.name not in seen:
+            seen.add(node.name)
+            stack.extend(node.all_input_nodes)
+    return seen
 
 
 def _has_params(m: nn.Module) -> bool:

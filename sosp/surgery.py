@@ -9,6 +9,7 @@ indices into `StructureGraph.structures`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 
 from sosp.channel_rules import module_rule, op_rule
 from sosp.errors import BadInput
-from sosp.shortcuts import ChannelScatter, IndexAdd
+from sosp.shortcuts import ChannelGather, ChannelScatter, IndexAdd
 from sosp.structures import StructureGraph
 
 Mask = dict[str, list[int]]
@@ -99,19 +100,10 @@ def soft_masked(model: nn.Module, graph: StructureGraph, pruned: Iterable[int]) 
 
 def _retarget(graph: StructureGraph, model: nn.Module) -> StructureGraph:
     """`graph` re-pointed at the modules of `model`, a copy of the original model."""
-    gm = fx.GraphModule(model, graph.gm.graph)
     layers = {n: copy.copy(layer) for n, layer in graph.layers.items()}
     for layer in layers.values():
         layer.module = model.get_submodule(layer.name)
-    return StructureGraph(
-        gm,
-        layers,
-        graph.consumers,
-        graph.sources,
-        graph.num_writers,
-        graph.structures,
-        graph.members,
-    )
+    return dataclasses.replace(graph, gm=fx.GraphModule(model, graph.gm.graph), layers=layers)
 
 
 def build_pruned(graph: StructureGraph, pruned: Iterable[int]) -> fx.GraphModule:
@@ -121,9 +113,15 @@ def build_pruned(graph: StructureGraph, pruned: Iterable[int]) -> fx.GraphModule
     alive: a branch that keeps fewer of them is added in by index (`channel_rules.AddRule`)."""
     alive = graph.alive_writers(pruned)
     kept = {name: graph.kept(name, alive) for name in graph.sources}
+    nodes = {node.name: node for node in graph.gm.graph.nodes}
     for name, layer in graph.layers.items():
         if not kept[layer.node]:
             raise BadInput(f"the mask prunes every channel of {name!r}; keep at least one")
+        if not kept[nodes[layer.node].args[0].name]:
+            raise BadInput(
+                f"the mask prunes every input channel of {name!r} (all channels of the tensor "
+                "it reads, e.g. one piece of a split); keep at least one of them"
+            )
     gm = copy.deepcopy(graph.gm)
     for node in list(gm.graph.nodes):
         if node.op == "call_module":
@@ -131,7 +129,7 @@ def build_pruned(graph: StructureGraph, pruned: Iterable[int]) -> fx.GraphModule
             new = module_rule(m).shrink(m, kept[node.name], kept[node.args[0].name])
             if new is not None:
                 _set_submodule(gm, node.target, new)
-        elif node.op in ("call_function", "call_method"):
+        elif node.op in ("call_function", "call_method") and node.name in kept:
             op_rule(node).rewire(gm, node, kept)
     gm.graph.lint()
     gm.recompile()
@@ -144,7 +142,7 @@ def _on_parameter_device(gm: fx.GraphModule) -> fx.GraphModule:
     p = next(gm.parameters(), None)
     if p is not None:
         for m in gm.modules():
-            if isinstance(m, ChannelScatter | IndexAdd):
+            if isinstance(m, ChannelScatter | IndexAdd | ChannelGather):
                 m.to(p.device)
     return gm
 

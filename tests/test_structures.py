@@ -58,6 +58,24 @@ def _head() -> nn.Sequential:
     )
 
 
+class SqueezeExcite(nn.Module):
+    """x [6] -> x * gate(expand(relu(reduce(mean(x))))), the gate `gate` (a module or a
+    function), the product `product`."""
+
+    def __init__(self, gate=torch.sigmoid, product=operator.mul):
+        super().__init__()
+        self.reduce, self.expand = nn.Conv2d(6, 2, 1), nn.Conv2d(2, 6, 1)
+        self.gate, self.product = gate, product
+
+    def forward(self, x):
+        e = self.expand(F.relu(self.reduce(x.mean((2, 3), keepdim=True))))
+        return self.product(x, self.gate(e))
+
+
+def _se(gate=torch.sigmoid, product=operator.mul):
+    return lambda: Probe(SqueezeExcite(gate, product))
+
+
 # One network per module kind of the table, using it where its channels are pruned.
 MODULE_EXAMPLES = {
     nn.Conv2d: lambda: Probe(nn.Conv2d(6, 6, 3, padding=1, groups=6)),  # depthwise; + writers
@@ -70,6 +88,14 @@ MODULE_EXAMPLES = {
     nn.ReLU6: lambda: Probe(nn.ReLU6()),
     nn.LeakyReLU: lambda: Probe(nn.LeakyReLU()),
     nn.ELU: lambda: Probe(nn.ELU()),
+    nn.CELU: lambda: Probe(nn.CELU()),
+    nn.SELU: lambda: Probe(nn.SELU()),
+    nn.Mish: lambda: Probe(nn.Mish()),
+    nn.Hardtanh: lambda: Probe(nn.Hardtanh()),
+    nn.Softsign: lambda: Probe(nn.Softsign()),
+    nn.Upsample: lambda: Probe(nn.Upsample(scale_factor=2)),
+    nn.Sigmoid: _se(nn.Sigmoid()),
+    nn.Hardsigmoid: _se(nn.Hardsigmoid()),
     nn.SiLU: lambda: Probe(nn.SiLU()),
     nn.GELU: lambda: Probe(nn.GELU()),
     nn.Hardswish: lambda: Probe(nn.Hardswish()),
@@ -102,13 +128,25 @@ def _pooled(t):
     return F.adaptive_avg_pool2d(t, 1).flatten(1)
 
 
+def _swapped(pieces):
+    """Two pieces of a split, concatenated in the other order."""
+    return torch.cat([pieces[1], pieces[0]], 1)
+
+
+def _shuffled(t, transpose):
+    """A channel shuffle of t's 6 channels in 2 groups, with the transpose `transpose`."""
+    b, c, h, w = t.size()
+    return transpose(t.view(b, 2, c // 2, h, w)).contiguous().view(b, c, h, w)
+
+
 def _unary(f):
     """f applied to the residual sum a + b, then pooled."""
     return lambda: OpProbe(lambda a, b: _pooled(f(a + b)))
 
 
-# One network per function and method of the table. fx records `a += b` (and operator.iadd)
-# as operator.add, so operator.iadd has a rule but cannot be traced here.
+# One network per function and method of the table. fx records `a += b` (operator.iadd) as
+# operator.add, and `*=` as operator.mul, so the in-place operators have rules that cannot be
+# traced here. Shapes (`t.size(2)`) are no tensors and need no rule.
 OP_EXAMPLES = {
     operator.add: _unary(lambda t: t),
     torch.add: lambda: OpProbe(lambda a, b: _pooled(torch.add(a, b))),
@@ -124,6 +162,22 @@ OP_EXAMPLES = {
     F.hardswish: _unary(F.hardswish),
     torch.tanh: _unary(torch.tanh),
     F.dropout: _unary(lambda t: F.dropout(t, training=False)),
+    F.celu: _unary(F.celu),
+    F.selu: _unary(F.selu),
+    F.mish: _unary(F.mish),
+    F.hardtanh: _unary(F.hardtanh),
+    F.interpolate: _unary(lambda t: F.interpolate(t, scale_factor=2)),
+    torch.sigmoid: _se(torch.sigmoid),
+    F.hardsigmoid: _se(F.hardsigmoid),
+    operator.mul: _se(),
+    torch.mul: _se(product=torch.mul),
+    operator.truediv: _se(lambda e: F.relu6(e + 3) / 6),
+    torch.div: _se(lambda e: torch.div(F.relu6(e + 3), 6)),
+    torch.split: _unary(lambda t: _swapped(torch.split(t, [2, 4], 1))),
+    torch.chunk: _unary(lambda t: _swapped(torch.chunk(t, 2, 1))),
+    operator.getitem: lambda: OpProbe(lambda a, b: _pooled((a + b)[:, 1:4]), k=3),
+    torch.reshape: lambda: OpProbe(lambda a, b: torch.reshape(F.avg_pool2d(a, 4), (-1, 24)), 24),
+    torch.transpose: _unary(lambda t: _shuffled(t, lambda v: torch.transpose(v, 1, 2))),
     F.max_pool2d: _unary(lambda t: F.max_pool2d(t, 2)),
     F.avg_pool2d: _unary(lambda t: F.avg_pool2d(t, 2)),
     F.adaptive_avg_pool2d: _unary(lambda t: F.adaptive_avg_pool2d(t, 3)),
@@ -132,14 +186,24 @@ OP_EXAMPLES = {
     "add_": lambda: OpProbe(lambda a, b: _pooled(a.add_(b))),
     "flatten": lambda: OpProbe(lambda a, b: F.avg_pool2d(a, 4).flatten(1), k=24),
     "mean": lambda: OpProbe(lambda a, b: (a + b).mean((2, 3))),
-    "size": _unary(lambda t: F.avg_pool2d(t, t.size(2))),
-    "dim": _unary(lambda t: F.adaptive_avg_pool2d(t, t.dim())),
+    "mul": _se(product=lambda x, g: x.mul(g)),
+    "mul_": _se(product=lambda x, g: x.mul_(g)),
+    "div": _se(lambda e: F.relu6(e + 3).div(6)),
+    "div_": _se(lambda e: F.relu6(e + 3).div_(6)),
+    "split": _unary(lambda t: _swapped(t.split([4, 2], dim=1))),
+    "chunk": _unary(lambda t: _swapped(t.chunk(2, dim=1))),
+    "sigmoid": _se(lambda e: e.sigmoid()),
+    "sigmoid_": _se(lambda e: e.sigmoid_()),
+    "tanh_": _unary(lambda t: t.tanh_()),
+    "view": _unary(lambda t: _shuffled(t, lambda v: v.transpose(1, 2))),
+    "reshape": lambda: OpProbe(lambda a, b: F.avg_pool2d(a, 4).reshape(a.size(0), -1), k=24),
+    "transpose": _unary(lambda t: _shuffled(t, lambda v: v.transpose(2, 1))),
     "relu": _unary(lambda t: t.relu()),
     "relu_": _unary(lambda t: t.relu_()),
     "contiguous": _unary(lambda t: t.contiguous()),
     "tanh": _unary(lambda t: t.tanh()),
 }
-UNTRACEABLE = {operator.iadd}
+UNTRACEABLE = {operator.iadd, operator.imul}
 
 
 def _check_pruned_equals_soft_mask(model: nn.Module) -> None:
@@ -209,10 +273,10 @@ class _GroupNormProbe(nn.Module):
     "model, match",
     [
         (_GroupNormProbe(), r"node 'norm'.*GroupNorm"),
-        (OpProbe(lambda a, b: _pooled(torch.sigmoid(a))), r"node 'sigmoid'"),
+        (OpProbe(lambda a, b: _pooled(torch.sigmoid(a))), r"node 'fc'.*passed 'sigmoid'"),
         (OpProbe(lambda a, b: _pooled(a.softmax(1))), r"node 'softmax'"),
-        (OpProbe(lambda a, b: _pooled(a + 1.0)), r"node 'add'.*constant"),
-        (Probe(nn.Conv2d(6, 6, 3, padding=1, groups=2)), r"node 'op'.*2 groups"),
+        (OpProbe(lambda a, b: _pooled(a + 1.0)), r"node 'fc'.*passed 'add'.*zero to nonzero"),
+        (OpProbe(lambda a, b: _pooled(a * b)), r"node 'mul'.*two feature maps"),
         (OpProbe(lambda a, b: a.mean(1).mean(1), k=8), r"node 'mean'.*channel"),
         (OpProbe(lambda a, b: a.mean(-3).mean(-1), k=8), r"node 'mean'.*channel"),
         (OpProbe(lambda a, b: torch.flatten(a, 1, 2).mean(-1), k=48), r"'flatten'.*dim 2"),
@@ -226,7 +290,7 @@ class _GroupNormProbe(nn.Module):
         "function",
         "method",
         "add_constant",
-        "grouped_conv",
+        "product",
         "channel_mean",
         "channel_mean_negative_dim",
         "partial_flatten",

@@ -80,3 +80,168 @@ def randomized(model: nn.Module, seed: int = 0, dtype=torch.float64) -> nn.Modul
                     m.weight.copy_(torch.randn(m.num_features, generator=g))
                     m.bias.copy_(torch.randn(m.num_features, generator=g))
     return model
+
+
+# -- one tiny network per channel construct, with theta_s written by hand ----------------------
+# Each takes [B, 2, 4, 4] to 3 outputs; `*_theta()` lists its structures in graph order.
+
+
+class SqueezeExciteNet(nn.Module):
+    """conv1 -> timm's BatchNormAct2d with SiLU (the gate sits between norm and activation)
+    -> squeeze-and-excitation (mean, reduce conv, ReLU, expand conv, sigmoid, product) ->
+    conv2 + BN -> mean -> fc."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers import BatchNormAct2d
+
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn1 = BatchNormAct2d(4, act_layer=nn.SiLU)
+        self.reduce = nn.Conv2d(4, 2, 1)
+        self.expand = nn.Conv2d(2, 4, 1)
+        self.conv2 = nn.Conv2d(4, 3, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        x = self.bn1(self.conv1(x))
+        gate = torch.sigmoid(self.expand(F.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+        x = F.relu(self.bn2(self.conv2(x * gate)))
+        return self.fc(x.mean((2, 3)))
+
+
+def squeeze_excite_theta() -> dict:
+    """conv1's channels with bn1's gamma/beta; the SE's reduced channels (reduce conv alone);
+    conv2's with bn2. The expand conv's channel c goes with conv1's channel c but is no part
+    of its theta_s: zeroing it leaves sigmoid(b) != 0, the product is zero by conv1's side."""
+    theta = {}
+    for c in range(4):
+        theta[("conv1", c)] = [
+            ("conv1.weight", c), ("conv1.bias", c), ("bn1.weight", c), ("bn1.bias", c)
+        ]  # fmt: skip
+    for c in range(2):
+        theta[("reduce", c)] = [("reduce.weight", c), ("reduce.bias", c)]
+    for c in range(3):
+        theta[("conv2", c)] = [("conv2.weight", c), ("bn2.weight", c), ("bn2.bias", c)]
+    return theta
+
+
+class GroupedConvNet(nn.Module):
+    """conv1 + BN + ReLU -> grouped conv2 (2 groups, 2 -> 3 channels each) + BN + ReLU ->
+    conv3 -> mean -> fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1, groups=2, bias=False)
+        self.bn2 = nn.BatchNorm2d(6)
+        self.conv3 = nn.Conv2d(6, 3, 1)
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return self.fc(self.conv3(x).mean((2, 3)))
+
+
+def grouped_conv_theta() -> dict:
+    """Group k of conv2 is one structure: conv1's channels 2k, 2k+1 (the group's inputs)
+    with bn1's, and conv2's outputs 3k .. 3k+2 with bn2's. conv3's channels alone."""
+    theta = {}
+    for k in range(2):
+        theta[("conv1", 2 * k)] = [
+            *[(f"{p}.{w}", c) for c in (2 * k, 2 * k + 1) for p in ("conv1", "bn1")
+              for w in ("weight", "bias")],
+            *[(f"{p}.{w}", c) for c in range(3 * k, 3 * k + 3)
+              for p, w in (("conv2", "weight"), ("bn2", "weight"), ("bn2", "bias"))],
+        ]  # fmt: skip
+    for c in range(3):
+        theta[("conv3", c)] = [("conv3.weight", c), ("conv3.bias", c)]
+    return theta
+
+
+class SplitNet(nn.Module):
+    """conv1 + BN + ReLU -> split into channels [0, 2) and [2, 4) -> conv a on the first,
+    a depthwise conv (consumer) on the second -> concatenation -> its channels 1 .. 4 sliced
+    -> conv2 -> mean -> fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.a = nn.Conv2d(2, 2, 3, padding=1)
+        self.dw = nn.Conv2d(2, 2, 3, padding=1, groups=2)
+        self.conv2 = nn.Conv2d(3, 3, 1)
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        first, rest = torch.split(F.relu(self.bn1(self.conv1(x))), [2, 2], dim=1)
+        x = torch.cat([self.a(first), self.dw(rest)], 1)[:, 1:]
+        return self.fc(self.conv2(x).mean((2, 3)))
+
+
+def split_theta() -> dict:
+    """conv1's channels with bn1's; channels 2, 3 also with the depthwise conv's slice (its
+    only writer is that conv1 channel). a's channels alone (its channel 0 is sliced away: a
+    structure whose removal changes nothing); conv2's alone."""
+    theta = {}
+    for c in range(4):
+        dw = [("dw.weight", c - 2), ("dw.bias", c - 2)] if c >= 2 else []
+        theta[("conv1", c)] = [
+            ("conv1.weight", c), ("conv1.bias", c), ("bn1.weight", c), ("bn1.bias", c), *dw
+        ]  # fmt: skip
+    for c in range(2):
+        theta[("a", c)] = [("a.weight", c), ("a.bias", c)]
+    for c in range(3):
+        theta[("conv2", c)] = [("conv2.weight", c), ("conv2.bias", c)]
+    return theta
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's shuffle, written as torchvision writes it (view, transpose, view)."""
+    batch, channels, height, width = x.size()
+    x = x.view(batch, groups, channels // groups, height, width)
+    return torch.transpose(x, 1, 2).contiguous().view(batch, channels, height, width)
+
+
+class ShuffleNet(nn.Module):
+    """conv1 + BN + ReLU -> chunk in two -> the second half through conv b + BN + ReLU ->
+    concatenation -> channel shuffle (2 groups) -> conv2 -> mean -> fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.b = nn.Conv2d(2, 2, 3, padding=1, bias=False)
+        self.bn_b = nn.BatchNorm2d(2)
+        self.conv2 = nn.Conv2d(4, 3, 1)
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        first, second = F.relu(self.bn1(self.conv1(x))).chunk(2, dim=1)
+        x = torch.cat([first, F.relu(self.bn_b(self.b(second)))], 1)
+        return self.fc(self.conv2(channel_shuffle(x, 2)).mean((2, 3)))
+
+
+def shuffle_theta() -> dict:
+    """conv1's channels with bn1's, b's with bn_b's, conv2's: the shuffle moves channels,
+    it owns no parameters."""
+    theta = {}
+    for c in range(4):
+        theta[("conv1", c)] = [
+            ("conv1.weight", c), ("conv1.bias", c), ("bn1.weight", c), ("bn1.bias", c)
+        ]  # fmt: skip
+    for c in range(2):
+        theta[("b", c)] = [("b.weight", c), ("bn_b.weight", c), ("bn_b.bias", c)]
+    for c in range(3):
+        theta[("conv2", c)] = [("conv2.weight", c), ("conv2.bias", c)]
+    return theta
+
+
+CONSTRUCTS = {
+    "squeeze_excite": (SqueezeExciteNet, squeeze_excite_theta),
+    "grouped_conv": (GroupedConvNet, grouped_conv_theta),
+    "split": (SplitNet, split_theta),
+    "channel_shuffle": (ShuffleNet, shuffle_theta),
+}
