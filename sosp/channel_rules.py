@@ -49,7 +49,14 @@ from torch.fx.passes.shape_prop import TensorMetadata
 
 from sosp.errors import BadInput
 from sosp.modes import eval_mode
-from sosp.shortcuts import ChannelGather, ChannelScatter, IndexAdd, Subsample, ZeroPadShortcut
+from sosp.shortcuts import (
+    ChannelGather,
+    ChannelLayerNorm,
+    ChannelScatter,
+    IndexAdd,
+    Subsample,
+    ZeroPadShortcut,
+)
 
 Sources = list[frozenset[int]]  # per channel: ids of the writer channels that feed it
 Kept = dict[str, list[int]]  # node name -> kept channels of its output
@@ -105,6 +112,9 @@ class Walk(Protocol):
     def tie(self, node: fx.Node, value: fx.Node, gate: fx.Node) -> None:
         """Make gate's channel c follow value's channel c (product `node` = value * gate)."""
 
+    def is_parameter(self, arg: object) -> bool:
+        """Whether `arg` is a parameter of the model read directly (or a reshape of one)."""
+
 
 # -- module rules -----------------------------------------------------------------------------
 class ModuleRule:
@@ -112,9 +122,15 @@ class ModuleRule:
     channel (activations, dropout, pooling): sources pass through, surgery keeps it as is."""
 
     zero_preserving = True
+    channel_dim = 1  # of the output: 1 (NCHW, [B, C]) or -1 (a Linear, a channels-last norm)
 
     def role(self, node: fx.Node, m: nn.Module) -> Role:
         return Role.MAP
+
+    def written(self, node: fx.Node, m: nn.Module, x: Sources, out: Sources) -> Sources:
+        """A WRITER's output sources `out` (fresh ids) in the layout its input `x` implies;
+        fails for an input layout the writer cannot read."""
+        return out
 
     def sources(self, node: fx.Node, m: nn.Module, x: Sources) -> Sources:
         """Sources of the output [C_out] for sources `x` [C_in] of the input (not for WRITER)."""
@@ -148,6 +164,16 @@ class TaintingModuleRule(ModuleRule):
     zero_preserving = False
 
 
+class ChannelsLast(list):
+    """Sources of a tensor whose channels are its last dim (ConvNeXt's blocks: a permute to
+    [B, H, W, C], a LayerNorm, Linear layers, a permute back)."""
+
+
+def _check_channels_first(node: fx.Node, x: Sources) -> None:
+    if isinstance(x, ChannelsLast | Blocked):
+        raise unsupported(node, "its input's channels are not in dim 1")
+
+
 class Conv2dRule(ModuleRule):
     """A writer; a consumer when depthwise (groups = C_in = C_out). A grouped convolution is
     a writer whose groups are pruned whole: the input channels of group k and its output
@@ -159,6 +185,14 @@ class Conv2dRule(ModuleRule):
         if m.groups > 1 and m.groups == m.in_channels == m.out_channels:
             return Role.CONSUMER
         return Role.WRITER
+
+    def written(self, node: fx.Node, m: nn.Conv2d, x: Sources, out: Sources) -> Sources:
+        _check_channels_first(node, x)
+        return out
+
+    def sources(self, node: fx.Node, m: nn.Conv2d, x: Sources) -> Sources:
+        _check_channels_first(node, x)  # a depthwise conv
+        return x
 
     def links(self, m: nn.Conv2d, x: Sources, out: Sources) -> list[frozenset[int]]:
         if m.groups == 1:
@@ -188,10 +222,19 @@ class Conv2dRule(ModuleRule):
 
 
 class LinearRule(ModuleRule):
-    """A writer."""
+    """A writer on the last dim: of [B, C], or of a channels-last tensor."""
+
+    channel_dim = -1
 
     def role(self, node: fx.Node, m: nn.Linear) -> Role:
         return Role.WRITER
+
+    def written(self, node: fx.Node, m: nn.Linear, x: Sources, out: Sources) -> Sources:
+        if isinstance(x, ChannelsLast):
+            return ChannelsLast(out)
+        if len(_shape(node.args[0])) != 2:
+            raise unsupported(node, "a Linear layer on a dim other than the channels")
+        return out
 
     def shrink(self, m: nn.Linear, out_idx: list[int], in_idx: list[int]) -> nn.Linear:
         m = copy.deepcopy(m)
@@ -274,6 +317,36 @@ def _check_children_follow_norm(node: fx.Node, m: nn.modules.batchnorm._BatchNor
         )
 
 
+class LayerNormRule(ModuleRule):
+    """A LayerNorm over the channels alone: nn.LayerNorm of a channels-last tensor or of
+    [B, C] (`channel_dim` -1), or a LayerNorm2d of [B, C, H, W] (`channel_dim` 1). A norm with
+    per-channel weight and bias like a BatchNorm, but its statistics run over the channels, so
+    a zero (pruned) channel counts in them: surgery replaces it by a `ChannelLayerNorm` that
+    keeps counting the removed channels as zeros."""
+
+    def __init__(self, channel_dim: int):
+        self.channel_dim = channel_dim
+
+    def role(self, node: fx.Node, m: nn.LayerNorm) -> Role:
+        if len(m.normalized_shape) != 1 or not m.elementwise_affine:
+            raise unsupported(node, "a LayerNorm over more than one dim, or without affine")
+        return Role.NORM
+
+    def sources(self, node: fx.Node, m: nn.LayerNorm, x: Sources) -> Sources:
+        channels_last = isinstance(x, ChannelsLast) or len(_shape(node.args[0])) == 2
+        if channels_last != (self.channel_dim == -1):
+            raise unsupported(node, "a LayerNorm over a dim other than the channels")
+        return x
+
+    def shrink(self, m: nn.LayerNorm, out_idx: list[int], in_idx: list[int]) -> nn.Module | None:
+        total = m.normalized_shape[0]
+        if len(out_idx) == total:
+            return None
+        return ChannelLayerNorm(
+            _select(m.weight, out_idx), _select(m.bias, out_idx), total, m.eps, self.channel_dim
+        )
+
+
 def _shape(x_node: fx.Node) -> torch.Size:
     """The shape `trace` recorded for tensor node `x_node` (batch of one)."""
     return x_node.meta["tensor_meta"].shape
@@ -341,6 +414,22 @@ class DropoutRule(OpRule):
         gm.graph.erase_node(node)
 
 
+class PadRule(OpRule):
+    """F.pad of the spatial dims, with zeros or by reflecting or replicating: zero stays zero.
+    Padding with another constant taints; padding the channels has no rule."""
+
+    def sources(self, node: fx.Node, walk: Walk) -> Sources:
+        if len(_arg(node, 1, "pad", ())) > 2 * (len(_shape(node.args[0])) - 2):
+            raise unsupported(node, "padding of the channel dim")
+        return walk.src(node.args[0])
+
+    def tainted(self, node: fx.Node, walk: Walk) -> bool:
+        constant = _arg(node, 2, "mode", "constant") == "constant"
+        return (constant and (_arg(node, 3, "value", None) or 0) != 0) or super().tainted(
+            node, walk
+        )
+
+
 class TaintingRule(OpRule):
     """An elementwise op that maps zero to nonzero (sigmoid, hardsigmoid)."""
 
@@ -367,7 +456,7 @@ class AddRule(OpRule):
         return [x | y for x, y in zip(sa, sb, strict=True)]
 
     def tainted(self, node: fx.Node, walk: Walk) -> bool:
-        constant = not all(isinstance(a, fx.Node) for a in node.args[:2])
+        constant = any(not isinstance(a, fx.Node) and a != 0 for a in node.args[:2])
         return constant or super().tainted(node, walk)
 
     def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
@@ -411,10 +500,10 @@ class MulRule(OpRule):
         a, b = node.args[:2]
         if node.kwargs or len(node.args) > 2:
             raise unsupported(node, "a product with out=")
-        if not isinstance(b, fx.Node):
-            return walk.src(a)
-        if not isinstance(a, fx.Node):
-            return walk.src(b)
+        if not isinstance(b, fx.Node) or walk.is_parameter(b):
+            return _scaled(node, a, b, walk)
+        if not isinstance(a, fx.Node) or walk.is_parameter(a):
+            return _scaled(node, b, a, walk)
         ta, tb = walk.is_tainted(a), walk.is_tainted(b)
         if ta and tb:  # the product is tainted too; a broadcast factor has one channel
             return max(walk.src(a), walk.src(b), key=len)
@@ -430,8 +519,34 @@ class MulRule(OpRule):
         return walk.src(value)
 
     def tainted(self, node: fx.Node, walk: Walk) -> bool:
-        nodes = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+        nodes = [a for a in node.args[:2] if isinstance(a, fx.Node) and not walk.is_parameter(a)]
         return all(walk.is_tainted(a) for a in nodes)
+
+    def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
+        """A per-channel parameter factor (a layer scale) keeps the product's kept channels."""
+        if "channel_scale" not in node.meta:
+            return
+        target, channels = node.meta["channel_scale"]
+        owner, _, attr = target.rpartition(".")
+        module = gm.get_submodule(owner)
+        p = getattr(module, attr)
+        dim = next(d for d, n in enumerate(p.shape) if n == channels)
+        setattr(module, attr, nn.Parameter(_select(p, kept[node.name], dim)))
+
+
+def _scaled(node: fx.Node, x: fx.Node, factor: object, walk: Walk) -> Sources:
+    """Sources of x * factor, a constant or a per-channel parameter (ConvNeXt's layer scale:
+    a channel's factor goes with the channel, and is no part of theta_s)."""
+    src = walk.src(x)
+    if isinstance(factor, fx.Node):
+        shape = _shape(factor)
+        if prod(shape) != len(src) or max(shape) != prod(shape):
+            raise unsupported(node, "a product with a parameter that is not one per channel")
+        root = factor
+        while root.op != "get_attr":  # a reshape of the parameter
+            root = root.args[0]
+        node.meta["channel_scale"] = (root.target, len(src))
+    return src
 
 
 class DivRule(OpRule):
@@ -644,6 +759,25 @@ class TransposeRule(OpRule):
         return src
 
 
+class PermuteRule(OpRule):
+    """[B, C, H, W] -> [B, H, W, C] (`ChannelsLast`) and back; a permute that keeps the
+    channel dim where it is passes its sources."""
+
+    TO_LAST, TO_FIRST = (0, 2, 3, 1), (0, 3, 1, 2)
+
+    def sources(self, node: fx.Node, walk: Walk) -> Sources:
+        src = walk.src(node.args[0])
+        dims = node.kwargs.get("dims") or node.args[1:]  # permute(x, 0, 2, 3, 1) or a list
+        dims = tuple(dims[0] if isinstance(dims[0], list | tuple) else dims)
+        if isinstance(src, ChannelsLast) and dims == self.TO_FIRST:
+            return list(src)
+        if not isinstance(src, ChannelsLast | Blocked) and dims == self.TO_LAST:
+            return ChannelsLast(src)
+        if dims[:2] == (0, 1) and not isinstance(src, ChannelsLast | Blocked):
+            return src
+        raise unsupported(node, f"a permute {dims} of a tensor with channels in dim 1 or last")
+
+
 def is_zero_preserving_elementwise(m: nn.Module) -> bool:
     """Whether `m` acts on each element alone and maps 0 to 0: a known activation, or a
     module whose traced graph holds nothing but such operations (timm's GELU)."""
@@ -693,6 +827,7 @@ MODULE_RULES: dict[type[nn.Module], ModuleRule] = {
     nn.BatchNorm1d: BatchNormRule(),
     nn.BatchNorm2d: BatchNormRule(),
     nn.Flatten: FlattenRule(),
+    nn.LayerNorm: LayerNormRule(channel_dim=-1),
     ZeroPadShortcut: ZeroPadShortcutRule(),
     **{t: ModuleRule() for t in ZERO_PRESERVING_MODULES},
     **{t: TaintingModuleRule() for t in TAINTING_MODULES},
@@ -705,10 +840,12 @@ FUNCTION_RULES: dict[Callable, OpRule] = {
     torch.flatten: FlattenOpRule(),
     **{f: SplitRule() for f in (torch.split, torch.chunk)},
     torch.reshape: ViewRule(),
+    torch.permute: PermuteRule(),
     torch.transpose: TransposeRule(),
     operator.getitem: GetItemRule(),
     **{f: OpRule() for f in ZERO_PRESERVING_FUNCTIONS},
     F.dropout: DropoutRule(),
+    F.pad: PadRule(),
     **{f: TaintingRule() for f in TAINTING_FUNCTIONS},
 }
 METHOD_RULES: dict[str, OpRule] = {
@@ -720,6 +857,7 @@ METHOD_RULES: dict[str, OpRule] = {
     **{name: SplitRule() for name in ("split", "chunk")},
     **{name: ViewRule() for name in ("view", "reshape")},
     "transpose": TransposeRule(),
+    "permute": PermuteRule(),
     **{name: OpRule() for name in ELEMENTWISE_METHODS},
     **{name: TaintingRule() for name in TAINTING_METHODS},
 }
@@ -731,6 +869,8 @@ NAMED_MODULE_RULES: dict[str, ModuleRule] = {
     "torchvision.ops.stochastic_depth.StochasticDepth": ModuleRule(),
     "timm.layers.drop.DropPath": ModuleRule(),
     "timm.layers.drop.DropBlock2d": ModuleRule(),
+    "timm.layers.norm.LayerNorm2d": LayerNormRule(channel_dim=1),
+    "torchvision.models.convnext.LayerNorm2d": LayerNormRule(channel_dim=1),
 }
 
 

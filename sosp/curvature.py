@@ -107,23 +107,25 @@ def gated(graph: StructureGraph, batch_size: int):
     gates: Gates = []
     handles = []
 
-    def scaled(t: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        return t * gate.view(*gate.shape, *[1] * (t.dim() - 2))
+    def scaled(t: torch.Tensor, gate: torch.Tensor, dim: int) -> torch.Tensor:
+        ones = [1] * (t.dim() - 2)
+        return t * (gate.view(len(gate), *ones, -1) if dim == -1 else gate.view(*gate.shape, *ones))
 
-    def hook_for(gate: torch.Tensor, where: str) -> Callable:
+    def hook_for(gate: torch.Tensor, where: str, dim: int) -> Callable:
         if where == "input":
-            return lambda _m, args: (scaled(args[0], gate), *args[1:])
-        return lambda _m, _i, out: scaled(out, gate)
+            return lambda _m, args: (scaled(args[0], gate, dim), *args[1:])
+        return lambda _m, _i, out: scaled(out, gate, dim)
 
     for sl in graph.theta:
         m = graph.gm.get_submodule(sl.module)
         width = m.weight.shape[0]
         gate = torch.ones(batch_size, width, dtype=p.dtype, device=p.device, requires_grad=True)
-        site, where = module_rule(m).gate_site(m)
+        rule = module_rule(m)
+        site, where = rule.gate_site(m)
         register = (
             site.register_forward_pre_hook if where == "input" else site.register_forward_hook
         )
-        handles.append(register(hook_for(gate, where)))
+        handles.append(register(hook_for(gate, where, rule.channel_dim)))
         gates.append((gate, _index(sl.channels, p.device), _index(sl.structures, p.device)))
     try:
         yield gates

@@ -103,3 +103,22 @@ class ChannelGather(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.index_select(1, self.index).contiguous(memory_format=layout_of(x))
+
+
+class ChannelLayerNorm(nn.Module):
+    """A LayerNorm over the channel dim `dim` (1 or -1) of a tensor whose other `total` -
+    C channels were pruned: they still count as zeros in the mean and variance, as they did
+    (exactly zero) in the network before surgery. weight, bias: [C]."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, total: int, eps: float, dim: int):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(weight), nn.Parameter(bias)
+        self.total, self.eps, self.dim = total, eps, dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        missing = self.total - x.shape[self.dim]
+        mean = x.sum(self.dim, keepdim=True) / self.total
+        squares = (x - mean).square().sum(self.dim, keepdim=True) + missing * mean.square()
+        y = (x - mean) * torch.rsqrt(squares / self.total + self.eps)
+        shape = [-1] + [1] * (x.dim() - 2) if self.dim == 1 else [-1]
+        return y * self.weight.view(shape) + self.bias.view(shape)

@@ -10,20 +10,30 @@ depthwise convolution) of a channel that s alone writes (DenseNet, MobileNet). S
 theta_s is exactly the removal that surgery applies, and each of those modules' output
 channel is homogeneous of degree one in its slice (the gate identity of `curvature`).
 
-Two cases are not covered by that equality, both documented rather than hidden: a BatchNorm
-without affine parameters holds no part of theta_s (zeroing W[s], b[s] leaves its constant
--mean/std, which removal drops), and a consumer slice of a channel with several writers
+Some slices go with a channel without being part of theta_s, all documented rather than
+hidden: a BatchNorm without affine parameters holds none (zeroing W[s], b[s] leaves its
+constant -mean/std, which removal drops); a consumer slice of a channel with several writers
 (a pre-activation residual stream) belongs to no single structure (it goes when its last
-writer goes). A BatchNorm with `track_running_stats=False` normalizes by batch statistics
-even in eval mode, so samples interact: it is refused.
+writer goes); and the factor of a product that is zero by the channel's own side goes with it
+(a squeeze-and-excitation gate's channel, a `follower`; ConvNeXt's per-channel layer scale).
+Zeroing theta_s is still exactly the removal in each case. A BatchNorm with
+`track_running_stats=False` normalizes by batch statistics even in eval mode, so samples
+interact: it is refused.
+
+A grouped convolution is pruned by whole groups: its rule links group k's input channels
+(the writer channels feeding them) with its output channels, and a structure is one class
+of linked writer channels. LayerNorms over the channels (ConvNeXt) are norms whose
+statistics count a pruned channel as the zero it is; surgery keeps counting it.
 
 The model is traced with torch.fx and every tensor's channel dimension (dim 1) is annotated
 with the set of writer channels that contribute to each of its channels: a residual sum takes
 the union, a concatenation appends, a zero-padding shortcut shifts. A channel is *alive* while
 any of its writers is alive, and a dead channel is exactly zero (only zero-preserving
-operations are admitted between writers). Ops that act per channel on a tensor they do not
-write (a pre-activation BatchNorm, a depthwise convolution) are *consumers*: their slice of a
-dead channel is zeroed by the soft mask and removed by surgery. What each operation is and how
+operations are admitted between writers; an op that maps zero elsewhere, like a sigmoid,
+*taints* its output, which may then only gate a feature map by a product). Ops that act per
+channel on a tensor they do not write (a pre-activation BatchNorm, a depthwise convolution)
+are *consumers*: their slice of a dead channel is zeroed by the soft mask and removed by
+surgery. What each operation is and how
 it maps channels is its rule in `sosp.channel_rules`; an operation without one fails loudly.
 
 `coupling` chooses what one structure is. "filter" (the paper's): one writer channel. "stream":
@@ -290,15 +300,25 @@ class _Analysis:
         self.tainted: dict[str, str] = {}  # node -> the node whose op tainted it
         self.ties: list[tuple[fx.Node, fx.Node, fx.Node]] = []  # (product, value, gate)
         self.clean_reads: list[tuple[fx.Node, fx.Node]] = []  # (reader, tainted tensor)
+        self.parameters: set[str] = set()  # nodes that read a parameter (or reshape one)
+        self.input_ids: set[int] = set()  # ids of the input's channels, and of ops on them alone
 
     # -- the Walk protocol ------------------------------------------------------------------
     def src(self, arg) -> Sources:
+        if self.is_parameter(arg):
+            raise Unsupported(
+                f"the model reads a parameter outside a module (node {arg.name!r}); only a "
+                "per-channel scale (x * p, ConvNeXt's layer scale) has a rule"
+            )
         if not isinstance(arg, fx.Node) or arg.name not in self.sources:
             raise Unsupported(f"expected a tensor produced by the network, got {arg!r}")
         return self.sources[arg.name]
 
     def is_tainted(self, arg) -> bool:
         return isinstance(arg, fx.Node) and arg.name in self.tainted
+
+    def is_parameter(self, arg) -> bool:
+        return isinstance(arg, fx.Node) and arg.name in self.parameters
 
     def tie(self, node: fx.Node, value: fx.Node, gate: fx.Node) -> None:
         if len(self.src(gate)) == len(self.src(value)):
@@ -428,19 +448,40 @@ class _Analysis:
         return out
 
     def visit(self, node: fx.Node) -> Sources | None:
-        if node.op == "placeholder":
-            shape = node.meta["tensor_meta"].shape
-            return self.new_writers(shape[1])  # input channels: writers that are always alive
+        if node.op == "placeholder":  # input channels: writers that are always alive
+            return self.inputs_like(node)
         if node.op == "output":
             self.clean_reads += [(node, a) for a in node.all_input_nodes if self.is_tainted(a)]
             return None
         if "tensor_meta" not in node.meta:  # a size, a shape, arithmetic on them
             return None
-        if node.op == "get_attr":
-            raise unsupported(node, "parameters used outside a module")
-        if node.op == "call_module":
-            return self.visit_module(node, self.modules[node.target])
-        return self.visit_function(node)
+        inputs = node.all_input_nodes
+        if node.op == "get_attr" or (inputs and all(self.is_parameter(a) for a in inputs)):
+            self.parameters.add(node.name)  # read by a rule (MulRule) or refused by `src`
+            return None
+        try:
+            if node.op == "call_module":
+                return self.visit_module(node, self.modules[node.target])
+            return self.visit_function(node)
+        except Unsupported:
+            if not self.reads_only_inputs(node):
+                raise
+            return self.inputs_like(node)
+
+    def reads_only_inputs(self, node: fx.Node) -> bool:
+        """Whether every channel `node` reads comes from the network's input alone (nothing
+        before it can be pruned: any op is safe there, e.g. TResNet's space-to-depth)."""
+        tensors = [a for a in node.all_input_nodes if a.name in self.sources]
+        return bool(tensors) and all(
+            ids <= self.input_ids for a in tensors for ids in self.sources[a.name]
+        )
+
+    def inputs_like(self, node: fx.Node) -> Sources:
+        """Fresh channels that are never pruned, like the input's, for `node`'s output."""
+        shape = node.meta["tensor_meta"].shape
+        out = self.new_writers(shape[1] if len(shape) > 1 else 1)
+        self.input_ids.update(w for ids in out for w in ids)
+        return out
 
     def visit_module(self, node: fx.Node, m: nn.Module) -> Sources:
         (x,) = node.args
@@ -449,7 +490,7 @@ class _Analysis:
             raise unsupported(node, f"module type {type(m).__name__} is not supported")
         role = rule.role(node, m)
         if role is Role.WRITER:
-            out = self.writer(node, m)
+            out = rule.written(node, m, self.src(x), self.writer(node, m))
             self.links += rule.links(m, self.src(x), out)
             if self.is_tainted(x):
                 self.clean_reads.append((node, x))

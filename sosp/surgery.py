@@ -126,11 +126,14 @@ def build_pruned(graph: StructureGraph, pruned: Iterable[int]) -> fx.GraphModule
     for node in list(gm.graph.nodes):
         if node.op == "call_module":
             m = gm.get_submodule(node.target)
-            new = module_rule(m).shrink(m, kept[node.name], kept[node.args[0].name])
+            rule = module_rule(m)  # None: an op on the input alone, which keeps everything
+            new = rule and rule.shrink(m, kept[node.name], kept[node.args[0].name])
             if new is not None:
                 _set_submodule(gm, node.target, new)
         elif node.op in ("call_function", "call_method") and node.name in kept:
-            op_rule(node).rewire(gm, node, kept)
+            rule = op_rule(node)
+            if rule is not None:
+                rule.rewire(gm, node, kept)
     gm.graph.lint()
     gm.recompile()
     return _on_parameter_device(gm)

@@ -72,6 +72,17 @@ class SqueezeExcite(nn.Module):
         return self.product(x, self.gate(e))
 
 
+class ChannelsLast(nn.Module):
+    """`op` on x permuted to channels-last, then permuted back (`permute` the permute)."""
+
+    def __init__(self, op: nn.Module, permute=lambda x, dims: x.permute(*dims)):
+        super().__init__()
+        self.op, self.permute = op, permute
+
+    def forward(self, x):
+        return self.permute(self.op(self.permute(x, (0, 2, 3, 1))), (0, 3, 1, 2))
+
+
 def _se(gate=torch.sigmoid, product=operator.mul):
     return lambda: Probe(SqueezeExcite(gate, product))
 
@@ -94,6 +105,7 @@ MODULE_EXAMPLES = {
     nn.Hardtanh: lambda: Probe(nn.Hardtanh()),
     nn.Softsign: lambda: Probe(nn.Softsign()),
     nn.Upsample: lambda: Probe(nn.Upsample(scale_factor=2)),
+    nn.LayerNorm: lambda: Probe(ChannelsLast(nn.LayerNorm(6))),
     nn.Sigmoid: _se(nn.Sigmoid()),
     nn.Hardsigmoid: _se(nn.Hardsigmoid()),
     nn.SiLU: lambda: Probe(nn.SiLU()),
@@ -177,6 +189,8 @@ OP_EXAMPLES = {
     torch.chunk: _unary(lambda t: _swapped(torch.chunk(t, 2, 1))),
     operator.getitem: lambda: OpProbe(lambda a, b: _pooled((a + b)[:, 1:4]), k=3),
     torch.reshape: lambda: OpProbe(lambda a, b: torch.reshape(F.avg_pool2d(a, 4), (-1, 24)), 24),
+    F.pad: _unary(lambda t: F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="reflect"), 2)),
+    torch.permute: lambda: Probe(ChannelsLast(nn.Linear(6, 6), torch.permute)),
     torch.transpose: _unary(lambda t: _shuffled(t, lambda v: torch.transpose(v, 1, 2))),
     F.max_pool2d: _unary(lambda t: F.max_pool2d(t, 2)),
     F.avg_pool2d: _unary(lambda t: F.avg_pool2d(t, 2)),
@@ -197,6 +211,7 @@ OP_EXAMPLES = {
     "tanh_": _unary(lambda t: t.tanh_()),
     "view": _unary(lambda t: _shuffled(t, lambda v: v.transpose(1, 2))),
     "reshape": lambda: OpProbe(lambda a, b: F.avg_pool2d(a, 4).reshape(a.size(0), -1), k=24),
+    "permute": lambda: Probe(ChannelsLast(nn.Sequential(nn.LayerNorm(6), nn.Linear(6, 6)))),
     "transpose": _unary(lambda t: _shuffled(t, lambda v: v.transpose(2, 1))),
     "relu": _unary(lambda t: t.relu()),
     "relu_": _unary(lambda t: t.relu_()),

@@ -239,9 +239,51 @@ def shuffle_theta() -> dict:
     return theta
 
 
+class ConvNeXtNet(nn.Module):
+    """conv1 + timm's LayerNorm2d (over dim 1) -> a ConvNeXt block: depthwise conv, permute
+    to channels-last, LayerNorm, Linear 4 -> 6, GELU, Linear 6 -> 4, permute back, a
+    per-channel layer scale, the residual sum -> mean -> fc."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers import LayerNorm2d
+
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.ln1 = LayerNorm2d(4)
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.ln2 = nn.LayerNorm(4)
+        self.fc1, self.fc2 = nn.Linear(4, 6), nn.Linear(6, 4)
+        self.gamma = nn.Parameter(torch.rand(4) + 0.5)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.ln1(self.conv1(x))
+        y = self.ln2(self.dw(x).permute(0, 2, 3, 1))
+        y = self.fc2(F.gelu(self.fc1(y))).permute(0, 3, 1, 2)
+        return self.fc((x + y * self.gamma.reshape(1, -1, 1, 1)).mean((2, 3)))
+
+
+def convnext_theta() -> dict:
+    """conv1's channels with ln1's (its private norm), and the depthwise conv's and ln2's
+    slices (their channel's only writer is conv1's channel: the block reads the stream before
+    the sum); fc1's; fc2's. The layer scale gamma goes with fc2's channel but is no part of
+    theta_s (like an SE gate: zeroing fc2's slice alone zeroes the product)."""
+    theta = {}
+    for c in range(4):
+        theta[("conv1", c)] = [
+            (f"{m}.{w}", c) for m in ("conv1", "ln1", "dw", "ln2") for w in ("weight", "bias")
+        ]
+    for c in range(6):
+        theta[("fc1", c)] = [("fc1.weight", c), ("fc1.bias", c)]
+    for c in range(4):
+        theta[("fc2", c)] = [("fc2.weight", c), ("fc2.bias", c)]
+    return theta
+
+
 CONSTRUCTS = {
     "squeeze_excite": (SqueezeExciteNet, squeeze_excite_theta),
     "grouped_conv": (GroupedConvNet, grouped_conv_theta),
     "split": (SplitNet, split_theta),
     "channel_shuffle": (ShuffleNet, shuffle_theta),
+    "channels_last_layer_norm": (ConvNeXtNet, convnext_theta),
 }
