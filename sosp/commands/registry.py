@@ -26,7 +26,7 @@ class Entry:
 
 
 ENTRIES: tuple[Entry, ...] = (
-    Entry("models", "list the model zoo with parameter and MAC counts", "models:COMMAND"),
+    Entry("models", "list the model zoo, or (--timm) which CNN families prune", "models:COMMAND"),
     Entry("count", "count the parameters and MACs of a (pruned) architecture", "count:COMMAND"),
     Entry("prune", "compute a pruning mask and the physically pruned network", "prune:COMMAND"),
     Entry("train", "train a zoo model from its seeded random initialization", "train:TRAIN"),

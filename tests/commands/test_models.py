@@ -1,8 +1,8 @@
-"""`sosp models`: the zoo table."""
+"""`sosp models`: the zoo table, and which timm/torchvision CNN families prune."""
 
 import json
 
-from tests.test_cli import run_sosp
+from tests.test_cli import run_sosp, run_sosp_here
 
 
 def test_models_table_lists_the_zoo():
@@ -10,3 +10,31 @@ def test_models_table_lists_the_zoo():
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert {"resnet56", "vgg19", "densenet40", "resnet32x4"} <= {row["model"] for row in rows}
+
+
+def test_timm_families_say_prunes_or_where_they_stop():
+    """`sosp models --timm` prints one line per family (its model and "prunes", or the
+    operation that stops it, on one line) and then how many prune; --json one object each."""
+    r = run_sosp_here("models", "--timm", "--family", "resnet", "--family", "regnetx")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-1] == "1 of 2 families prune"
+    resnet = next(line for line in lines if line.split()[:3] == ["timm", "resnet", "resnet10t"])
+    regnetx = next(line for line in lines if line.split()[:2] == ["timm", "regnetx"])
+    assert "prunes" in resnet
+    assert "node" in regnetx and "prunes" not in regnetx and "0x" not in regnetx
+
+    r = run_sosp_here("models", "--timm", "--family", "resnet", "--family", "regnetx", "--json")
+    rows = {row["family"]: row for row in map(json.loads, r.stdout.splitlines())}
+    assert rows["resnet"]["prunes"] and rows["resnet"]["structures"] > 0
+    assert not rows["regnetx"]["prunes"] and "s1.b1.conv2.conv" in rows["regnetx"]["stops_at"]
+
+
+def test_family_options_are_checked():
+    """--family needs --timm/--torchvision and a known name; --dataset does not apply there."""
+    r = run_sosp_here("models", "--family", "resnet")
+    assert r.returncode == 2 and "--timm" in r.stderr
+    r = run_sosp_here("models", "--torchvision", "--family", "resnet10t")
+    assert r.returncode == 2 and "no such family" in r.stderr and "shufflenet_v2" in r.stderr
+    r = run_sosp_here("models", "--timm", "--dataset", "digits")
+    assert r.returncode == 2 and "--dataset" in r.stderr
