@@ -153,7 +153,7 @@ def _rank(
     with timer.step("tracing"):
         graph = analyze(model, input_shape, settings.exclude, settings.coupling)
     with timer.step("counting"):
-        dense = counting.count(model, input_shape)
+        dense = counting.count(graph.gm, input_shape)  # what eval runs (no aux heads)
     ctx = methods.Context(
         model, graph, batches, settings.loss, settings.n_samples, settings.seed, progress
     )

@@ -22,12 +22,13 @@ not interact; it works in float64 when model and data are float64.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
 from sosp.channel_rules import module_rule
@@ -247,6 +248,7 @@ def hessian_terms(
     n = 0
     with (
         eval_mode(graph.gm),
+        TwiceDifferentiable() if _has_hardsigmoid(graph) else nullcontext(),
         tqdm(total=n_samples, desc="hessian", disable=not progress, unit="sample") as bar,
     ):
         for x, y in take_samples(batches, n_samples, p0.device, p0.dtype):
@@ -263,6 +265,23 @@ def hessian_terms(
     _check_count(n, n_samples)
     return HessianTerms(
         n, _per_structure(graph, theta, grad_sum) / n, _per_structure(graph, theta, hv_sum) / n
+    )
+
+
+class TwiceDifferentiable(TorchFunctionMode):
+    """Computes ops that PyTorch cannot differentiate twice by equal ones that it can:
+    hardsigmoid(x) = relu6(x + 3) / 6 (MobileNetV3's squeeze-and-excitation gates)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.hardsigmoid:
+            return F.relu6(args[0] + 3) / 6
+        return func(*args, **kwargs)
+
+
+def _has_hardsigmoid(graph: StructureGraph) -> bool:
+    return any(isinstance(m, nn.Hardsigmoid) for m in graph.gm.modules()) or any(
+        n.target is F.hardsigmoid for n in graph.gm.graph.nodes
     )
 
 

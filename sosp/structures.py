@@ -159,9 +159,11 @@ class StructureGraph:
             alive[f] = any(alive[w] for w in leaders)
         return torch.tensor(alive, dtype=torch.bool)
 
-    def kept(self, node: str, alive: torch.Tensor) -> list[int]:
-        """Channels of tensor `node` with at least one alive writer, in order."""
-        return [c for c, src in enumerate(self.sources[node]) if any(alive[i] for i in src)]
+    def kept(self, node: str, alive: torch.Tensor | list[bool]) -> list[int]:
+        """Channels of tensor `node` with at least one alive writer, in order (`alive` as a
+        list is much faster for many calls)."""
+        flags = alive.tolist() if isinstance(alive, torch.Tensor) else alive
+        return [c for c, src in enumerate(self.sources[node]) if any(flags[i] for i in src)]
 
     def writer_channel(self, writer: int) -> tuple[str, int]:
         """(layer name, output channel) of writer id `writer`."""
@@ -237,11 +239,16 @@ def _computes_as_base(m: nn.Module) -> bool:
 def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     """fx GraphModule of `model` (sharing its modules) with tensor shapes of one sample
     [1, *input_shape] recorded on every node."""
+    tracer = _Tracer(model)
     try:
         with eval_mode(model):  # training-only branches (drop paths) are not analysed
-            graph = _Tracer(model).trace(model)
+            graph = tracer.trace(model)
     except Exception as e:  # fx raises many types for data-dependent control flow
-        raise Unsupported(f"cannot trace {type(model).__name__} with torch.fx: {e}") from e
+        where = next(reversed(tracer.module_stack), "")  # the module whose forward failed
+        inside = f" in module {where!r} ({type(model.get_submodule(where)).__name__})"
+        raise Unsupported(
+            f"cannot trace {type(model).__name__} with torch.fx{inside if where else ''}: {e}"
+        ) from e
     gm = fx.GraphModule(model, graph)
     p = next(model.parameters())
     x = torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device)
@@ -302,6 +309,7 @@ class _Analysis:
         self.clean_reads: list[tuple[fx.Node, fx.Node]] = []  # (reader, tainted tensor)
         self.parameters: set[str] = set()  # nodes that read a parameter (or reshape one)
         self.input_ids: set[int] = set()  # ids of the input's channels, and of ops on them alone
+        self.input_only_errors: list[Unsupported] = []  # what ops on them alone would have raised
 
     # -- the Walk protocol ------------------------------------------------------------------
     def src(self, arg) -> Sources:
@@ -354,6 +362,8 @@ class _Analysis:
         for members in self.structure_members(followers):
             g.members.append(members)
             g.structures.append(g.writer_channel(members[0]))
+        if not g.structures and self.input_only_errors:  # all of it read the input "alone"
+            raise self.input_only_errors[0]
         if not g.structures:
             raise BadInput("the model has no prunable structures (all layers excluded?)")
         self.check_clean_reads(g)
@@ -463,9 +473,10 @@ class _Analysis:
             if node.op == "call_module":
                 return self.visit_module(node, self.modules[node.target])
             return self.visit_function(node)
-        except Unsupported:
+        except Unsupported as e:
             if not self.reads_only_inputs(node):
                 raise
+            self.input_only_errors.append(e)
             return self.inputs_like(node)
 
     def reads_only_inputs(self, node: fx.Node) -> bool:

@@ -6,12 +6,13 @@ theta_s computes what the physically pruned network computes."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sosp import curvature
 from sosp.structures import analyze
 from sosp.surgery import build_pruned, soft_masked
 from tests.brute import brute_gauss_newton, brute_hessian_term, zeroed
-from tests.tiny_nets import CONSTRUCTS, randomized
+from tests.tiny_nets import CONSTRUCTS, SqueezeExciteNet, randomized, squeeze_excite_theta
 
 RTOL = 1e-6
 SHAPE = (2, 4, 4)
@@ -72,3 +73,19 @@ def test_pruning_several_structures_equals_the_soft_mask(name):
     with torch.no_grad():
         want = soft_masked(model, graph, pruned).eval()(x)
         torch.testing.assert_close(build_pruned(graph, pruned).eval()(x), want)
+
+
+def test_hessian_through_a_hardsigmoid_gate():
+    """PyTorch has no second derivative of hardsigmoid (MobileNetV3's SE gates); SOSP-H
+    computes through the equal relu6(x + 3) / 6: on an SE net gated by hardsigmoid its
+    theta_s . H theta_struc equals the brute force on the same net gated by relu6(x + 3) / 6."""
+    torch.manual_seed(0)
+    model = randomized(SqueezeExciteNet(F.hardsigmoid))
+    twin = randomized(SqueezeExciteNet(lambda e: F.relu6(e + 3) / 6))
+    twin.load_state_dict(model.state_dict())
+    x, y = torch.randn(6, *SHAPE, dtype=torch.float64), torch.randint(3, (6,))
+    torch.testing.assert_close(model(x), twin(x))
+    graph = analyze(model, SHAPE)
+    hvp = curvature.hessian_terms(graph, [(x, y)], "cross_entropy", 6)
+    want = brute_hessian_term(twin, x, y, "cross_entropy", squeeze_excite_theta())
+    torch.testing.assert_close(hvp.h_theta, want, rtol=RTOL, atol=1e-10)

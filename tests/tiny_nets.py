@@ -88,13 +88,14 @@ def randomized(model: nn.Module, seed: int = 0, dtype=torch.float64) -> nn.Modul
 
 class SqueezeExciteNet(nn.Module):
     """conv1 -> timm's BatchNormAct2d with SiLU (the gate sits between norm and activation)
-    -> squeeze-and-excitation (mean, reduce conv, ReLU, expand conv, sigmoid, product) ->
+    -> squeeze-and-excitation (mean, reduce conv, ReLU, expand conv, `gate`, product) ->
     conv2 + BN -> mean -> fc."""
 
-    def __init__(self):
+    def __init__(self, gate=torch.sigmoid):
         super().__init__()
         from timm.layers import BatchNormAct2d
 
+        self.gate = gate
         self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
         self.bn1 = BatchNormAct2d(4, act_layer=nn.SiLU)
         self.reduce = nn.Conv2d(4, 2, 1)
@@ -105,7 +106,7 @@ class SqueezeExciteNet(nn.Module):
 
     def forward(self, x):
         x = self.bn1(self.conv1(x))
-        gate = torch.sigmoid(self.expand(F.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+        gate = self.gate(self.expand(F.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
         x = F.relu(self.bn2(self.conv2(x * gate)))
         return self.fc(x.mean((2, 3)))
 

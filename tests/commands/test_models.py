@@ -15,19 +15,19 @@ def test_models_table_lists_the_zoo():
 def test_timm_families_say_prunes_or_where_they_stop():
     """`sosp models --timm` prints one line per family (its model and "prunes", or the
     operation that stops it, on one line) and then how many prune; --json one object each."""
-    r = run_sosp_here("models", "--timm", "--family", "resnet", "--family", "regnetx")
+    r = run_sosp_here("models", "--timm", "--family", "resnet", "--family", "resnest")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[-1] == "1 of 2 families prune"
     resnet = next(line for line in lines if line.split()[:3] == ["timm", "resnet", "resnet10t"])
-    regnetx = next(line for line in lines if line.split()[:2] == ["timm", "regnetx"])
+    resnest = next(line for line in lines if line.split()[:2] == ["timm", "resnest"])
     assert "prunes" in resnet
-    assert "node" in regnetx and "prunes" not in regnetx and "0x" not in regnetx
+    assert "node" in resnest and "prunes" not in resnest and "0x" not in resnest
 
-    r = run_sosp_here("models", "--timm", "--family", "resnet", "--family", "regnetx", "--json")
+    r = run_sosp_here("models", "--timm", "--family", "resnet", "--family", "resnest", "--json")
     rows = {row["family"]: row for row in map(json.loads, r.stdout.splitlines())}
     assert rows["resnet"]["prunes"] and rows["resnet"]["structures"] > 0
-    assert not rows["regnetx"]["prunes"] and "s1.b1.conv2.conv" in rows["regnetx"]["stops_at"]
+    assert not rows["resnest"]["prunes"] and "'sum_1'" in rows["resnest"]["stops_at"]
 
 
 def test_family_options_are_checked():
