@@ -60,9 +60,10 @@ def indices_from_mask(graph: StructureGraph, mask: Mask) -> list[int]:
     for i, named in out.items():
         if named != len(graph.members[i]):
             raise BadInput(
-                f"mask prunes {named} of the {len(graph.members[i])} channels of the coupled "
-                f"stream channel {graph.member_channels(i)}; prune all of them, or use "
-                "coupling='filter'"
+                f"mask prunes {named} of the {len(graph.members[i])} channels of one coupled "
+                f"structure (a stream channel, or a grouped conv's group) "
+                f"{graph.member_channels(i)}; prune all of them (a stream channel alone: "
+                "coupling='filter')"
             )
     return list(out)
 

@@ -153,7 +153,7 @@ def test_stream_coupling_shrinks_the_stream_without_scatters():
     assert len(indices_from_mask(graph, r.mask)) == r.report["pruned_structures"]
     coupled = next(i for i, members in enumerate(graph.members) if len(members) > 1)
     name, c = graph.member_channels(coupled)[0]
-    with pytest.raises(BadInput, match="coupled stream channel"):
+    with pytest.raises(BadInput, match="coupled structure"):
         indices_from_mask(graph, {name: [c]})
 
 

@@ -4,10 +4,12 @@ inputs, 10 classes) either prunes with `sosp_h` and `sosp_i` into a smaller netw
 an independent counter confirms, or stops with a message naming the operation; the network
 pruned by `sosp_h` equals its soft mask; and at least 90% of the families prune.
 
-Kept cheap for CI (about a minute on 2 cores with 20 of the 47 families pruning, an estimated
-1 3/4 minutes once 90% prune), without dropping a family:
+Kept cheap for CI (about 2 1/4 minutes on 2 cores with 51 of the 58 families pruning),
+without dropping a family:
 - N' = 2 samples in one batch, one ratio (0.3 of the structures), each family's small input
   (3x32x32 unless the table says otherwise);
+- ptflops' independent MAC count for the `sosp_h` network (both networks are counted by the
+  same code);
 - SOSP-I on at most `SOSP_I_STRUCTURES` structures: its Q is S x S (4 GB in float32 for
   xception41's 31k filters), so where a network has more, every k-th prunable layer (in graph
   order) keeps its structures and the others are excluded, with the smallest k that fits; the
@@ -43,7 +45,7 @@ IDS = [f"{f.source}-{f.name}" for f in FAMILIES]
 
 N_SAMPLES = 2
 RATIO = 0.3
-SOSP_I_STRUCTURES = 1024
+SOSP_I_STRUCTURES = 256
 # The physical and the soft-masked network are compared in float64, where rounding is ~1e-15
 # of the output scale: any difference above this fraction of it is a real one. (In float32 a
 # random-BN inception_v3 has logits near 1e10, and rounding alone differs by ~1e4.)
@@ -141,10 +143,10 @@ METHODS = {
 def test_prunes_or_stops_naming_the_operation(family, method):
     """The family's model prunes with `method` (0.3 of its structures) into a network that
     (a) has the parameter count of its report, equal to the sum of its tensors' sizes, and the
-    MAC count of its report, equal to ptflops' (ATen backend) count, (b) has fewer parameters
-    than the dense network and (c, for `sosp_h`) computes what the soft-masked model computes,
-    to 1e-9 of the output scale in float64; or its analysis stops with `Unsupported` naming
-    the node or module it cannot prune through."""
+    MAC count of its report (for `sosp_h`, equal to ptflops' ATen-backend count), (b) has fewer
+    parameters than the dense network and (c, for `sosp_h`) computes what the soft-masked model
+    computes, to 1e-9 of the output scale in float64; or its analysis stops with `Unsupported`
+    naming the node or module it cannot prune through."""
     p = prepared(family)
     if p.stop is not None:
         message = str(p.stop)
@@ -168,7 +170,9 @@ def test_prunes_or_stops_naming_the_operation(family, method):
     )
     # (a) counts: the report's, the tensors', ptflops'
     assert after["params"] == sum(t.numel() for t in small.parameters())
-    assert after["macs"] == counting.count_macs(small, shape) == ptflops_macs(small, shape)
+    assert after["macs"] == counting.count_macs(small, shape)
+    if method == "sosp_h":  # the counter is the same code for both networks
+        assert after["macs"] == ptflops_macs(small, shape)
     # (b) smaller
     assert after["params"] < report["before"]["params"] == counting.count_params(model)
     if method != "sosp_h":
