@@ -61,16 +61,16 @@ def run(argv: list[str], **kw) -> subprocess.CompletedProcess:
 def test_every_command_line_example_runs_and_prints_what_its_comment_shows(
     tmp_path, capsys, monkeypatch
 ):
-    """`## Command line`'s block: models, count, train, prune, finetune, evaluate, count of a
-    mask, export, in order, each exit code 0 and each promised output file there; a comment
-    holding JSON (count's params and MACs) equals the command's output. Run through
-    `sosp.cli.main` in this process (the `sosp` script calls it; a subprocess each would add
-    seconds of start-up per command)."""
+    """`## Command line`'s block: models, models of a timm family, count, train, prune,
+    finetune, evaluate, count of a mask, export, in order, each exit code 0 and each promised
+    output file there; a comment holding JSON (count's params and MACs) equals the command's
+    output. Run through `sosp.cli.main` in this process (the `sosp` script calls it; a
+    subprocess each would add seconds of start-up per command)."""
     monkeypatch.chdir(REPO)
     block = next(b for b in fenced_blocks("bash") if "sosp train" in b)
     lines = commands(block)
     assert [c.split()[1] for c, _ in lines] == [
-        "models", "count", "train", "prune", "finetune", "evaluate", "count", "export",
+        "models", "models", "count", "train", "prune", "finetune", "evaluate", "count", "export",
     ]  # fmt: skip
     runs = tmp_path / "runs"
     for command, comment in lines:

@@ -6,7 +6,7 @@ pruned by `sosp_h` equals its soft mask; and at least 90% of the families prune.
 
 Kept cheap for CI (about 2 1/4 minutes on 2 cores with 51 of the 58 families pruning),
 without dropping a family:
-- N' = 2 samples in one batch, one ratio (0.3 of the structures), each family's small input
+- N' = 1 sample, one ratio (0.3 of the structures), each family's small input
   (3x32x32 unless the table says otherwise);
 - ptflops' independent MAC count for the `sosp_h` network (both networks are counted by the
   same code);
@@ -43,7 +43,7 @@ from tests.models.test_zoo import ptflops_macs
 FAMILIES = families.families()
 IDS = [f"{f.source}-{f.name}" for f in FAMILIES]
 
-N_SAMPLES = 2
+N_SAMPLES = 1
 RATIO = 0.3
 SOSP_I_STRUCTURES = 256
 # The physical and the soft-masked network are compared in float64, where rounding is ~1e-15
