@@ -23,7 +23,8 @@ def batches(n=16, shape=(1, 8, 8), classes=10, seed=0):
 # and resnet110(_zeropad) are deeper resnet56(_zeropad) (the same blocks): checking them on every
 # model would add minutes of CI and no code path.
 FLAG_VARIANTS = ("diagonal", "first_order")
-DEEPER_COPIES = ("resnet110", "resnet110_zeropad")
+# Deeper or wider copies of an architecture another zoo model has: SOSP-H only (CI time).
+DEEPER_COPIES = ("resnet110", "resnet110_zeropad", "vgg13", "vgg16", "wrn28_10")
 MODEL_METHOD = [
     (name, method)
     for name in CIFAR_ZOO
