@@ -409,9 +409,7 @@ class DropoutRule(OpRule):
         p = _arg(node, 1, "p", 0.5)
         with gm.graph.inserting_before(node):
             new = _call_new_module(gm, f"{node.name}_module", nn.Dropout(p), (node.args[0],))
-        kept[new.name], new.meta = kept[node.name], node.meta
-        node.replace_all_uses_with(new)
-        gm.graph.erase_node(node)
+        _replace(gm, node, new, kept)
 
 
 class PadRule(OpRule):
@@ -484,10 +482,7 @@ class AddRule(OpRule):
                 IndexAdd([where[c] for c in kept[branch.name]], inplace),
                 (stream, branch),
             )
-        kept[added.name] = out  # later nodes read it in place of `node`
-        added.meta = node.meta  # shapes as analysed: channels before pruning
-        node.replace_all_uses_with(added)
-        gm.graph.erase_node(node)
+        _replace(gm, node, added, kept)
 
 
 class MulRule(OpRule):
@@ -558,6 +553,14 @@ class DivRule(OpRule):
         return walk.src(node.args[0])
 
 
+def _replace(gm: fx.GraphModule, node: fx.Node, new: fx.Node, kept: Kept) -> None:
+    """Make `new` (inserted before `node`) take `node`'s place: its uses, its kept channels
+    and its analysed shapes (channels before pruning); `node` is erased."""
+    kept[new.name], new.meta = kept[node.name], node.meta
+    node.replace_all_uses_with(new)
+    gm.graph.erase_node(node)
+
+
 def _call_new_module(gm: fx.GraphModule, name: str, m: nn.Module, args: tuple) -> fx.Node:
     """A node calling `m`, added to `gm` as submodule `name`, at the graph's insert point."""
     gm.add_submodule(name, m)
@@ -615,9 +618,7 @@ class SplitRule(OpRule):
         sizes = [sum(a <= c < b for c in ins) for a, b in pieces]
         with gm.graph.inserting_before(node):
             new = gm.graph.call_function(torch.split, (x, sizes), {"dim": 1})
-        kept[new.name], new.meta = kept[node.name], node.meta
-        node.replace_all_uses_with(new)
-        gm.graph.erase_node(node)
+        _replace(gm, node, new, kept)
 
 
 def channel_pieces(node: fx.Node) -> list[tuple[int, int]] | None:
@@ -731,9 +732,7 @@ class ViewRule(OpRule):
             bypassed = []
         else:
             return
-        kept[new.name], new.meta = kept[node.name], node.meta
-        node.replace_all_uses_with(new)
-        gm.graph.erase_node(node)
+        _replace(gm, node, new, kept)
         for n in bypassed:
             if not n.users:
                 gm.graph.erase_node(n)

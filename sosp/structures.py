@@ -149,21 +149,20 @@ class StructureGraph:
     def structure_index(self) -> dict[tuple[str, int], int]:
         return {s: i for i, s in enumerate(self.structures)}
 
-    def alive_writers(self, pruned: Iterable[int]) -> torch.Tensor:
-        """Bool [num_writers]: False exactly for the writer channels of the pruned structures."""
+    def alive_writers(self, pruned: Iterable[int]) -> list[bool]:
+        """Per writer id: False exactly for the writer channels of the pruned structures (and
+        the followers of nothing alive)."""
         alive = [True] * self.num_writers
         for i in pruned:
             for w in self.members[i]:
                 alive[w] = False
         for f, leaders in self.followers.items():
             alive[f] = any(alive[w] for w in leaders)
-        return torch.tensor(alive, dtype=torch.bool)
+        return alive
 
-    def kept(self, node: str, alive: torch.Tensor | list[bool]) -> list[int]:
-        """Channels of tensor `node` with at least one alive writer, in order (`alive` as a
-        list is much faster for many calls)."""
-        flags = alive.tolist() if isinstance(alive, torch.Tensor) else alive
-        return [c for c, src in enumerate(self.sources[node]) if any(flags[i] for i in src)]
+    def kept(self, node: str, alive: list[bool]) -> list[int]:
+        """Channels of tensor `node` with at least one alive writer, in order."""
+        return [c for c, src in enumerate(self.sources[node]) if any(alive[i] for i in src)]
 
     def writer_channel(self, writer: int) -> tuple[str, int]:
         """(layer name, output channel) of writer id `writer`."""
@@ -501,8 +500,9 @@ class _Analysis:
             raise unsupported(node, f"module type {type(m).__name__} is not supported")
         role = rule.role(node, m)
         if role is Role.WRITER:
-            out = rule.written(node, m, self.src(x), self.writer(node, m))
-            self.links += rule.links(m, self.src(x), out)
+            src = self.src(x)
+            out = rule.written(node, m, src, self.writer(node, m))
+            self.links += rule.links(m, src, out)
             if self.is_tainted(x):
                 self.clean_reads.append((node, x))
             return out

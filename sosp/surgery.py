@@ -75,15 +75,13 @@ def apply_soft_mask(graph: StructureGraph, pruned: Iterable[int]) -> None:
     parameters gets a zero running mean there). Modifies the modules of the model `graph`
     was traced from."""
     alive = graph.alive_writers(pruned)
-    flags = alive.tolist()
     for layer in graph.layers.values():
-        ids = torch.arange(layer.first_id, layer.first_id + layer.out_channels)
-        dead = (~alive[ids]).nonzero().flatten().tolist()
+        dead = [c for c in range(layer.out_channels) if not alive[layer.first_id + c]]
         for name in (layer.name, layer.bn):
             if name is not None:
                 _zero_channels(graph, name, dead)
     for consumer in graph.consumers:
-        keep = set(graph.kept(consumer.node, flags))
+        keep = set(graph.kept(consumer.node, alive))
         dead = [c for c in range(len(graph.sources[consumer.node])) if c not in keep]
         _zero_channels(graph, consumer.name, dead)
 
@@ -113,7 +111,7 @@ def build_pruned(graph: StructureGraph, pruned: Iterable[int]) -> fx.GraphModule
     the soft-masked model computes. Every module is rebuilt for the channels it keeps; pruned
     channels of a residual stream stay in the stream while any writer of the stream channel is
     alive: a branch that keeps fewer of them is added in by index (`channel_rules.AddRule`)."""
-    alive = graph.alive_writers(pruned).tolist()
+    alive = graph.alive_writers(pruned)
     kept = {name: graph.kept(name, alive) for name in graph.sources}
     nodes = {node.name: node for node in graph.gm.graph.nodes}
     for name, layer in graph.layers.items():

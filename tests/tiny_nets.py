@@ -86,6 +86,11 @@ def randomized(model: nn.Module, seed: int = 0, dtype=torch.float64) -> nn.Modul
 # Each takes [B, 2, 4, 4] to 3 outputs; `*_theta()` lists its structures in graph order.
 
 
+def weights_and_biases(c: int, *modules: str) -> list[tuple[str, int]]:
+    """The theta entries (weight, then bias, of each module in turn) of channel c."""
+    return [(f"{m}.{w}", c) for m in modules for w in ("weight", "bias")]
+
+
 class SqueezeExciteNet(nn.Module):
     """conv1 -> timm's BatchNormAct2d with SiLU (the gate sits between norm and activation)
     -> squeeze-and-excitation (mean, reduce conv, ReLU, expand conv, `gate`, product) ->
@@ -117,9 +122,7 @@ def squeeze_excite_theta() -> dict:
     of its theta_s: zeroing it leaves sigmoid(b) != 0, the product is zero by conv1's side."""
     theta = {}
     for c in range(4):
-        theta[("conv1", c)] = [
-            ("conv1.weight", c), ("conv1.bias", c), ("bn1.weight", c), ("bn1.bias", c)
-        ]  # fmt: skip
+        theta[("conv1", c)] = weights_and_biases(c, "conv1", "bn1")
     for c in range(2):
         theta[("reduce", c)] = [("reduce.weight", c), ("reduce.bias", c)]
     for c in range(3):
@@ -189,9 +192,7 @@ def split_theta() -> dict:
     theta = {}
     for c in range(4):
         dw = [("dw.weight", c - 2), ("dw.bias", c - 2)] if c >= 2 else []
-        theta[("conv1", c)] = [
-            ("conv1.weight", c), ("conv1.bias", c), ("bn1.weight", c), ("bn1.bias", c), *dw
-        ]  # fmt: skip
+        theta[("conv1", c)] = [*weights_and_biases(c, "conv1", "bn1"), *dw]
     for c in range(2):
         theta[("a", c)] = [("a.weight", c), ("a.bias", c)]
     for c in range(3):
@@ -230,9 +231,7 @@ def shuffle_theta() -> dict:
     it owns no parameters."""
     theta = {}
     for c in range(4):
-        theta[("conv1", c)] = [
-            ("conv1.weight", c), ("conv1.bias", c), ("bn1.weight", c), ("bn1.bias", c)
-        ]  # fmt: skip
+        theta[("conv1", c)] = weights_and_biases(c, "conv1", "bn1")
     for c in range(2):
         theta[("b", c)] = [("b.weight", c), ("bn_b.weight", c), ("bn_b.bias", c)]
     for c in range(3):
@@ -271,9 +270,7 @@ def convnext_theta() -> dict:
     theta_s (like an SE gate: zeroing fc2's slice alone zeroes the product)."""
     theta = {}
     for c in range(4):
-        theta[("conv1", c)] = [
-            (f"{m}.{w}", c) for m in ("conv1", "ln1", "dw", "ln2") for w in ("weight", "bias")
-        ]
+        theta[("conv1", c)] = weights_and_biases(c, "conv1", "ln1", "dw", "ln2")
     for c in range(6):
         theta[("fc1", c)] = [("fc1.weight", c), ("fc1.bias", c)]
     for c in range(4):
