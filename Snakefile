@@ -146,8 +146,9 @@ def check_names(config):
         if isinstance(exp["ratios"], dict):
             for model in exp["ratios"]:
                 check("model", model, at + ["ratios", model])
-        for model in exp["model_settings"]:
-            check("model", model, at + ["model_settings", model])
+        for key in ("model_settings", "weights"):
+            for model in exp[key]:
+                check("model", model, at + [key, model])
         for key in ("method_settings", "method_options"):
             for method in exp[key]:
                 check("method", method, at + [key, method])
@@ -180,6 +181,7 @@ include: "workflow/rules/report.smk"
 
 localrules:
     all,
+    import_weights,
     report,
     replot,
 

@@ -74,7 +74,7 @@ def default_preset(model: str, dataset: str) -> str:
     """The paper's recipe for `model` on `dataset`."""
     if dataset in ("digits", "synthetic"):
         return "digits"
-    if dataset == "imagenet":
+    if dataset in ("imagenet", "imagenette"):
         return "imagenet"
     return "densenet" if model.startswith("densenet") else "cifar"
 

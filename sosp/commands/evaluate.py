@@ -10,6 +10,8 @@ import argparse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import torch
+
 from sosp import counting, data, loaders, models, paths, tracking
 from sosp.commands.base import (
     Command,
@@ -24,6 +26,7 @@ from sosp.commands.base import (
     show_progress,
 )
 from sosp.io import atomic_write_json, read_json
+from sosp.jpeg_loader import JpegLoader
 from sosp.train import evaluate
 
 TestBatches = Callable[[data.DatasetInfo], Iterable]
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     def test_batches(meta: data.DatasetInfo) -> Iterable:
         if meta.name not in test_sets:
-            test_sets[meta.name] = _test_batches(meta, args.data_root, args.batch_size)
+            test_sets[meta.name] = _test_batches(meta, args.data_root, args.batch_size, device)
         return test_sets[meta.name]
 
     progress = show_progress(args)
@@ -152,8 +155,11 @@ def _layer_fractions(ckpt: dict, meta: data.DatasetInfo) -> dict[str, float]:
     }
 
 
-def _test_batches(meta: data.DatasetInfo, root, batch_size: int) -> Iterable:
-    if meta.name == "imagenet":
+def _test_batches(meta: data.DatasetInfo, root, batch_size: int, device: str) -> Iterable:
+    if data.has_files(meta.name):  # decoded on a GPU, else the reference path
+        if torch.device(device).type == "cuda":
+            files = data.files(meta.name, "test", root)
+            return JpegLoader(files, meta, batch_size, shuffle=False, augment=False, device=device)
         test = data.load(meta.name, "test", root, augment=False)
         return loaders.torch_loader(test, batch_size, shuffle=False, workers=4)
     x, y = data.tensors(meta.name, "test", root)

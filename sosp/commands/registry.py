@@ -29,6 +29,11 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("models", "list the model zoo, or (--timm) which CNN families prune", "models:COMMAND"),
     Entry("count", "count the parameters and MACs of a (pruned) architecture", "count:COMMAND"),
     Entry("prune", "compute a pruning mask and the physically pruned network", "prune:COMMAND"),
+    Entry(
+        "import",
+        "published pretrained weights (sha256-checked) as a model file",
+        "import_weights:COMMAND",
+    ),
     Entry("train", "train a zoo model from its seeded random initialization", "train:TRAIN"),
     Entry("finetune", "train pruned networks (from `sosp prune`) further", "train:FINETUNE"),
     Entry("evaluate", "test accuracy, loss, params and MACs of saved networks", "evaluate:COMMAND"),

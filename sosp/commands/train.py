@@ -33,9 +33,10 @@ from sosp.commands.base import (
 from sosp.errors import BadInput
 from sosp.graphed_step import check_supported
 from sosp.io import atomic_write_json
+from sosp.jpeg_loader import JpegLoader
 from sosp.train import fit
 
-LOADERS = ("auto", "tensor", "torch")
+LOADERS = ("auto", "tensor", "torch", "jpeg")
 HEADLINE = ("final_test_acc", "best_test_acc_selected_on_test", "wall_seconds")
 SUMMARY = ("final_test_acc", "final_test_loss", "best_test_acc_selected_on_test", "wall_seconds")
 
@@ -77,11 +78,15 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--loader",
         default="auto",
         choices=LOADERS,
-        help="tensor: the whole split on the device, batched crops and flips (fast path); "
-        "torch: torchvision DataLoader (reference path); auto: tensor for digits/synthetic "
-        "and for CIFAR on a GPU, else torch",
+        help="tensor: the whole split on the device, batched crops and flips (fast path for "
+        "small datasets); jpeg: workers read image files, the device decodes each batch "
+        "(nvJPEG on a GPU) and crops, resizes and flips it (fast path for ImageNet); torch: "
+        "torchvision DataLoader with PIL (reference path); auto: tensor for digits/synthetic "
+        "and for CIFAR on a GPU, jpeg for image files on a GPU, else torch",
     )
-    p.add_argument("--workers", type=int, default=4, help="DataLoader workers (torch loader)")
+    p.add_argument(
+        "--workers", type=int, default=4, help="DataLoader workers (torch and jpeg loaders)"
+    )
     p.add_argument(
         "--amp",
         action=argparse.BooleanOptionalAction,
@@ -254,16 +259,32 @@ def _distributed(device: str) -> tuple[int, int, str]:
 
 
 def _loader_kind(choice: str, dataset: str, device: str) -> str:
+    if choice == "jpeg" and not data.has_files(dataset):
+        raise BadInput(f"--loader jpeg reads image files; {dataset} has none: use tensor or torch")
     if choice != "auto":
         return choice
     if dataset in ("digits", "synthetic"):
         return "tensor"
     on_gpu = torch.device(device).type == "cuda"
+    if on_gpu and data.has_files(dataset):
+        return "jpeg"
     return "tensor" if on_gpu and dataset in ("cifar10", "cifar100") else "torch"
 
 
+def per_rank_batch(batch_size: int, world: int) -> int:
+    """Each of `world` DDP processes' share of the recipe's (global) `batch_size`."""
+    if batch_size % world:
+        raise BadInput(
+            f"the recipe's batch_size {batch_size} is the global batch and must split evenly "
+            f"over the {world} processes: set batch_size to a multiple of {world}"
+        )
+    return batch_size // world
+
+
 def _batches(args, meta, recipe, kind, device, rank, world):
-    """(train loader, test loader) of the chosen kind."""
+    """(train loader, test loader) of the chosen kind; each DDP rank draws its share of every
+    training batch."""
+    batch = per_rank_batch(recipe.batch_size, world)
     if kind == "tensor":
         made = []
         for split in ("train", "test"):
@@ -274,7 +295,7 @@ def _batches(args, meta, recipe, kind, device, rank, world):
                     x,
                     y,
                     meta,
-                    recipe.batch_size if train else 500,
+                    batch if train else 500,
                     shuffle=train,
                     augment=train and recipe.augment,
                     device=device,
@@ -284,14 +305,28 @@ def _batches(args, meta, recipe, kind, device, rank, world):
                 )
             )
         return tuple(made)
+    if kind == "jpeg":
+        return tuple(
+            JpegLoader(
+                data.files(meta.name, split, args.data_root),
+                meta,
+                batch if split == "train" else 250,
+                shuffle=split == "train",
+                augment=split == "train" and recipe.augment,
+                device=device,
+                seed=args.seed,
+                workers=args.workers,
+                rank=rank if split == "train" else 0,
+                world=world if split == "train" else 1,
+            )
+            for split in ("train", "test")
+        )
     pin = torch.device(device).type == "cuda"
     train_set = data.load(meta.name, "train", args.data_root, recipe.augment, args.download)
     test_set = data.load(meta.name, "test", args.data_root, False, args.download)
     common = {"seed": args.seed, "workers": args.workers, "pin_memory": pin}
     return (
-        loaders.torch_loader(
-            train_set, recipe.batch_size, shuffle=True, rank=rank, world=world, **common
-        ),
+        loaders.torch_loader(train_set, batch, shuffle=True, rank=rank, world=world, **common),
         loaders.torch_loader(test_set, 500, shuffle=False, **common),
     )
 

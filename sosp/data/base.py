@@ -35,16 +35,19 @@ class DatasetInfo:
 DatasetReader = Callable[[DatasetInfo, bool, Path | None, bool, bool], Dataset]
 # tensors(meta, train, root, download) -> (x [N, C, H, W] uint8 or float in [0, 1], y [N] long)
 TensorReader = Callable[[DatasetInfo, bool, Path | None, bool], tuple[torch.Tensor, torch.Tensor]]
+# files(meta, train, root) -> torch Dataset of (encoded image bytes [n] uint8, label)
+FilesReader = Callable[[DatasetInfo, bool, Path | None], Dataset]
 
 
 @dataclass(frozen=True)
 class Source:
     """A registered dataset: its facts, its Dataset reader, and (for sets small enough to hold
-    on the device) a reader of the raw tensors."""
+    on the device) a reader of the raw tensors, or (for image files) a reader of their bytes."""
 
     info: DatasetInfo
     dataset: DatasetReader
     tensors: TensorReader | None = None
+    files: FilesReader | None = None
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:

@@ -4,6 +4,7 @@
 - digits:      scikit-learn's 8x8 digits, shipped with the install (the embedded default).
 - cifar10/100: torchvision's CIFAR readers over `<root>/cifar-10-batches-py` (`cifar-100-python`).
 - imagenet:    an ImageFolder root with `train/` and `val/` (`$SOSP_IMAGENET`).
+- imagenette:  fast.ai's 10-class subset of ImageNet, the same layout (`$SOSP_IMAGENETTE`).
 - synthetic:   seeded random tensors, for timing.
 
 `root` defaults to $SOSP_DATA, else ./data. Nothing is downloaded unless `download=True`.
@@ -86,3 +87,18 @@ def tensors(
     if found.tensors is None:
         raise BadInput(f"{name} has no tensor form (it is read from files); use the DataLoader")
     return found.tensors(found.info, train, _given(root), download)
+
+
+def files(name: str, split: str, root: str | os.PathLike | None = None) -> Dataset:
+    """The `split` of an image-file dataset as (encoded bytes [n] uint8, label) pairs, for
+    `sosp.jpeg_loader` to decode on the device."""
+    train = _is_train(split)
+    found = source(name)
+    if found.files is None:
+        raise BadInput(f"{name} is not read from image files; use the tensor or torch loader")
+    return found.files(found.info, train, _given(root))
+
+
+def has_files(name: str) -> bool:
+    """Whether dataset `name` is read from image files (ImageNet and the like)."""
+    return source(name).files is not None

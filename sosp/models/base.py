@@ -21,6 +21,18 @@ class ModelSpec:
     summary: str
     dataset: str = "cifar10"  # the dataset it is built for by default (cifar10 or imagenet)
     kwargs: dict = field(default_factory=dict)
+    # the published weights `sosp import` checks a downloaded file against (None: there are none)
+    weights: Callable[[], PublishedWeights] | None = None
+
+
+@dataclass(frozen=True)
+class PublishedWeights:
+    """Weights a library publishes for an architecture: where to download them, the start of
+    their sha256 (the 8+ hex digits torch.hub names the file by) and their reported top-1 (%)."""
+
+    url: str
+    sha256_prefix: str
+    top1: float
 
 
 def kaiming_init(model: nn.Module) -> None:

@@ -3,10 +3,12 @@ and any timm model by name. Nothing here downloads weights."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from torch import nn
 
 from sosp.errors import UnknownName
-from sosp.models.base import ModelSpec
+from sosp.models.base import ModelSpec, PublishedWeights
 
 
 def torchvision_resnet(
@@ -41,9 +43,25 @@ def timm_builder(
     return timm_model(name, num_classes, in_channels, **options)
 
 
+def torchvision_weights(arch: str) -> PublishedWeights:
+    """torchvision's IMAGENET1K_V1 weights of `arch` (the SOSP paper's baselines: ResNet-18
+    69.76%, ResNet-50 76.15% top-1), as torchvision records them."""
+    import torchvision
+    from torch.hub import HASH_REGEX
+
+    weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
+    digest = HASH_REGEX.search(weights.url.rsplit("/", 1)[-1])
+    top1 = weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+    return PublishedWeights(weights.url, digest.group(1), top1)
+
+
 MODELS = {
     arch: ModelSpec(
-        torchvision_resnet, f"torchvision {arch} (ImageNet)", "imagenet", {"arch": arch}
+        torchvision_resnet,
+        f"torchvision {arch} (ImageNet)",
+        "imagenet",
+        {"arch": arch},
+        weights=partial(torchvision_weights, arch),
     )
     for arch in ("resnet18", "resnet34", "resnet50")
 }

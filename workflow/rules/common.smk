@@ -2,6 +2,7 @@
 # (sosp.run_keys), so a dense checkpoint is trained once and shared by every method and ratio.
 # The files inside each run folder are named by sosp.paths, as the `sosp` commands name them.
 import shlex
+from pathlib import Path
 
 from sosp import paths, recipes, run_keys
 from sosp.settings import PruneSettings
@@ -12,6 +13,7 @@ RESULTS = f"results/{NAME}"
 FIGURES = f"figures/{NAME}"
 
 DENSE = {}  # key -> {model, dataset, seed, recipe, spec}
+IMPORTS = {}  # key -> {model, dataset, weights, sha256}: published weights as the dense network
 PRUNE = {}  # key -> settings of one saliency computation and all its ratios
 FINETUNE = {}  # key -> {prune, ratio, recipe, pruned, ...}
 EVALUATE = {}  # "<experiment>/<key>" -> {checkpoints, inputs, record}
@@ -36,6 +38,25 @@ def _ratios(name, exp, model):
 
 def dense_folder(key):
     return f"{RUNS}/dense/{key}"
+
+
+def pretrained_folder(key):
+    return f"{RUNS}/pretrained/{key}"
+
+
+def dense_model(key):
+    """The dense network's model file of dense job `key`: trained, or imported weights."""
+    folder = pretrained_folder(key) if key in IMPORTS else dense_folder(key)
+    return str(paths.model(folder))
+
+
+def _weights(exp, model):
+    """{"file", "sha256"} of the published weights the experiment gives `model`, else None."""
+    given = exp["weights"].get(model)
+    if given is None:
+        return None
+    found = {"file": given} if isinstance(given, str) else dict(given)
+    return {"file": str(Path(found["file"]).expanduser().resolve()), "sha256": found.get("sha256")}
 
 
 def prune_folder(key):
@@ -81,15 +102,23 @@ def _add_jobs(name, exp):
             ft_spec = exp["finetune"] or exp["train"]
             finetune, ft_preset, ft_set = _recipe(ft_spec, model, exp["dataset"])
             record = {"config": NAME, "experiment": name, "model": model, "seed": seed}
+            weights = _weights(exp, model)
+            if weights is not None:  # the seed then only draws pruning samples and fine-tuning
+                imported = {"model": model, "dataset": exp["dataset"], **weights}
+                dkey = run_keys.run_key(f"{model}-{exp['dataset']}-pretrained", imported)
             if "trained" in exp["prune_at"]:
-                DENSE[dkey] = dense_job
-                _tag("train", dkey, tags)
+                if weights is not None:
+                    IMPORTS[dkey] = imported
+                    inputs = [dense_model(dkey)]
+                else:
+                    DENSE[dkey] = dense_job
+                    _tag("train", dkey, tags)
+                    claim_resources("train", dkey, name, exp)
+                    inputs = [dense_model(dkey), str(paths.metrics(dense_folder(dkey)))]
                 _tag("evaluate", f"{name}/{dkey}", tags)
-                claim_resources("train", dkey, name, exp)
-                dense_model = str(paths.model(dense_folder(dkey)))
                 EVALUATE[f"{name}/{dkey}"] = {
-                    "checkpoints": [dense_model],
-                    "inputs": [dense_model, str(paths.metrics(dense_folder(dkey)))],
+                    "checkpoints": [dense_model(dkey)],
+                    "inputs": inputs,
                     "record": {**record, "method": "dense", "prune_at": "none"},
                 }
                 claim_resources("evaluate", f"{name}/{dkey}", name, exp)
@@ -180,6 +209,36 @@ def train_cmd(key):
     return shlex.join(args + ["--out", dense_folder(key)])
 
 
+def import_cmd(key):
+    job = IMPORTS[key]
+    args = ["sosp", "import", "--model", job["model"], "--dataset", job["dataset"]]
+    args += ["--weights", job["file"]] + (["--sha256", job["sha256"]] if job["sha256"] else [])
+    return shlex.join(args + ["--out", pretrained_folder(key)])
+
+
+def gpus(resources):
+    """The GPUs a job asks for: `gpu`, else the count at the end of `gres` (gpu:a100:4)."""
+    count = getattr(resources, "gpu", None)
+    if not count and getattr(resources, "gres", None):
+        last = str(resources.gres).rsplit(":", 1)[-1]
+        count = int(last) if last.isdigit() else 1
+    return int(count or 1)
+
+
+def launch(cmd, resources):
+    """`cmd` (a `sosp train`/`finetune` line) as the job runs it: through torchrun, one process
+    per GPU on the node, where the job asks for more than one GPU."""
+    n = gpus(resources)
+    if n == 1:
+        return cmd
+    return cmd.replace("sosp ", f"torchrun --standalone --nproc-per-node {n} -m sosp ", 1)
+
+
+def workers(threads, resources):
+    """DataLoader workers per process: the job's CPUs shared by its processes (one per GPU)."""
+    return max(1, threads // gpus(resources))
+
+
 def prune_cmd(key):
     """The `sosp prune` command of job `key`; its settings (the job's entries that are
     PruneSettings fields, e.g. recalibrate_bn only for pruning at initialization) are
@@ -188,7 +247,7 @@ def prune_cmd(key):
     settings, _ = PruneSettings.split(job)
     args = ["sosp", "prune", "--model", job["model"], "--dataset", job["dataset"]]
     if job["source"] != "init":
-        args += ["--checkpoint", str(paths.model(dense_folder(job["source"])))]
+        args += ["--checkpoint", dense_model(job["source"])]
     args += ["--method", job["method"], "--ratio", *[f"{r:g}" for r in job["ratios"]]]
     args += settings.command_line() + ["--batch-size", str(job["batch_size"])]
     if job["options"]:

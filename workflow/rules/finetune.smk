@@ -6,11 +6,12 @@ rule finetune:
     output:
         str(paths.runs(finetune_folder("{key}"))),
     params:
-        cmd=lambda wc: finetune_cmd(wc.key),
+        cmd=lambda wc, resources: launch(finetune_cmd(wc.key), resources),
+        workers=lambda wc, threads, resources: workers(threads, resources),
     log:
         f"{RUNS}/logs/finetune/{{key}}.log",
     threads: rule_threads("finetune")
     resources:
         **rule_resources("finetune"),
     shell:
-        "OMP_NUM_THREADS={threads} {params.cmd} --workers {threads} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.cmd} --workers {params.workers} > {log} 2>&1"

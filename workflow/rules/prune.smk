@@ -4,7 +4,7 @@ rule prune:
         lambda wc: (
             []
             if PRUNE[wc.key]["source"] == "init"
-            else [str(paths.model(dense_folder(PRUNE[wc.key]["source"])))]
+            else [dense_model(PRUNE[wc.key]["source"])]
         ),
     output:
         str(paths.reports(prune_folder("{key}"))),
