@@ -9,9 +9,12 @@ Conventions (those of the SOSP paper and most pruning papers):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 
 import torch
+import torch.fx as fx
 from torch import nn
 
 from sosp.modes import eval_mode
@@ -71,3 +74,137 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 def count(model: nn.Module, input_shape: tuple[int, ...]) -> Counts:
     """Params and MACs of `model` on one sample of shape (C, H, W)."""
     return Counts(params=count_params(model), macs=count_macs(model, input_shape))
+
+
+# -- MAC-counting conventions of other papers -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerCount:
+    """One Conv2d or Linear as run on one sample: `macs` (per sample, every call summed),
+    input channels per group (`in_per_group`, in_features for Linear), output channels,
+    groups."""
+
+    macs: int
+    in_per_group: int
+    out: int
+    groups: int
+
+
+@torch.no_grad()
+def layer_counts(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, LayerCount]:
+    """{qualified name: LayerCount} of every Conv2d and Linear that runs in one forward pass
+    of one sample of shape (C, H, W), in the order they first run."""
+    out: dict[str, LayerCount] = {}
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+        name, macs = names[module], layer_macs(module, output)
+        if isinstance(module, nn.Conv2d):
+            shape = (module.in_channels // module.groups, module.out_channels, module.groups)
+        else:
+            shape = (module.in_features, module.out_features, 1)
+        prev = out.get(name)
+        out[name] = LayerCount(macs + (prev.macs if prev else 0), *shape)
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    param = next(model.parameters(), None)
+    kwargs = {"device": param.device, "dtype": param.dtype} if param is not None else {}
+    try:
+        with eval_mode(model):
+            model(torch.zeros(1, *input_shape, **kwargs))
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def main_path_producers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, str | None]:
+    """{Conv2d/Linear name: the Conv2d/Linear whose output it reads along the main path, or
+    None where that is the network's input}, skip connections ignored.
+
+    From a layer's input the fx graph is walked back through every other operation by its
+    first tensor argument: at a residual sum `branch + shortcut` that is the branch (the
+    operand order of torchvision's and this package's ResNets), at a concatenation its first
+    part."""
+    from sosp.structures import trace  # structures is heavier; counting stays light to import
+
+    gm = trace(model, input_shape)
+    layers = {
+        n.name: n.target
+        for n in gm.graph.nodes
+        if n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.Conv2d | nn.Linear)
+    }
+
+    def producer(node: fx.Node) -> str | None:
+        while node.name not in layers:
+            args = [a for a in node.args if isinstance(a, fx.Node | list | tuple)]
+            first = args[0] if args else None
+            if isinstance(first, list | tuple):
+                first = next((a for a in first if isinstance(a, fx.Node)), None)
+            if first is None:  # the input (a placeholder) or a constant
+                return None
+            node = first
+        return layers[node.name]
+
+    return {
+        target: producer(node.args[0])
+        for node in gm.graph.nodes
+        if (target := layers.get(node.name)) is not None
+    }
+
+
+def actual_macs(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """MACs per sample of `pruned` as it runs (`count_macs`); `dense` is not needed."""
+    return count_macs(pruned, input_shape)
+
+
+def ccp_macs(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """MACs per sample of `pruned` (a physically pruned copy of `dense`, layer names kept) in
+    a reconstruction of the convention of CCP (Peng et al., ICML 2019), the SOSP paper's
+    "alternative MAC count" of Table 2, whose definition (the paper's App. D) we do not have.
+
+    The network is counted as a plain chain: every Conv2d/Linear l costs its dense MACs times
+    kept_out(l)/out(l) times kept_out(p)/out(p), where p is the layer that feeds l along the
+    main path (`main_path_producers`, skip connections ignored; 1 where l reads the input or
+    is a grouped conv). So a filter pruned from a layer that writes a residual stream counts
+    as removing that stream channel from the next block's input, although the stream keeps
+    it (the shortcut still writes it): on ResNets the count is at most `actual_macs`; without
+    skip connections it equals it.
+
+    Fit (benchmarks/ccp_fit.py: SOSP-H/SOSP-H* masks of randomly initialized torchvision
+    ResNet-18/50, not the paper's trained masks, cut at the paper's MAC reductions): the 8
+    alternative reductions of Table 2 come out within 2.4 percentage points (mean 1.5, 0.3 to
+    2.4 below for ResNet-50, 0.7 above for ResNet-18), once the printed "27%" of the
+    2.44B-MAC ResNet-50 row is read as the 37% that 2.44B of 3.85B is; the next best candidate
+    (a chain whose producer is the last layer of matching width) is off by 3 to 4. A
+    reconstruction that fits, not CCP's published definition: treat it as an estimate.
+    """
+    before = layer_counts(dense, input_shape)
+    after = layer_counts(pruned, input_shape)
+    producers = main_path_producers(dense, input_shape)
+
+    def kept_out(name: str) -> Fraction:
+        return Fraction(after[name].out, before[name].out) if name in after else Fraction(0)
+
+    total = Fraction(0)
+    for name, layer in before.items():
+        if name not in after:
+            continue
+        p = producers.get(name)
+        if p is not None and layer.groups == 1:
+            kept_in = kept_out(p)
+        else:
+            kept_in = Fraction(after[name].in_per_group, layer.in_per_group)
+        total += layer.macs * kept_out(name) * kept_in
+    return round(total)
+
+
+Convention = Callable[[nn.Module, nn.Module, tuple[int, ...]], int]
+
+# name -> MACs per sample of (dense, pruned, input_shape) under that paper's convention
+CONVENTIONS: dict[str, Convention] = {"actual": actual_macs, "ccp": ccp_macs}
