@@ -16,7 +16,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from sosp import data, methods, models, recipes
+from sosp import counting, data, methods, models, recipes
 from sosp.settings import PruneSettings, ratio_schema
 
 min_version("9.0")
@@ -33,11 +33,14 @@ OPTIONAL_SETTINGS = ("coupling", "round_to")
 def config_schema():
     """workflow/schemas/config.schema.json completed from sosp: each experiment's selection
     settings with their defaults, $defs/selection_settings without (an override names only
-    what differs), $defs/ratio, and the datasets of sosp.data's registry."""
+    what differs), $defs/ratio, the datasets of sosp.data's registry and the MAC conventions
+    of sosp.counting's."""
     path = Path(workflow.basedir, "workflow/schemas/config.schema.json")
     schema = json.loads(path.read_text())
     defs = schema["$defs"]
     defs["experiment"]["properties"]["dataset"] = {"enum": data.names()}
+    others = sorted(set(counting.CONVENTIONS) - {"actual"})
+    defs["experiment"]["properties"]["mac_conventions"]["items"] = {"enum": others}
     defs["ratio"] = ratio_schema()
     every = SELECTION_SETTINGS + OPTIONAL_SETTINGS
     defs["selection_settings"] = PruneSettings.json_schema(every, defaults=False)

@@ -2,15 +2,20 @@
 (`TensorLoader`: data on the device, batched crops and flips) against the reference path
 (torchvision CIFAR10 dataset and transforms through a DataLoader), and on CUDA a third path,
 the device-resident loader with the training step captured as a CUDA graph (`GraphedStep`,
-what `sosp train --cuda-graph` runs).
+what `sosp train --cuda-graph` runs). With `--imagenet`: ResNet-50 at 224 px on real JPEGs,
+decoded on the device (`JpegLoader`, `--loader jpeg`) against PIL in DataLoader workers
+(`--loader torch`), each also without the model (the loader's own images/s).
 
     python benchmarks/train_throughput.py                   # this CPU
     python benchmarks/train_throughput.py --device cuda     # bf16 + channels_last on the GPU
+    python benchmarks/train_throughput.py --device cuda --imagenet --workers 16
 
-Runs on a random CIFAR-10 written in the real pickled format (no download), so the DataLoader
-path decodes and augments exactly as it would on the real data. Prints and writes one CSV row
-per path: images per second over `--steps` SGD steps after `--warmup` steps (for the CUDA
-graph at least its warm-up steps and the capture, so every timed step is a replay).
+Runs on data written in the real on-disk format (no download): a random CIFAR-10 in its pickled
+batches; for --imagenet, `--images` JPEGs of 300-500 px a side (ImageNet's typical sizes,
+quality 90) in 10 class folders, so the loaders decode and augment as on the real data. Prints
+and writes one CSV row per path: images per second over `--steps` SGD steps after `--warmup`
+steps (for the CUDA graph at least its warm-up steps and the capture, so every timed step is a
+replay).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import torch
 
 from sosp import data, loaders, models, recipes
 from sosp.graphed_step import GraphedStep
+from sosp.jpeg_loader import JpegLoader
 from sosp.train import optimizer_for, step_function
 
 GRAPH = "tensor (device-resident) + CUDA graph"
@@ -50,6 +56,47 @@ def images_per_second(model, batches, recipe, device, amp, steps, warmup, cuda_g
     return seen / (time.perf_counter() - start)
 
 
+def loader_images_per_second(batches, steps: int, warmup: int, device: str) -> float:
+    """Images per second the loader alone yields (no model), over `steps` batches."""
+    it = iter(batches)
+    for _ in range(warmup):
+        next(it)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start, seen = time.perf_counter(), 0
+    for _ in range(steps):
+        _, y = next(it)
+        seen += len(y)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return seen / (time.perf_counter() - start)
+
+
+def imagenet_paths(args, root: str, amp: bool) -> dict:
+    """name -> a fresh loader factory over `--images` JPEGs written under `root`."""
+    per_class = args.images // 10
+    data.write_jpeg_folder(root, "imagenette", 10, (per_class, 1), sizes=(300, 500))
+    meta = data.info("imagenette")
+    return {
+        f"jpeg, decoded on the device ({args.workers} workers read)": lambda: JpegLoader(
+            data.files("imagenette", "train", root),
+            meta,
+            args.batch_size,
+            shuffle=True,
+            augment=True,
+            device=args.device,
+            workers=args.workers,
+        ),
+        f"torch DataLoader, PIL ({args.workers} workers)": lambda: loaders.torch_loader(
+            data.load("imagenette", "train", root, augment=True),
+            args.batch_size,
+            shuffle=True,
+            workers=args.workers,
+            pin_memory=amp,
+        ),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="resnet56")
@@ -60,7 +107,11 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (reference path)")
     p.add_argument("--images", type=int, default=10_000, help="training images written")
     p.add_argument("--out", default="results/benchmarks/train_throughput")
+    p.add_argument("--imagenet", action="store_true", help="ResNet-50, JPEGs at 224 px")
     args = p.parse_args()
+    if args.imagenet:
+        imagenet(args)
+        return
 
     meta = data.info("cifar10")
     recipe = recipes.resolve("cifar", {"batch_size": args.batch_size})
@@ -114,7 +165,46 @@ def main() -> None:
             }
             rows.append(row)
             print(row, flush=True)
-    out = Path(f"{args.out}_{'cuda' if amp else 'cpu'}.csv")
+    write(rows, Path(f"{args.out}_{'cuda' if amp else 'cpu'}.csv"))
+
+
+def imagenet(args) -> None:
+    """ResNet-50 training images/s through each JPEG path, and each loader's own images/s."""
+    amp = args.device.startswith("cuda")
+    recipe = recipes.resolve("imagenet", {"batch_size": args.batch_size})
+    need = args.batch_size * (args.steps + args.warmup)
+    assert need <= args.images, f"write at least {need} --images"
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        for name, make in imagenet_paths(args, root, amp).items():
+            torch.manual_seed(0)
+            model = models.create("resnet50", 10, 3, 224).to(args.device)
+            if amp:
+                model = model.to(memory_format=torch.channels_last)
+            train = images_per_second(
+                model, make(), recipe, args.device, amp, args.steps, args.warmup, False
+            )
+            alone = loader_images_per_second(make(), args.steps, args.warmup, args.device)
+            row = {
+                "model": "resnet50",
+                "path": name,
+                "images_per_second": round(train, 1),
+                "loader_alone_images_per_second": round(alone, 1),
+                "batch_size": args.batch_size,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "workers": args.workers,
+                "device": torch.cuda.get_device_name() if amp else "cpu",
+                "bf16_channels_last": amp,
+                "cpu": platform.processor() or platform.machine(),
+                "threads": torch.get_num_threads(),
+            }
+            rows.append(row)
+            print(row, flush=True)
+    write(rows, Path(f"{args.out}_imagenet_{'cuda' if amp else 'cpu'}.csv"))
+
+
+def write(rows: list[dict], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -51,10 +51,13 @@ class _Indexed(Dataset):
         return encoded, label, i
 
 
-def _as_lists(items: list) -> tuple[list[torch.Tensor], torch.Tensor, list[int]]:
-    """Collate without stacking: encoded files differ in length."""
+def _packed(items: list) -> tuple[torch.Tensor, list[int], torch.Tensor, list[int]]:
+    """Collate a batch of (bytes, label, index) without stacking (files differ in length):
+    the files' bytes joined into one tensor, with their lengths, so that a worker hands the
+    main process one shared-memory block per batch, not one per file."""
     encoded, labels, index = zip(*items, strict=True)
-    return list(encoded), torch.tensor(labels, dtype=torch.long), list(index)
+    lengths = [len(e) for e in encoded]
+    return torch.cat(encoded), lengths, torch.tensor(labels, dtype=torch.long), list(index)
 
 
 class JpegLoader:
@@ -92,7 +95,7 @@ class JpegLoader:
             batch_size,
             sampler=sampler,
             num_workers=workers,
-            collate_fn=_as_lists,
+            collate_fn=_packed,
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
         )
@@ -111,8 +114,8 @@ class JpegLoader:
     def __iter__(self) -> Iterator[Batch]:
         seed = epoch_seed(self.seed, self.epoch)
         self.generator.manual_seed(seed)
-        for b, (encoded, labels, index) in enumerate(self.loader):
-            images = self._decoded(encoded, index)
+        for b, (joined, lengths, labels, index) in enumerate(self.loader):
+            images = self._decoded(list(torch.split(joined, lengths)), index)
             x = self._transformed(images, seed * 100_003 + b)
             x = (x.float() / 255.0 - self.mean) / self.std
             yield x, labels.to(self.device, non_blocking=True)

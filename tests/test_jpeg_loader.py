@@ -146,3 +146,18 @@ def test_cmyk_and_png_files_decode_and_a_broken_one_is_named(tmp_path, device):
     loader = JpegLoader(files, meta, 13, shuffle=False, augment=False, device=device, workers=0)
     with pytest.raises(BadInput, match="broken.JPEG is not a readable image"):
         next(iter(loader))
+
+
+def test_worker_processes_give_the_same_batches(root):
+    """Files read in 2 worker processes (one shared block per batch) give the batches of the
+    main process alone."""
+    meta = data.info("imagenette")
+    files = data.files("imagenette", "train", root)
+
+    def batches(workers):
+        loader = JpegLoader(files, meta, 4, shuffle=True, augment=True, seed=2, workers=workers)
+        return list(loader)
+
+    alone, pooled = batches(0), batches(2)
+    assert len(alone) == len(pooled) == 5
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(alone, pooled, strict=True))

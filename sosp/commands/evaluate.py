@@ -53,6 +53,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="fields to store with every result (e.g. experiment=fig1 method=sosp_h seed=1)",
     )
+    p.add_argument(
+        "--convention",
+        nargs="*",
+        default=[],
+        choices=sorted(set(counting.CONVENTIONS) - {"actual"}),
+        help="also count MACs by these conventions of other papers (record key macs_<name>), "
+        "e.g. ccp: the SOSP paper's alternative count of Table 2 (see `sosp count --help`)",
+    )
     add_no_progress(p)
     add_wandb(p)
     p.add_argument("--out", help="write the results as a JSON list here (default: print only)")
@@ -74,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     progress = show_progress(args)
     records = []
     for c in args.checkpoint:
-        record, origin = _evaluate_one(Path(c), extra, device, test_batches, progress)
+        record, origin = _evaluate_one(
+            Path(c), extra, device, test_batches, progress, args.convention
+        )
         print(result_line(record), flush=True)  # as each is done: progress in a log too
         _log(args, record, origin, extra)
         records.append(record)
@@ -108,11 +118,17 @@ def _log(args: argparse.Namespace, record: dict, origin: dict, extra: dict) -> N
 
 
 def _evaluate_one(
-    path: Path, extra: dict, device: str, test_batches: TestBatches, progress: bool = False
+    path: Path,
+    extra: dict,
+    device: str,
+    test_batches: TestBatches,
+    progress: bool = False,
+    conventions: Iterable[str] = (),
 ) -> tuple[dict, dict]:
-    """The record of one model file: its test accuracy and counts, and where it was fine-tuned
-    from a pruned network, that network's accuracy and the prune report; and what the network
-    was pruned by (`tracking.origin`). `progress`: a bar per evaluation."""
+    """The record of one model file: its test accuracy and counts (MACs also by each of
+    `conventions`, as macs_<name>), and where it was fine-tuned from a pruned network, that
+    network's accuracy and the prune report; and what the network was pruned by
+    (`tracking.origin`). `progress`: a bar per evaluation."""
     ckpt = paths.read_model_file(path)  # a mask.json: says which file to pass
     model = paths.model_from_file(ckpt, path)  # a last.pt or a state dict: says which to pass
     meta = data.info(ckpt["dataset"])
@@ -128,6 +144,11 @@ def _evaluate_one(
         **counting.count(model.cpu(), meta.input_shape).as_dict(),
         "layer_pruned_fraction": _layer_fractions(ckpt, meta),
     }
+    if conventions:
+        dense = models.create(ckpt["model"], meta.num_classes, meta.in_channels, meta.image_size)
+        for name in conventions:
+            convention = counting.CONVENTIONS[name]
+            record[f"macs_{name}"] = convention(dense, model.cpu(), meta.input_shape)
     metrics_path = paths.metrics(path.parent)
     if metrics_path.is_file():
         metrics = read_json(metrics_path)

@@ -26,6 +26,7 @@ experiments:
     seeds: [0]
     budget: params
     kernel_scaling: true
+    mac_conventions: [ccp]
     n_samples: 8
     batch_size: 8
     finetune: {{preset: imagenet, set: {{epochs: 1, batch_size: 8, lr: 0.01}}}}
@@ -35,7 +36,8 @@ experiments:
 
 def test_imported_weights_prune_finetune_evaluate_report(tmp_path):
     """import (sha256-checked) -> SOSP* prune -> one epoch -> evaluate -> report: the table holds
-    the dense and the pruned cell, the pruned one named as the kernel-scaled variant."""
+    the dense and the pruned cell, the pruned one named as the kernel-scaled variant, with the
+    alternative (ccp) MAC count above the actual one, as on Table 2."""
     data.write_jpeg_folder(tmp_path / "data", classes=10, per_class=(4, 2))
     torch.manual_seed(0)
     weights = tmp_path / "resnet18-imagenette.pth"
@@ -47,7 +49,10 @@ def test_imported_weights_prune_finetune_evaluate_report(tmp_path):
     with open(tmp_path / "results/jpeg/summary.csv") as f:
         rows = {row["method"]: row for row in csv.DictReader(f)}
     assert set(rows) == {"dense", "sosp_h_kernel_scaled"}
-    assert 25 < float(rows["sosp_h_kernel_scaled"]["params_removed_mean"]) < 35
+    star = rows["sosp_h_kernel_scaled"]
+    assert 25 < float(star["params_removed_mean"]) < 35
+    assert float(star["macs_ccp_removed_mean"]) > float(star["macs_removed_mean"]) > 0
+    assert "ccp MACs removed (%)" in (tmp_path / "results/jpeg/tables.md").read_text()
     assert (tmp_path / "figures/jpeg/table2_star_before_after.png").exists()
     assert not list((tmp_path / "runs").glob("dense/*")), "imported weights are not trained"
 
@@ -63,3 +68,4 @@ def test_table2_dag_is_complete_before_anything_is_downloaded(tmp_path):
     assert counts["finetune"] == str(2 * (5 + 3 + 5 + 2))
     assert counts["import_weights"] == "2"
     assert "torchrun --standalone --nproc-per-node 4 -m sosp finetune" in r.stdout
+    assert "--convention ccp" in r.stdout

@@ -120,6 +120,7 @@ def _add_jobs(name, exp):
                     "checkpoints": [dense_model(dkey)],
                     "inputs": inputs,
                     "record": {**record, "method": "dense", "prune_at": "none"},
+                    "conventions": exp["mac_conventions"],
                 }
                 claim_resources("evaluate", f"{name}/{dkey}", name, exp)
             for prune_at in exp["prune_at"]:
@@ -159,6 +160,7 @@ def _add_jobs(name, exp):
                         "checkpoints": checkpoints,
                         "inputs": inputs,
                         "record": {**record, "method": method, "prune_at": prune_at},
+                        "conventions": exp["mac_conventions"],
                     }
                     claim_resources("evaluate", f"{name}/{pkey}", name, exp)
 
@@ -269,6 +271,8 @@ def evaluate_cmd(key):
     args = ["sosp", "evaluate", "--checkpoint", *job["checkpoints"]]
     record = job["record"]
     args += ["--record", *[f"{k}={v}" for k, v in record.items()]]
+    if job["conventions"]:
+        args += ["--convention", *job["conventions"]]
     args += _common_flags() + _wandb_flags("evaluate", key, record["model"], record["method"])
     return shlex.join(args + ["--out", f"{RESULTS}/runs/{key}.json"])
 

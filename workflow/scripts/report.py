@@ -35,6 +35,7 @@ METRICS = {
     "acc_before_ft": "acc before fine-tuning (%)",
     "params_removed": "params removed (%)",
     "macs_removed": "MACs removed (%)",
+    "macs_ccp_removed": "ccp MACs removed (%)",  # with mac_conventions: [ccp]
     "mask_seconds": "mask seconds",
 }
 
@@ -59,6 +60,14 @@ def flatten(record: dict) -> dict:
         "macs": record["macs"],
         "params_removed": 100 * (1 - record["params"] / before["params"]) if before else 0.0,
         "macs_removed": 100 * (1 - record["macs"] / before["macs"]) if before else 0.0,
+        # the ccp count of the dense network is its actual count: nothing is pruned
+        "macs_ccp_removed": (
+            None
+            if "macs_ccp" not in record
+            else 100 * (1 - record["macs_ccp"] / before["macs"])
+            if before
+            else 0.0
+        ),
         "mask_seconds": prune.get("seconds"),
         "bn_recalibrated": bool(prune.get("bn_recalibration")),
         "checkpoint": record["checkpoint"],
@@ -133,7 +142,7 @@ def cell_table(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
     )
     for m, label in METRICS.items():
         out[label] = [_cell(a, b) for a, b in zip(s[f"{m}_mean"], s[f"{m}_std"], strict=True)]
-    return out
+    return out.loc[:, (out != "").any()]  # no column that is empty throughout
 
 
 def recalibration_note(runs: pd.DataFrame) -> list[str]:
@@ -196,9 +205,14 @@ def published_table(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFr
                 "our params removed": _cell(o.params_removed_mean, o.params_removed_std),
                 "published MACs removed": _cell(p.macs_reduction_pct, None),
                 "our MACs removed": _cell(o.macs_removed_mean, o.macs_removed_std),
+                "published alt. MACs removed": _cell(
+                    getattr(p, "alt_macs_reduction_pct", None), None
+                ),
+                "our ccp MACs removed": _cell(o.macs_ccp_removed_mean, o.macs_ccp_removed_std),
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table.loc[:, (table != "").any()] if not table.empty else table
 
 
 # -- figures ---------------------------------------------------------------------------------
