@@ -3,7 +3,7 @@
     python benchmarks/ccp_fit.py                     # 2 seeds, both budgets, ~5 min on 1 CPU core
     python benchmarks/ccp_fit.py --seeds 0 --budgets macs
 
-Table 2 of the paper gives seven ImageNet pairs (MACs removed, our count -> alternative count)
+Table 2 of the paper gives eight ImageNet pairs (MACs removed, our count -> alternative count)
 for SOSP-H on ResNet-18/50 and SOSP-H* (kernel scaling) on ResNet-50. There are no trained
 weights offline, so each network is a randomly initialized torchvision model with BatchNorm
 statistics re-estimated on random 224x224 inputs; its SOSP-H mask is cut at the published MAC

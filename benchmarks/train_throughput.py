@@ -12,7 +12,8 @@ decoded on the device (`JpegLoader`, `--loader jpeg`) against PIL in DataLoader 
 
 Runs on data written in the real on-disk format (no download): a random CIFAR-10 in its pickled
 batches; for --imagenet, `--images` JPEGs of 300-500 px a side (ImageNet's typical sizes,
-quality 90) in 10 class folders, so the loaders decode and augment as on the real data. Prints
+quality 90) in 10 class folders, read epoch after epoch, so the loaders decode and augment as
+on the real data. Prints
 and writes one CSV row per path: images per second over `--steps` SGD steps after `--warmup`
 steps (for the CUDA graph at least its warm-up steps and the capture, so every timed step is a
 replay).
@@ -37,11 +38,17 @@ from sosp.train import optimizer_for, step_function
 GRAPH = "tensor (device-resident) + CUDA graph"
 
 
+def endless(batches):
+    """The loader's batches, epoch after epoch."""
+    while True:
+        yield from batches
+
+
 def images_per_second(model, batches, recipe, device, amp, steps, warmup, cuda_graph) -> float:
     opt = optimizer_for(model, recipe)
     step = step_function(model, opt, recipe, device, amp, cuda_graph)
     model.train()
-    it = iter(batches)
+    it = endless(batches)
     for _ in range(warmup):
         step(*next(it))
     if device.startswith("cuda"):
@@ -58,7 +65,7 @@ def images_per_second(model, batches, recipe, device, amp, steps, warmup, cuda_g
 
 def loader_images_per_second(batches, steps: int, warmup: int, device: str) -> float:
     """Images per second the loader alone yields (no model), over `steps` batches."""
-    it = iter(batches)
+    it = endless(batches)
     for _ in range(warmup):
         next(it)
     if device.startswith("cuda"):
@@ -172,8 +179,7 @@ def imagenet(args) -> None:
     """ResNet-50 training images/s through each JPEG path, and each loader's own images/s."""
     amp = args.device.startswith("cuda")
     recipe = recipes.resolve("imagenet", {"batch_size": args.batch_size})
-    need = args.batch_size * (args.steps + args.warmup)
-    assert need <= args.images, f"write at least {need} --images"
+    assert args.batch_size <= args.images // 10 * 10, "write at least --batch-size --images"
     rows = []
     with tempfile.TemporaryDirectory() as root:
         for name, make in imagenet_paths(args, root, amp).items():

@@ -80,7 +80,7 @@ def test_resume_after_sigterm_reaches_the_same_weights(tmp_path):
     """A run stopped by SIGTERM after its first checkpoint exits non-zero; the same command
     then resumes and ends with weights identical to an uninterrupted run."""
     args = ["train", "--model", "resnet20", "--dataset", "digits", "--no-progress"]
-    args += ["--set", "epochs=6", "batch_size=32"]
+    args += ["--set", "epochs=4", "batch_size=32"]
     whole = run_sosp(*args, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from sosp import models, paths
 from sosp.commands.base import Command, add_dataset, add_model, check_out_folder, model_for
 from sosp.errors import BadInput
+from sosp.models.base import PublishedWeights
 
 CHUNK = 1 << 20  # bytes read at a time while hashing
 
@@ -47,38 +48,48 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def expected_sha256(model: str, given: str | None) -> tuple[str, str]:
-    """(the hex digits the file's sha256 must start with, where to get the file) for `model`:
-    `given`, else the published weights' own."""
+def published(model: str) -> PublishedWeights | None:
+    """The weights published for `model` that sosp knows (torchvision's, for the zoo's
+    ResNets), else None. Reading torchvision's record imports torchvision (seconds)."""
     found = models.spec(model).weights
-    published = found() if found is not None else None
-    where = published.url if published else "where you downloaded it"
+    return found() if found is not None else None
+
+
+def expected_sha256(model: str, given: str | None) -> str:
+    """The hex digits the file's sha256 must start with: `given`, else those of the weights
+    published for `model`."""
     if given:
-        return given.lower(), where
-    if published is None:
+        return given.lower()
+    weights = published(model)
+    if weights is None:
         raise BadInput(
             f"{model} has no published weights sosp knows the sha256 of: pass --sha256 with the "
             "checksum its publisher gives"
         )
-    return published.sha256_prefix, where
+    return weights.sha256_prefix
 
 
-def check_sha256(path: str | Path, expected: str, where: str) -> str:
-    """The file's sha256, after checking that it starts with `expected`."""
+def check_sha256(path: str | Path, expected: str, model: str) -> str:
+    """The file's sha256, after checking that it starts with `expected`; the refusal says where
+    `model`'s published weights are downloaded."""
     if not Path(path).is_file():
-        raise BadInput(f"weights file {path} does not exist; download it from {where}")
+        raise BadInput(f"weights file {path} does not exist; download it from {_where(model)}")
     actual = sha256_of(path)
     if not actual.startswith(expected):
         raise BadInput(
             f"{path} has sha256 {actual}, not the published {expected}...: it is another or a "
-            f"damaged file; download it again from {where}"
+            f"damaged file; download it again from {_where(model)}"
         )
     return actual
 
 
+def _where(model: str) -> str:
+    weights = published(model)
+    return weights.url if weights is not None else "where you downloaded it"
+
+
 def run(args: argparse.Namespace) -> int:
-    expected, where = expected_sha256(args.model, args.sha256)
-    digest = check_sha256(args.weights, expected, where)
+    digest = check_sha256(args.weights, expected_sha256(args.model, args.sha256), args.model)
     check_out_folder(args.out)
     net, meta = model_for(args.model, args.dataset)
     paths.load_weights(net, args.weights, args.model)

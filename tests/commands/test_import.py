@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sosp import models, paths
-from sosp.commands.import_weights import expected_sha256
+from sosp.commands.import_weights import expected_sha256, published
 from tests.test_cli import run_sosp_here as run_sosp
 
 
@@ -24,8 +24,8 @@ def weights(tmp_path_factory):
 def test_torchvision_resnets_know_their_published_hash():
     """The zoo's ResNets carry torchvision's IMAGENET1K_V1 record: the sha256 prefix in the
     file name torch.hub checks, and the address."""
-    prefix, url = expected_sha256("resnet50", None)
-    assert prefix == "0676ba61" and url.endswith("/resnet50-0676ba61.pth")
+    assert expected_sha256("resnet50", None) == "0676ba61"
+    assert published("resnet50").url.endswith("/resnet50-0676ba61.pth")
     assert models.spec("resnet18").weights().top1 == pytest.approx(69.758)
 
 

@@ -28,6 +28,7 @@ def test_the_order_is_the_pipeline_order():
         "models",
         "count",
         "prune",
+        "import",
         "train",
         "finetune",
         "evaluate",
