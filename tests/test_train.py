@@ -341,3 +341,13 @@ def test_the_bar_shows_the_epoch_running_loss_and_accuracy(tmp_path, monkeypatch
     row, images, _ = train._train_epoch(step, net, opt, recipe, batches, 0, 0, "cpu", never, True)
     assert images == len(y) and len(postfixes) == len(batches)
     assert postfixes[-1] == f"loss {row['train_loss']:.3f}  acc {row['train_acc']:.1%}"
+
+
+def test_the_recipe_batch_is_the_global_batch_under_ddp():
+    """Each of N processes draws batch_size / N per step; a batch that does not split evenly
+    is refused, naming the multiple to use."""
+    from sosp.commands.train import per_rank_batch
+
+    assert per_rank_batch(256, 1) == 256 and per_rank_batch(256, 4) == 64
+    with pytest.raises(BadInput, match="multiple of 3"):
+        per_rank_batch(256, 3)
