@@ -47,3 +47,17 @@ def test_table2_cells_use_best_final_top1_and_the_alternative_count(tmp_path):
     assert star["published alt. MACs removed"] == "36.00"
     assert star["our ccp MACs removed"].startswith("35.00 ± ")
     assert star["our MACs removed"].startswith("28.00")
+
+
+def test_published_points_put_ccp_on_its_own_axis():
+    """Beside our curves: Table 2's other methods on ResNet-50 (HRank, FPGM) on the params and
+    MACs axes; CCP, which counts MACs its own way, only on the alternative-count axis."""
+    report = _report()
+    published = report.read_published([REPO / "results/published/sosp2022_table2.csv"])
+
+    def points(quantity):
+        return report.published_points(published, "resnet50", "imagenet", quantity)
+
+    assert sorted(m for m, _, _ in points("macs")) == ["fpgm", "hrank", "hrank"]
+    assert ("hrank", 100 - 36, 74.98) in points("params")
+    assert points("ccp_macs") == [("ccp", 100 - 54, 75.21)]

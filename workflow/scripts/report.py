@@ -236,28 +236,74 @@ def _line_label(frame: pd.DataFrame, method: str, prune_at: str) -> str:
     return method if frame.prune_at.nunique() == 1 else f"{method} ({prune_at})"
 
 
-def accuracy_vs(summary, experiment, title, quantity: str, path: Path) -> None:
-    """Final accuracy (mean ± std over seeds) against the remaining params or MACs."""
+# The x axis of each accuracy figure: (our summary's removed-% column, its label).
+QUANTITIES = {
+    "params": ("params_removed", "remaining parameters (%)"),
+    "macs": ("macs_removed", "remaining MACs (%)"),
+    "ccp_macs": ("macs_ccp_removed", "remaining MACs, CCP's alternative count (%)"),
+}
+# Published methods whose MAC reductions are in CCP's own convention, not ours (the paper's
+# App. D): plotted on the ccp_macs axis only.
+CCP_COUNTED = {"ccp"}
+SOSP_ROWS = {"baseline", "sosp_h", "sosp_i", "sosp_h_kernel_scaled"}
+
+
+def published_points(published: pd.DataFrame, model: str, dataset: str, quantity: str):
+    """(method, remaining %, accuracy %) of the other methods' published cells for `model` on
+    `dataset` on the `quantity` axis (the SOSP paper's own rows are our curves' to match)."""
+    rows = published[(published.model == model) & (published.dataset == dataset)
+                     & ~published.method.isin(SOSP_ROWS)]  # fmt: skip
+    points = []
+    for p in rows.itertuples(index=False):
+        if quantity == "params":
+            removed = getattr(p, "weights_reduction_pct", float("nan"))
+        elif quantity == "macs":
+            removed = float("nan") if p.method in CCP_COUNTED else p.macs_reduction_pct
+        else:
+            removed = getattr(p, "alt_macs_reduction_pct", float("nan"))
+            if p.method in CCP_COUNTED and math.isnan(removed):
+                removed = p.macs_reduction_pct
+        if not math.isnan(removed) and not math.isnan(p.test_acc):
+            points.append((p.method, 100 - removed, p.test_acc))
+    return points
+
+
+def accuracy_vs(summary, experiment, title, quantity: str, path: Path, published=None) -> None:
+    """Final accuracy (mean ± std over seeds) against the remaining params or MACs (`quantity`,
+    a key of QUANTITIES), with the other methods' published cells as labelled points."""
+    column, xlabel = QUANTITIES[quantity]
     s = summary[(summary.experiment == experiment) & (summary.method != "dense")]
     models = sorted(s.model.unique())
     fig, axes = _models_axes(models, title)
     for ax, model in zip(axes, models, strict=True):
         for (method, prune_at), g in s[s.model == model].groupby(["method", "prune_at"]):
             g = g.sort_values("ratio")
-            x = 100 - g[f"{quantity}_removed_mean"]
+            x = 100 - g[f"{column}_mean"]
             label = _line_label(s, method, prune_at)
             line = ax.plot(x, g.acc_mean, "o-", ms=3, label=label)[0]
             std = g.acc_std.fillna(0)
             ax.fill_between(x, g.acc_mean - std, g.acc_mean + std, alpha=0.15,
                             color=line.get_color())  # fmt: skip
+        dataset = s[s.model == model].dataset.iloc[0]
+        if published is not None:
+            for method, x, acc in published_points(published, model, dataset, quantity):
+                ax.plot(x, acc, "kx", ms=5)
+                ax.annotate(method, (x, acc), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points")  # fmt: skip
         _dense_line(ax, summary, experiment, model)
-        ax.set_xlabel(f"remaining {'parameters' if quantity == 'params' else 'MACs'} (%)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(model, fontsize=9)
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     _save(fig, path)
+
+
+def read_published(paths: list[Path]) -> pd.DataFrame | None:
+    """Every published CSV in one frame, with Table 1's column names (`PUBLISHED_COLUMNS`)."""
+    frames = [pd.read_csv(path).rename(columns=PUBLISHED_COLUMNS) for path in paths]
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def layerwise(layers, summary, experiment, title, path: Path) -> None:
@@ -332,6 +378,7 @@ def main() -> None:
     atomic_write_text(args.results / "runs.csv", runs.to_csv(index=False))
     atomic_write_text(args.results / "summary.csv", s.to_csv(index=False))
 
+    published = read_published(args.published)
     md = [f"# Results: {args.results.name}", "", __doc__.split("\n\n")[-1].strip(), ""]
     tex = []
     for name, spec in experiments.items():
@@ -340,12 +387,12 @@ def main() -> None:
         md += recalibration_note(runs[runs.experiment == name])
         tex += [latex(table, spec["title"]), ""]
         makers = {
-            "accuracy_vs_params": lambda n=name, t=spec["title"]: accuracy_vs(
-                s, n, t, "params", args.figures / f"{n}_accuracy_vs_params.png"
-            ),
-            "accuracy_vs_macs": lambda n=name, t=spec["title"]: accuracy_vs(
-                s, n, t, "macs", args.figures / f"{n}_accuracy_vs_macs.png"
-            ),
+            f"accuracy_vs_{q}": lambda n=name, t=spec["title"], q=q: accuracy_vs(
+                s, n, t, q, args.figures / f"{n}_accuracy_vs_{q}.png", published
+            )
+            for q in QUANTITIES
+        }
+        makers |= {
             "layerwise": lambda n=name, t=spec["title"]: layerwise(
                 layers, s, n, t, args.figures / f"{n}_layerwise.png"
             ),
