@@ -1,13 +1,19 @@
 """What every model plug-in provides: `ModelSpec`s of its architectures (builder, keyword
-arguments, a one-line summary, the dataset it is built for). Model modules import only this
-module; `sosp.models.registry` joins their `MODELS`."""
+arguments, a one-line summary, the dataset it is built for), and the width specifications of
+width-configurable models (`Widths`: {unit name or "*": multiplier}, see `checked_widths`,
+`scaled_width`). Model modules import only this module; `sosp.models.registry` joins their
+`MODELS`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from torch import nn
+
+from sosp.errors import BadInput
 
 # builder(num_classes=, in_channels=, image_size=, **kwargs) -> a freshly initialized model
 Builder = Callable[..., nn.Module]
@@ -40,3 +46,49 @@ def kaiming_init(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+# -- width specifications --------------------------------------------------------------------
+
+Widths = dict[str, float]  # {unit name or "*": width multiplier}, JSON-serializable as it is
+EVERYWHERE = "*"  # the key that multiplies every width of the network
+
+
+def checked_widths(
+    widths: Mapping[str, float] | None,
+    known: Sequence[str],
+    stream: Mapping[str, str] | None = None,
+) -> Widths:
+    """`widths` as {name: float}, every name in `known` or "*", every multiplier a finite
+    number > 0; `BadInput` otherwise, naming the known names (`stream`: {layer on a residual
+    stream: the stage to widen instead}, for a clearer message)."""
+    out: Widths = {}
+    stream = stream or {}
+    for name, multiplier in (widths or {}).items():
+        if name in stream:
+            raise BadInput(
+                f"width spec names {name!r}, which writes a residual stream; widen its stage "
+                f"{stream[name]!r} instead"
+            )
+        if name != EVERYWHERE and name not in known:
+            raise BadInput(
+                f"width spec names {name!r}, which the model does not have; known names: "
+                f"{', '.join([EVERYWHERE, *known])}"
+            )
+        if isinstance(multiplier, bool) or not isinstance(multiplier, int | float):
+            raise BadInput(f"width multiplier of {name!r} must be a number, not {multiplier!r}")
+        if not (math.isfinite(multiplier) and multiplier > 0):
+            raise BadInput(f"width multiplier of {name!r} must be > 0, not {multiplier!r}")
+        out[str(name)] = float(multiplier)
+    return out
+
+
+def scaled_width(base: int, widths: Widths, *names: str) -> int:
+    """`base` channels times the multipliers of "*" and of `names` found in `widths`, rounded
+    half up to an int, at least 1. The product is taken in decimal (each multiplier as written,
+    e.g. 1.1 = 11/10), so 5 x 1.1 is exactly 5.5 -> 6 whatever the float rounding."""
+    exact = Fraction(base)
+    for name in (EVERYWHERE, *names):
+        if name in widths:
+            exact *= Fraction(repr(widths[name]))
+    return max(1, math.floor(exact + Fraction(1, 2)))

@@ -3,6 +3,14 @@
 `shortcut="projection"` (the SOSP paper's; its ResNet-56 has 855,770 parameters) uses a 1x1
 convolution + BatchNorm wherever the shape changes; `shortcut="zeropad"` (option A, most other
 pruning papers; 853,018 parameters) subsamples and pads the missing channels with zeros.
+
+`widths` widens parts of the network (SOSP's expand-pruning, Sec. 3.4), {name: multiplier}:
+"*" multiplies every width; a stage "layer<s>" multiplies the stage's residual stream (the stem
+conv for layer1, every block's conv2 and shortcut) and every block's inner width; a block
+"layer<s>.<b>", or its conv "layer<s>.<b>.conv1", multiplies only that block's inner width
+(conv1's outputs, conv2's inputs): a block's output must match its stream, so a stream layer
+(the stem, conv2, a shortcut) cannot be widened alone. A conv's width is its base width times
+every multiplier that covers it, rounded half up (`base.scaled_width`).
 """
 
 from __future__ import annotations
@@ -11,18 +19,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sosp.models.base import ModelSpec, kaiming_init
+from sosp.errors import BadInput
+from sosp.models.base import ModelSpec, Widths, checked_widths, kaiming_init, scaled_width
 from sosp.shortcuts import ZeroPadShortcut
 
 
 class BasicBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU."""
+    """conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU; `inner` channels between the
+    two convs (default: `planes`, the output width)."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str):
+    def __init__(
+        self, in_planes: int, planes: int, stride: int, shortcut: str, inner: int | None = None
+    ):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        inner = inner or planes
+        self.conv1 = nn.Conv2d(in_planes, inner, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.conv2 = nn.Conv2d(inner, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
@@ -31,6 +44,11 @@ class BasicBlock(nn.Module):
                     nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
                 )
             elif shortcut == "zeropad":
+                if planes < in_planes:
+                    raise BadInput(
+                        f"a zero-padding shortcut cannot narrow {in_planes} to {planes} "
+                        "channels; widen the later stage too"
+                    )
                 self.shortcut = ZeroPadShortcut(in_planes, planes, stride)
             else:
                 raise ValueError(f"shortcut must be 'projection' or 'zeropad', not {shortcut!r}")
@@ -42,7 +60,10 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for small images: stem conv3x3(width), stages of n blocks, global pool, fc."""
+    """ResNet-(6n+2) for small images: stem conv3x3(width), stages of n blocks, global pool, fc.
+
+    `widths`: {name: multiplier} (module docstring); kept as `self.widths`, and the names it
+    accepts by level as `self.width_levels` ({"stage": ..., "block": ..., "layer": ...})."""
 
     def __init__(
         self,
@@ -52,19 +73,28 @@ class CifarResNet(nn.Module):
         width: int = 16,
         shortcut: str = "projection",
         image_size: int = 32,
+        widths: Widths | None = None,
     ):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, not {depth}")
         n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        planes, layers = width, []
-        for stage, stage_width in enumerate((width, 2 * width, 4 * width)):
+        self.width_levels = width_levels(n)
+        self.widths = checked_widths(
+            widths, [u for units in self.width_levels.values() for u in units], _stream_layers(n)
+        )
+        stem = scaled_width(width, self.widths, "layer1")
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        planes, layers = stem, []
+        for stage, base in enumerate((width, 2 * width, 4 * width)):
+            s = f"layer{stage + 1}"
+            stage_width = scaled_width(base, self.widths, s)
             blocks = []
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(BasicBlock(planes, stage_width, stride, shortcut))
+                inner = scaled_width(base, self.widths, s, f"{s}.{i}", f"{s}.{i}.conv1")
+                blocks.append(BasicBlock(planes, stage_width, stride, shortcut, inner))
                 planes = stage_width
             layers.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = layers
@@ -76,6 +106,26 @@ class CifarResNet(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def width_levels(n: int) -> dict[str, tuple[str, ...]]:
+    """The names a width spec accepts for n blocks per stage, by level: the 3 stages, the 3n
+    blocks, the 3n inner convs (the only convs off the residual stream)."""
+    blocks = tuple(f"layer{s}.{i}" for s in (1, 2, 3) for i in range(n))
+    return {
+        "stage": ("layer1", "layer2", "layer3"),
+        "block": blocks,
+        "layer": tuple(f"{b}.conv1" for b in blocks),
+    }
+
+
+def _stream_layers(n: int) -> dict[str, str]:
+    """{conv that writes a residual stream: its stage} for n blocks per stage."""
+    out = {"conv1": "layer1"}
+    for s in (1, 2, 3):
+        for i in range(n):
+            out |= {f"layer{s}.{i}.{c}": f"layer{s}" for c in ("conv2", "shortcut", "shortcut.0")}
+    return out
 
 
 MODELS = {

@@ -53,7 +53,8 @@ def create(
     """A freshly initialized model `name` for inputs [B, in_channels, image_size, image_size].
 
     `options` override the registered keyword arguments (e.g. ``shortcut="zeropad"`` for the
-    CIFAR ResNets). Raises `UnknownName` naming the known models for an unknown name.
+    CIFAR ResNets; ``widths={"layer2": 2.0}`` widens a CIFAR ResNet or VGG, see `base.Widths`).
+    Raises `UnknownName` naming the known models for an unknown name.
     """
     found = spec(name)
     kwargs = {"name": name.removeprefix("timm/")} if name.startswith("timm/") else found.kwargs
