@@ -127,7 +127,8 @@ def reports(out: PathLike) -> Path:
 
 def model_file(net: nn.Module, architecture: dict) -> dict:
     """The on-disk form of a network: `architecture`, what rebuilds it ({"model": zoo name,
-    "dataset": name} and for a pruned network "mask" and "exclude"), plus its weights."""
+    "dataset": name}, "widths" for a widened one, and for a pruned network "mask" and
+    "exclude"), plus its weights."""
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}  # loads anywhere
     return {**architecture, "state_dict": state}
 
@@ -170,7 +171,7 @@ def model_from_file(ckpt: dict, path: PathLike = "the model file") -> nn.Module:
     check_model_file(ckpt, path)
     try:
         meta = data.info(ckpt["dataset"])
-        net = models.create(ckpt["model"], meta.num_classes, meta.in_channels, meta.image_size)
+        net = models.create_widened(ckpt["model"], meta, ckpt.get("widths"))
         if ckpt.get("mask"):
             net = apply_mask(net, ckpt["mask"], meta.input_shape, ckpt.get("exclude"))
     except (KeyError, RuntimeError) as e:

@@ -47,6 +47,14 @@ def parse_options(items: list[str], flag: str = "--option") -> dict:
 
 def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="zoo name (see `sosp models`) or timm/<name>")
+    p.add_argument(
+        "--widths",
+        nargs="+",
+        metavar="UNIT=MULT",
+        help="widen the zoo model (CIFAR ResNets, VGGs; expand-pruning): a stage, block or VGG "
+        "layer name, or * for every width, times a multiplier, e.g. layer2=2 or '*=1.1'; or "
+        "the JSON file `sosp bottlenecks` writes",
+    )
 
 
 def add_dataset(p: argparse.ArgumentParser, more: str = "") -> None:
@@ -94,11 +102,29 @@ def add_wandb(p: argparse.ArgumentParser) -> None:
 # -- shared steps -----------------------------------------------------------------------------
 
 
-def model_for(model: str, dataset: str | None) -> tuple[nn.Module, data.DatasetInfo]:
-    """(a fresh `model` from the zoo, the dataset's info) for `dataset` (None: the model's
-    own)."""
+def model_for(
+    model: str, dataset: str | None, widths: dict[str, float] | None = None
+) -> tuple[nn.Module, data.DatasetInfo]:
+    """(a fresh `model` from the zoo, widened by `widths` where given, the dataset's info) for
+    `dataset` (None: the model's own)."""
     meta = data.info(dataset or models.spec(model).dataset)
-    return models.create(model, meta.num_classes, meta.in_channels, meta.image_size), meta
+    return models.create_widened(model, meta, widths), meta
+
+
+def parse_widths(items: list[str] | None) -> dict[str, float] | None:
+    """`--widths` as a width spec: UNIT=MULT items, or one JSON file of {unit: multiplier}."""
+    if not items:
+        return None
+    if len(items) == 1 and "=" not in items[0]:
+        path = Path(items[0])
+        try:
+            spec = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise BadInput(f"--widths {path}: not a readable JSON width spec ({e})") from None
+        if not isinstance(spec, dict):
+            raise BadInput(f"--widths {path} must hold a mapping of unit -> multiplier")
+        return spec
+    return parse_options(items, "--widths")
 
 
 def open_run(args: argparse.Namespace, config: dict, directory: str | os.PathLike):

@@ -13,6 +13,7 @@ from sosp.commands.base import (
     add_device,
     add_model,
     model_for,
+    parse_widths,
     resolve_device,
 )
 
@@ -38,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     doc = paths.read_mask_file(args.mask) if args.mask else None
     # without --dataset a mask is counted on the dataset it was computed on
-    dense, meta = model_for(args.model, args.dataset or (doc or {}).get("dataset"))
+    widths = parse_widths(args.widths) or (doc or {}).get("widths")  # a mask's own widths
+    dense, meta = model_for(args.model, args.dataset or (doc or {}).get("dataset"), widths)
     dense = model = dense.to(resolve_device(args.device))
     if doc is not None:
         paths.check_mask_fits(doc, args.mask, args.model, meta)

@@ -145,7 +145,7 @@ def _evaluate_one(
         "layer_pruned_fraction": _layer_fractions(ckpt, meta),
     }
     if conventions:
-        dense = models.create(ckpt["model"], meta.num_classes, meta.in_channels, meta.image_size)
+        dense = models.create_widened(ckpt["model"], meta, ckpt.get("widths"))
         for name in conventions:
             convention = counting.CONVENTIONS[name]
             record[f"macs_{name}"] = convention(dense, model.cpu(), meta.input_shape)
@@ -169,7 +169,7 @@ def _layer_fractions(ckpt: dict, meta: data.DatasetInfo) -> dict[str, float]:
     mask = ckpt.get("mask") or {}
     if not mask:
         return {}
-    dense = models.create(ckpt["model"], meta.num_classes, meta.in_channels, meta.image_size)
+    dense = models.create_widened(ckpt["model"], meta, ckpt.get("widths"))
     return {
         layer: len(channels) / dense.get_submodule(layer).weight.shape[0]
         for layer, channels in mask.items()

@@ -14,7 +14,14 @@ import hashlib
 from pathlib import Path
 
 from sosp import models, paths
-from sosp.commands.base import Command, add_dataset, add_model, check_out_folder, model_for
+from sosp.commands.base import (
+    Command,
+    add_dataset,
+    add_model,
+    check_out_folder,
+    model_for,
+    parse_widths,
+)
 from sosp.errors import BadInput
 from sosp.models.base import PublishedWeights
 
@@ -91,13 +98,15 @@ def _where(model: str) -> str:
 def run(args: argparse.Namespace) -> int:
     digest = check_sha256(args.weights, expected_sha256(args.model, args.sha256), args.model)
     check_out_folder(args.out)
-    net, meta = model_for(args.model, args.dataset)
+    widths = parse_widths(args.widths)
+    net, meta = model_for(args.model, args.dataset, widths)
     paths.load_weights(net, args.weights, args.model)
     paths.check_finite_weights(net, f"{args.weights}")
     architecture = {
         "model": args.model,
         "dataset": meta.name,
         "weights": {"file": str(Path(args.weights).resolve()), "sha256": digest},
+        **({"widths": widths} if widths else {}),
     }
     out = paths.model(args.out)
     paths.save_model(out, net, architecture)

@@ -28,6 +28,7 @@ from sosp.commands.base import (
     log_result,
     model_for,
     parse_options,
+    parse_widths,
     resolve_device,
     show_progress,
 )
@@ -97,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     settings = PruneSettings.from_args(args, recalibrate_bn=not args.checkpoint)
     options = parse_options(args.option)
     torch.manual_seed(settings.seed)  # without --checkpoint: the init `sosp train` starts from
-    model, meta = model_for(args.model, args.dataset)
+    widths = parse_widths(args.widths)
+    model, meta = model_for(args.model, args.dataset, widths)
     if args.checkpoint:
         paths.load_weights(model, args.checkpoint, args.model)
         paths.check_finite_weights(model, f"checkpoint {args.checkpoint}")
@@ -111,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     results = prune_with(model, args.method, args.ratio, samples, settings, options, progress)
     _say_recalibrated(results[0].report["bn_recalibration"])
     arch = {"model": args.model, "dataset": meta.name, "exclude": settings.exclude_list}
+    arch |= {"widths": widths} if widths else {}
     run_info = {"checkpoint": args.checkpoint, "seed": settings.seed}
     shape = {"input_shape": list(meta.input_shape)}  # what `check_mask_fits` compares
     reports = [

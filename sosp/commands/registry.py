@@ -34,6 +34,11 @@ ENTRIES: tuple[Entry, ...] = (
         "published pretrained weights (sha256-checked) as a model file",
         "import_weights:COMMAND",
     ),
+    Entry(
+        "bottlenecks",
+        "the units masks barely prune, as a width spec (expand-pruning)",
+        "bottlenecks:COMMAND",
+    ),
     Entry("train", "train a zoo model from its seeded random initialization", "train:TRAIN"),
     Entry("finetune", "train pruned networks (from `sosp prune`) further", "train:FINETUNE"),
     Entry("evaluate", "test accuracy, loss, params and MACs of saved networks", "evaluate:COMMAND"),

@@ -27,6 +27,7 @@ from sosp.commands.base import (
     model_for,
     open_run,
     parse_options,
+    parse_widths,
     resolve_device,
     show_progress,
 )
@@ -116,9 +117,10 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
-    model, meta = model_for(args.model, args.dataset)
+    widths = parse_widths(args.widths)
+    model, meta = model_for(args.model, args.dataset, widths)
     _check_out(args.out)
-    architecture = {"model": args.model, "dataset": meta.name}
+    architecture = {"model": args.model, "dataset": meta.name, **_widths_entry(widths)}
     source = {"command": "train", **architecture}
     _run(args, model, source, architecture, tracking.DENSE, Path(args.out))
     return 0
@@ -136,6 +138,7 @@ def run_finetune(args: argparse.Namespace) -> int:
                 f"{pruned} holds no mask: pass the {paths.PRUNED} written by `sosp prune`"
             )
         architecture = {k: ckpt.get(k) for k in ("model", "dataset", "mask", "exclude")}
+        architecture |= _widths_entry(ckpt.get("widths"))
         source = {
             "command": "finetune",
             "model": ckpt["model"],
@@ -149,6 +152,11 @@ def run_finetune(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", 0)) == 0:  # under torchrun only rank 0 writes
         atomic_write_json(paths.runs(args.out), summary)
     return 0
+
+
+def _widths_entry(widths: dict | None) -> dict:
+    """{"widths": spec} for a widened network, else nothing (files of others stay as they were)."""
+    return {"widths": widths} if widths else {}
 
 
 def _check_out(out) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from sosp.errors import UnknownName
+from sosp.errors import BadInput, UnknownName
 from sosp.models import cifar_resnet, densenet, imagenet, mobilenet, vgg, wide_resnet
 from sosp.models.base import ModelSpec
 
@@ -64,3 +64,19 @@ def create(
         image_size=image_size,
         **{**kwargs, **options},
     )
+
+
+def create_widened(name: str, meta, widths: dict[str, float] | None = None) -> nn.Module:
+    """`create(name)` for dataset facts `meta` (a `sosp.data.DatasetInfo`), widened by the width
+    spec `widths` (None or empty: as registered); `BadInput` for a model without widths."""
+    if not widths:
+        return create(name, meta.num_classes, meta.in_channels, meta.image_size)
+    try:
+        return create(name, meta.num_classes, meta.in_channels, meta.image_size, widths=widths)
+    except TypeError as e:
+        if "widths" not in str(e):
+            raise
+        raise BadInput(
+            f"{name} cannot be widened (--widths / widths): width specs exist for the CIFAR "
+            "ResNets and VGGs"
+        ) from None

@@ -29,6 +29,7 @@ def test_the_order_is_the_pipeline_order():
         "count",
         "prune",
         "import",
+        "bottlenecks",
         "train",
         "finetune",
         "evaluate",
