@@ -177,6 +177,7 @@ include: "workflow/rules/resources.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/prune.smk"
+include: "workflow/rules/bottlenecks.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
@@ -185,6 +186,7 @@ include: "workflow/rules/report.smk"
 localrules:
     all,
     import_weights,
+    bottlenecks,
     report,
     replot,
 

@@ -14,6 +14,9 @@ FIGURES = f"figures/{NAME}"
 
 DENSE = {}  # key -> {model, dataset, seed, recipe, spec}
 IMPORTS = {}  # key -> {model, dataset, weights, sha256}: published weights as the dense network
+DENSE_WIDTHS = {}  # dense key -> its width spec ({"spec": ...} or {"file": ...}), None if none
+BOTTLENECKS = {}  # key -> {model, masks, options}: expand-pruning's widths.json from masks
+EXPAND_DEFAULTS = {"multiplier": 2.0, "uniform": 1.1}  # the paper's x2 and 1.1 baseline
 PRUNE = {}  # key -> settings of one saliency computation and all its ratios
 FINETUNE = {}  # key -> {prune, ratio, recipe, pruned, ...}
 EVALUATE = {}  # "<experiment>/<key>" -> {checkpoints, inputs, record}
@@ -38,6 +41,34 @@ def _ratios(name, exp, model):
 
 def dense_folder(key):
     return f"{RUNS}/dense/{key}"
+
+
+def bottleneck_folder(key):
+    return f"{RUNS}/bottlenecks/{key}"
+
+
+def widths_file(bkey):
+    return f"{bottleneck_folder(bkey)}/widths.json"
+
+
+def mask_file(pkey, ratio):
+    """The mask `sosp prune` writes for `ratio` in prune job `pkey`."""
+    folder = paths.ratio_folder(prune_folder(pkey), PRUNE[pkey]["ratios"], ratio)
+    return str(paths.mask(folder))
+
+
+def widths_flags(widths):
+    """The `--widths` option of a widened network (none for a network as registered)."""
+    if not widths:
+        return []
+    if "file" in widths:
+        return ["--widths", widths["file"]]
+    return ["--widths", *[f"{unit}={m:g}" for unit, m in widths["spec"].items()]]
+
+
+def widths_inputs(widths):
+    """The files a job on a widened network reads before it runs: its widths.json."""
+    return [widths["file"]] if widths and "file" in widths else []
 
 
 def pretrained_folder(key):
@@ -92,77 +123,135 @@ def _tag(kind, key, tags):
 
 
 def _add_jobs(name, exp):
-    tags = [name, *exp["tags"]]
+    """Every job of experiment `name`: per model and seed the dense network and its pruned,
+    fine-tuned and evaluated networks per pruning time and method; with `expand`, the
+    bottlenecks of those masks and the same chain for the expanded and the uniformly widened
+    networks."""
     for model in exp["models"]:
-        for seed in exp["seeds"]:
-            train, preset, overrides = _recipe(exp["train"], model, exp["dataset"])
-            dense = {"model": model, "dataset": exp["dataset"], "seed": seed, "recipe": train}
-            dkey = run_keys.run_key(f"{model}-{exp['dataset']}-s{seed}", dense)
-            dense_job = {**dense, "preset": preset, "set": overrides}
-            ft_spec = exp["finetune"] or exp["train"]
-            finetune, ft_preset, ft_set = _recipe(ft_spec, model, exp["dataset"])
-            record = {"config": NAME, "experiment": name, "model": model, "seed": seed}
-            weights = _weights(exp, model)
-            if weights is not None:  # the seed then only draws pruning samples and fine-tuning
-                imported = {"model": model, "dataset": exp["dataset"], **weights}
-                dkey = run_keys.run_key(f"{model}-{exp['dataset']}-pretrained", imported)
-            if "trained" in exp["prune_at"]:
-                if weights is not None:
-                    IMPORTS[dkey] = imported
-                    inputs = [dense_model(dkey)]
-                else:
-                    DENSE[dkey] = dense_job
-                    _tag("train", dkey, tags)
-                    claim_resources("train", dkey, name, exp)
-                    inputs = [dense_model(dkey), str(paths.metrics(dense_folder(dkey)))]
-                _tag("evaluate", f"{name}/{dkey}", tags)
-                EVALUATE[f"{name}/{dkey}"] = {
-                    "checkpoints": [dense_model(dkey)],
-                    "inputs": inputs,
-                    "record": {**record, "method": "dense", "prune_at": "none"},
-                    "conventions": exp["mac_conventions"],
+        dense = {seed: _dense_jobs(name, exp, model, seed) for seed in exp["seeds"]}
+        for prune_at in exp["prune_at"]:
+            for method in exp["methods"]:
+                pkeys = {
+                    seed: _pruned_jobs(name, exp, model, seed, dkey, prune_at, method)
+                    for seed, dkey in dense.items()
                 }
-                claim_resources("evaluate", f"{name}/{dkey}", name, exp)
-            for prune_at in exp["prune_at"]:
-                for method in exp["methods"]:
-                    prune = {
-                        "source": dkey if prune_at == "trained" else "init",
-                        "model": model, "dataset": exp["dataset"], "seed": seed,
-                        "method": method, "options": exp["method_options"].get(method, {}),
-                        **{setting: exp[setting] for setting in SELECTION_SETTINGS},
-                        **{setting: exp[setting] for setting in OPTIONAL_SETTINGS if setting in exp},
-                        "exclude": exp["exclude"], "batch_size": exp["batch_size"],
-                        "ratios": _ratios(name, exp, model),
-                    }  # fmt: skip
-                    if prune_at == "init":  # untrained BN statistics: re-estimate them first
-                        prune["recalibrate_bn"] = True
-                    prune.update(exp["model_settings"].get(model, {}))
-                    prune.update(exp["method_settings"].get(method, {}))
-                    pkey = run_keys.run_key(f"{model}-{method}-{prune_at}-s{seed}", prune)
-                    PRUNE[pkey] = prune
-                    claim_resources("prune", pkey, name, exp)
-                    _tag("prune", pkey, tags)
-                    _tag("evaluate", f"{name}/{pkey}", tags)
-                    groups = (
-                        [prune["ratios"]] if exp["group_ratios"] else [[r] for r in prune["ratios"]]
-                    )
-                    checkpoints, inputs = [], []
-                    for ratios in groups:
-                        ft = {"prune": pkey, "ratios": ratios, "recipe": finetune}
-                        tag = "-".join(f"{r:g}" for r in ratios)
-                        fkey = run_keys.run_key(f"{model}-{method}-r{tag}-s{seed}", ft)
-                        FINETUNE[fkey] = {**ft, "preset": ft_preset, "set": ft_set, "seed": seed}
-                        claim_resources("finetune", fkey, name, exp, ratios=len(ratios))
-                        _tag("finetune", fkey, tags)
-                        checkpoints += [finetuned_file(fkey, r) for r in ratios]
-                        inputs.append(str(paths.runs(finetune_folder(fkey))))
-                    EVALUATE[f"{name}/{pkey}"] = {
-                        "checkpoints": checkpoints,
-                        "inputs": inputs,
-                        "record": {**record, "method": method, "prune_at": prune_at},
-                        "conventions": exp["mac_conventions"],
-                    }
-                    claim_resources("evaluate", f"{name}/{pkey}", name, exp)
+                if exp["expand"]:
+                    _expanded_jobs(name, exp, model, prune_at, method, pkeys)
+
+
+def _dense_jobs(name, exp, model, seed, widths=None, variant=None):
+    """The dense network of (model, seed), widened by `widths` ({"spec": {...}} or {"file":
+    the bottleneck job's widths.json}) where given: trained, or imported from the experiment's
+    weights; and its evaluation where it is pruned after training. Returns its key."""
+    tags = [name, *exp["tags"]]
+    train, preset, overrides = _recipe(exp["train"], model, exp["dataset"])
+    dense = {"model": model, "dataset": exp["dataset"], "seed": seed, "recipe": train}
+    dense |= {"widths": widths} if widths else {}
+    dkey = run_keys.run_key(f"{model}-{exp['dataset']}-s{seed}", dense)
+    weights = _weights(exp, model) if not widths else None
+    if weights is not None:  # the seed then only draws pruning samples and fine-tuning
+        imported = {"model": model, "dataset": exp["dataset"], **weights}
+        dkey = run_keys.run_key(f"{model}-{exp['dataset']}-pretrained", imported)
+    if "trained" not in exp["prune_at"]:
+        DENSE_WIDTHS[dkey] = widths
+        return dkey
+    if weights is not None:
+        IMPORTS[dkey] = imported
+        inputs = [dense_model(dkey)]
+    else:
+        DENSE[dkey] = {**dense, "preset": preset, "set": overrides}
+        _tag("train", dkey, tags)
+        claim_resources("train", dkey, name, exp)
+        inputs = [dense_model(dkey), str(paths.metrics(dense_folder(dkey)))]
+    DENSE_WIDTHS[dkey] = widths
+    record = {"config": NAME, "experiment": name, "model": model, "seed": seed}
+    record |= {"variant": variant} if variant else {}
+    _tag("evaluate", f"{name}/{dkey}", tags)
+    EVALUATE[f"{name}/{dkey}"] = {
+        "checkpoints": [dense_model(dkey)],
+        "inputs": inputs,
+        "record": {**record, "method": "dense", "prune_at": "none"},
+        "conventions": exp["mac_conventions"],
+    }
+    claim_resources("evaluate", f"{name}/{dkey}", name, exp)
+    return dkey
+
+
+def _pruned_jobs(name, exp, model, seed, dkey, prune_at, method, variant=None):
+    """The prune job of (dense network `dkey`, pruning time, method) at the experiment's
+    ratios, the fine-tuning of each ratio and their evaluation. Returns the prune job's key."""
+    tags = [name, *exp["tags"]]
+    widths = DENSE_WIDTHS[dkey]
+    prune = {
+        "source": dkey if prune_at == "trained" else "init",
+        "model": model, "dataset": exp["dataset"], "seed": seed,
+        "method": method, "options": exp["method_options"].get(method, {}),
+        **{setting: exp[setting] for setting in SELECTION_SETTINGS},
+        **{setting: exp[setting] for setting in OPTIONAL_SETTINGS if setting in exp},
+        "exclude": exp["exclude"], "batch_size": exp["batch_size"],
+        "ratios": _ratios(name, exp, model),
+    }  # fmt: skip
+    prune |= {"widths": widths} if widths else {}
+    if prune_at == "init":  # untrained BN statistics: re-estimate them first
+        prune["recalibrate_bn"] = True
+    prune.update(exp["model_settings"].get(model, {}))
+    prune.update(exp["method_settings"].get(method, {}))
+    pkey = run_keys.run_key(f"{model}-{method}-{prune_at}-s{seed}", prune)
+    PRUNE[pkey] = prune
+    claim_resources("prune", pkey, name, exp)
+    _tag("prune", pkey, tags)
+    _tag("evaluate", f"{name}/{pkey}", tags)
+    ft_spec = exp["finetune"] or exp["train"]
+    finetune, ft_preset, ft_set = _recipe(ft_spec, model, exp["dataset"])
+    groups = [prune["ratios"]] if exp["group_ratios"] else [[r] for r in prune["ratios"]]
+    checkpoints, inputs = [], []
+    for ratios in groups:
+        ft = {"prune": pkey, "ratios": ratios, "recipe": finetune}
+        tag = "-".join(f"{r:g}" for r in ratios)
+        fkey = run_keys.run_key(f"{model}-{method}-r{tag}-s{seed}", ft)
+        FINETUNE[fkey] = {**ft, "preset": ft_preset, "set": ft_set, "seed": seed}
+        claim_resources("finetune", fkey, name, exp, ratios=len(ratios))
+        _tag("finetune", fkey, tags)
+        checkpoints += [finetuned_file(fkey, r) for r in ratios]
+        inputs.append(str(paths.runs(finetune_folder(fkey))))
+    record = {"config": NAME, "experiment": name, "model": model, "seed": seed}
+    record |= {"variant": variant} if variant else {}
+    EVALUATE[f"{name}/{pkey}"] = {
+        "checkpoints": checkpoints,
+        "inputs": inputs,
+        "record": {**record, "method": method, "prune_at": prune_at},
+        "conventions": exp["mac_conventions"],
+    }
+    claim_resources("evaluate", f"{name}/{pkey}", name, exp)
+    return pkey
+
+
+def _expanded_jobs(name, exp, model, prune_at, method, pkeys):
+    """Expand-pruning (the paper's Sec. 3.4): the bottlenecks of the seeds' masks at
+    `expand.ratio` (prune jobs `pkeys`, seed -> key) as a width spec, and per seed the
+    expanded network and the uniformly widened baseline, each trained (or pruned at
+    initialization), pruned, fine-tuned and evaluated like the standard one."""
+    spec = {**EXPAND_DEFAULTS, **exp["expand"]}  # (a null-default object gets no schema defaults)
+    ratio = spec["ratio"]
+    if ratio not in _ratios(name, exp, model):
+        raise WorkflowError(
+            f"experiments.{name}.expand.ratio {ratio} is not among the experiment's ratios "
+            f"for {model}: the bottlenecks are read from those masks"
+        )
+    by = {k: spec[k] for k in ("level", "count", "threshold", "multiplier") if k in spec}
+    masks = [mask_file(pkey, ratio) for pkey in pkeys.values()]
+    found = {"model": model, "masks": masks, "options": by}
+    bkey = run_keys.run_key(f"{model}-{method}-{prune_at}-bottlenecks", found)
+    # the prune jobs' declared output, written after their masks
+    reports = [str(paths.reports(prune_folder(pkey))) for pkey in pkeys.values()]
+    BOTTLENECKS[bkey] = {**found, "reports": reports}
+    variants = {"expanded": {"file": widths_file(bkey)}}
+    if spec["uniform"]:
+        variants[f"widened{spec['uniform']:g}"] = {"spec": {"*": spec["uniform"]}}
+    for variant, widths in variants.items():
+        for seed in pkeys:
+            dkey = _dense_jobs(name, exp, model, seed, widths, variant)
+            _pruned_jobs(name, exp, model, seed, dkey, prune_at, method, variant)
 
 
 for _name, _exp in config["experiments"].items():
@@ -207,6 +296,7 @@ def _value(v):
 def train_cmd(key):
     job = DENSE[key]
     args = ["sosp", "train", "--model", job["model"], "--dataset", job["dataset"]]
+    args += widths_flags(job.get("widths"))
     args += _train_flags(job) + _wandb_flags("train", key, job["model"], "dense")
     return shlex.join(args + ["--out", dense_folder(key)])
 
@@ -248,6 +338,7 @@ def prune_cmd(key):
     job = PRUNE[key]
     settings, _ = PruneSettings.split(job)
     args = ["sosp", "prune", "--model", job["model"], "--dataset", job["dataset"]]
+    args += widths_flags(job.get("widths"))
     if job["source"] != "init":
         args += ["--checkpoint", dense_model(job["source"])]
     args += ["--method", job["method"], "--ratio", *[f"{r:g}" for r in job["ratios"]]]
@@ -256,6 +347,14 @@ def prune_cmd(key):
         args += ["--option", *[f"{k}={_value(v)}" for k, v in job["options"].items()]]
     args += _common_flags() + _wandb_flags("prune", key, job["model"], job["method"])
     return shlex.join(args + ["--out", prune_folder(key)])
+
+
+def bottlenecks_cmd(key):
+    job = BOTTLENECKS[key]
+    args = ["sosp", "bottlenecks", "--mask", *job["masks"]]
+    for option, value in job["options"].items():
+        args += [f"--{option}", f"{value:g}" if isinstance(value, float) else str(value)]
+    return shlex.join(args + ["--out", widths_file(key)])
 
 
 def finetune_cmd(key):

@@ -2,9 +2,8 @@ rule prune:
     """One saliency computation, a mask and a pruned network per ratio (OUT/<ratio>/)."""
     input:
         lambda wc: (
-            []
-            if PRUNE[wc.key]["source"] == "init"
-            else [dense_model(PRUNE[wc.key]["source"])]
+            widths_inputs(PRUNE[wc.key].get("widths"))
+            + ([] if PRUNE[wc.key]["source"] == "init" else [dense_model(PRUNE[wc.key]["source"])])
         ),
     output:
         str(paths.reports(prune_folder("{key}"))),

@@ -1,6 +1,9 @@
 rule train:
     """Train the dense network of one (model, dataset, seed, recipe); resumes from its last
-    checkpoint. A job with several GPUs runs one process per GPU through torchrun (DDP)."""
+    checkpoint. A job with several GPUs runs one process per GPU through torchrun (DDP). An
+    expanded network waits for its widths.json."""
+    input:
+        lambda wc: widths_inputs(DENSE[wc.key].get("widths")),
     output:
         model=str(paths.model(dense_folder("{key}"))),
         metrics=str(paths.metrics(dense_folder("{key}"))),

@@ -31,6 +31,7 @@ from sosp.io import atomic_write, atomic_write_text  # noqa: E402
 CELL = ["experiment", "model", "dataset", "method", "prune_at", "ratio"]
 METRICS = {
     "acc": "final test acc (%)",
+    "params": "params",
     "best_acc": "best test acc (%)",
     "acc_before_ft": "acc before fine-tuning (%)",
     "params_removed": "params removed (%)",
@@ -48,7 +49,7 @@ def flatten(record: dict) -> dict:
         "experiment": record["experiment"],
         "model": record["model"],
         "dataset": record["dataset"],
-        "method": record["method"] + ("_kernel_scaled" if prune.get("kernel_scaling") else ""),
+        "method": _method_label(record, prune),
         "prune_at": record.get("prune_at", "trained"),
         "seed": int(record["seed"]),
         "ratio": float(prune.get("ratio", 0.0)),
@@ -73,6 +74,13 @@ def flatten(record: dict) -> dict:
         "checkpoint": record["checkpoint"],
     }
     return row
+
+
+def _method_label(record: dict, prune: dict) -> str:
+    """The method as tables and figures name it: with kernel scaling `<method>_kernel_scaled`,
+    on an expand-pruning variant's network `<method>_<variant>` (expanded, widened1.1)."""
+    label = record["method"] + ("_kernel_scaled" if prune.get("kernel_scaling") else "")
+    return label + (f"_{record['variant']}" if record.get("variant") else "")
 
 
 def _pct(x):
@@ -239,6 +247,8 @@ def _line_label(frame: pd.DataFrame, method: str, prune_at: str) -> str:
 # The x axis of each accuracy figure: (our summary's removed-% column, its label).
 QUANTITIES = {
     "params": ("params_removed", "remaining parameters (%)"),
+    # absolute parameters: networks of different widths on one axis (expand-pruning, Fig. 3)
+    "param_count": ("params", "parameters"),
     "macs": ("macs_removed", "remaining MACs (%)"),
     "ccp_macs": ("macs_ccp_removed", "remaining MACs, CCP's alternative count (%)"),
 }
@@ -272,13 +282,14 @@ def accuracy_vs(summary, experiment, title, quantity: str, path: Path, published
     """Final accuracy (mean ± std over seeds) against the remaining params or MACs (`quantity`,
     a key of QUANTITIES), with the other methods' published cells as labelled points."""
     column, xlabel = QUANTITIES[quantity]
-    s = summary[(summary.experiment == experiment) & (summary.method != "dense")]
+    absolute = quantity == "param_count"
+    s = summary[(summary.experiment == experiment) & ~summary.method.str.startswith("dense")]
     models = sorted(s.model.unique())
     fig, axes = _models_axes(models, title)
     for ax, model in zip(axes, models, strict=True):
         for (method, prune_at), g in s[s.model == model].groupby(["method", "prune_at"]):
             g = g.sort_values("ratio")
-            x = 100 - g[f"{column}_mean"]
+            x = g[f"{column}_mean"] if absolute else 100 - g[f"{column}_mean"]
             label = _line_label(s, method, prune_at)
             line = ax.plot(x, g.acc_mean, "o-", ms=3, label=label)[0]
             std = g.acc_std.fillna(0)
@@ -290,11 +301,17 @@ def accuracy_vs(summary, experiment, title, quantity: str, path: Path, published
                 ax.plot(x, acc, "kx", ms=5)
                 ax.annotate(method, (x, acc), fontsize=6, xytext=(3, 3),
                             textcoords="offset points")  # fmt: skip
-        _dense_line(ax, summary, experiment, model)
+        if absolute:  # every dense network (standard, expanded, widened) as a star
+            dense = summary[(summary.experiment == experiment) & (summary.model == model)
+                            & summary.method.str.startswith("dense")]  # fmt: skip
+            for d in dense.itertuples(index=False):
+                ax.plot(d.params_mean, d.acc_mean, "*", ms=8, label=d.method)
+        else:
+            _dense_line(ax, summary, experiment, model)
+            ax.invert_xaxis()
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(model, fontsize=9)
-        ax.invert_xaxis()
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     _save(fig, path)
