@@ -27,7 +27,7 @@ min_version("9.0")
 SELECTION_SETTINGS = ("budget", "scope", "max_layer_fraction", "kernel_scaling", "n_samples")
 # Settings an experiment (or an override) may set, hashed into a prune job's settings only
 # where set, so that adding one renames no existing run folder.
-OPTIONAL_SETTINGS = ("coupling", "round_to")
+OPTIONAL_SETTINGS = ("coupling", "round_to", "shuffle_within_layers")
 
 
 def config_schema():

@@ -13,7 +13,7 @@ from torch import nn
 from sosp import batchnorm, counting, methods
 from sosp.curvature import Batch, first_samples
 from sosp.errors import BadInput
-from sosp.selection import Saliency, layer_caps, order, prefix_for_budget, rounded
+from sosp.selection import Saliency, layer_caps, order, prefix_for_budget, rounded, shuffled
 from sosp.settings import PruneSettings, check_ratios
 from sosp.structures import StructureGraph, analyze
 from sosp.surgery import Mask, build_pruned, indices_from_mask, mask_from_indices
@@ -114,6 +114,7 @@ class _Ranking:
     input_shape: tuple[int, ...]  # of one sample, e.g. (3, 32, 32)
     layer_of: list[int]  # [S] the layer number of each structure
     sizes: list[int]  # structures per layer
+    exchangeable: list[list[tuple[int, ...]]] | None  # with shuffle_within_layers
 
 
 def _checked_options(method: str, options: dict) -> dict:
@@ -165,8 +166,9 @@ def _rank(
         scale = _kernel_scale(graph) if settings.kernel_scaling else None
         caps = layer_caps(sizes, settings.max_layer_fraction)
         full = order(saliency, layer_of, caps, settings.scope, scale)
+        exchangeable = graph.exchangeable() if settings.shuffle_within_layers else None
     scores = _scores(graph, saliency, scale)
-    return _Ranking(graph, full, scores, dense, input_shape, layer_of.tolist(), sizes)
+    return _Ranking(graph, full, scores, dense, input_shape, layer_of.tolist(), sizes, exchangeable)
 
 
 def _shared_report(
@@ -187,6 +189,7 @@ def _shared_report(
         "kernel_scaling": settings.kernel_scaling,
         "coupling": settings.coupling,
         "round_to": settings.round_to,
+        "shuffle_within_layers": settings.shuffle_within_layers,
         "recalibrate_bn": settings.recalibrate_bn,
         "bn_recalibration": recalibration,
         "loss": settings.loss,
@@ -205,9 +208,10 @@ def _prune_at(
     timer: StepTimer,
 ) -> PruneResult:
     """The result at one ratio: the shortest prefix of the ranking that removes `ratio` of
-    the `settings.budget` quantity (rounded per layer with `round_to`), as a mask, a pruned
-    network and a report (`seconds_saliency`: the shared time spent ranking; `timer` holds
-    the shared steps and gets this ratio's)."""
+    the `settings.budget` quantity (rounded per layer with `round_to`; with
+    `shuffle_within_layers`, as many structures of each layer drawn at random), as a mask, a
+    pruned network and a report (`seconds_saliency`: the shared time spent ranking; `timer`
+    holds the shared steps and gets this ratio's)."""
     t0 = time.perf_counter()
     graph, dense, input_shape = ranking.graph, ranking.dense, ranking.input_shape
     budget, k = settings.budget, settings.round_to
@@ -220,6 +224,12 @@ def _prune_at(
             lambda p: _removed(graph, p, dense, input_shape, budget),
             None if k is None else lambda p: rounded(p, ranking.layer_of, ranking.sizes, k),
         )
+    unshuffled = None
+    if ranking.exchangeable is not None:
+        with timer.step("counting"):
+            unshuffled = _removed_both(graph, pruned, dense, input_shape)
+        with timer.step("selection"):
+            pruned = shuffled(pruned, ranking.exchangeable, settings.seed)
     with timer.step("surgery"):
         small = build_pruned(graph, pruned)
     with timer.step("counting"):
@@ -232,6 +242,7 @@ def _prune_at(
         "after": after.as_dict(),
         "params_removed": 1 - after.params / dense.params,
         "macs_removed": 1 - after.macs / dense.macs,
+        "unshuffled": unshuffled,
         "channels": _channels(graph, pruned),
         "seconds_saliency": seconds_saliency,
         "seconds": seconds_saliency + time.perf_counter() - t0,
@@ -289,6 +300,14 @@ def _removed(
 ) -> float:
     c = counting.count(build_pruned(graph, pruned), input_shape)
     return 1 - (c.params / dense.params if budget == "params" else c.macs / dense.macs)
+
+
+def _removed_both(
+    graph: StructureGraph, pruned: list[int], dense: counting.Counts, input_shape: tuple[int, ...]
+) -> dict[str, float]:
+    """{params_removed, macs_removed} of mask `pruned` (the method's, before a shuffle)."""
+    c = counting.count(build_pruned(graph, pruned), input_shape)
+    return {"params_removed": 1 - c.params / dense.params, "macs_removed": 1 - c.macs / dense.macs}
 
 
 def _scores(

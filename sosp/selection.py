@@ -9,7 +9,8 @@ removed; for the latter two the shortest prefix of the order that removes at lea
 fraction of the exact count of the pruned architecture is taken (binary search). With
 `round_to=k` every layer keeps a multiple of k structures (or all): each prefix prunes, per
 layer, only as many of its structures as that allows (`rounded`), and the search runs over
-the rounded masks.
+the rounded masks. `shuffled` exchanges a mask's structures at random among those that sit
+alike, so each layer's count and the pruned architecture stay (the paper's shuffle control).
 """
 
 from __future__ import annotations
@@ -222,3 +223,19 @@ def rounded(prefix: list[int], layer_of: list[int], sizes: list[int], k: int) ->
             allowed[layer_of[s]] -= 1
             out.append(s)
     return out
+
+
+def shuffled(pruned: list[int], groups: list[list[tuple[int, ...]]], seed: int) -> list[int]:
+    """A random mask like `pruned`: in each group of exchangeable units (tuples of structures,
+    position i of each alike, e.g. `StructureGraph.exchangeable`), unit j's pruned positions
+    go to unit perm[j] of a random permutation, drawn group by group from a generator seeded
+    with `seed` (the same whatever `pruned` is, so a larger mask's shuffle holds a smaller's).
+    The groups must cover every structure. In index order."""
+    chosen = set(pruned)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for units in groups:
+        perm = torch.randperm(len(units), generator=g).tolist()
+        for unit, target in zip(units, perm, strict=True):
+            out += [units[target][pos] for pos, s in enumerate(unit) if s in chosen]
+    return sorted(out)

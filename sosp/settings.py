@@ -85,11 +85,18 @@ class PruneSettings:
         "for tensor cores; the budget is met with the rounded masks",
         minimum=1,
     )
+    shuffle_within_layers: bool = setting(
+        False,
+        "keep how many structures the method prunes in each layer but choose which ones at "
+        "random, drawn with the seed (the paper's shuffle control, Table 8: the architecture "
+        "the method finds without the channels it finds)",
+    )
     loss: str = setting("cross_entropy", "the loss whose curvature is used", choices=LOSSES)
     seed: int = setting(
         0,
-        "seed of the method's random draws (sampled labels, random order); `sosp prune` "
-        "also draws the N' samples and, without --checkpoint, the initialization with it",
+        "seed of the method's random draws (sampled labels, random order) and of the shuffle "
+        "within layers; `sosp prune` also draws the N' samples and, without --checkpoint, the "
+        "initialization with it",
     )
 
     def __post_init__(self) -> None:

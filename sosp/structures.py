@@ -189,6 +189,35 @@ class StructureGraph:
             out.setdefault(name, []).append(i)
         return out
 
+    def exchangeable(self) -> list[list[tuple[int, ...]]]:
+        """Groups of units that a shuffle may exchange and leave the pruned architecture as it
+        is. A unit is a class of structures linked by sharing a tensor channel (a residual
+        stream channel's filters under "filter" coupling; one structure otherwise), in index
+        order; units are exchangeable where they sit alike: the same layers at each position
+        and, at every node, the same channels by the positions writing them (a gate's channel
+        counts for its leaders). Every structure lies in one unit; groups in structure order."""
+        owner = {w: i for i, members in enumerate(self.members) for w in members}
+
+        @functools.cache
+        def owned(channel: frozenset[int]) -> frozenset[int]:
+            leaders = [w for f in channel for w in self.followers.get(f, ())]
+            return frozenset(owner[w] for w in (*channel, *leaders) if w in owner)
+
+        by_node = {node: [owned(c) for c in src] for node, src in self.sources.items()}
+        units = _connected(len(self.members), (o for chans in by_node.values() for o in chans))
+        place = {s: (u, pos) for u, unit in enumerate(units) for pos, s in enumerate(unit)}
+        shape: list[dict[str, list[tuple[int, ...]]]] = [{} for _ in units]
+        for node, chans in by_node.items():
+            for o in filter(None, chans):
+                u = place[next(iter(o))][0]
+                shape[u].setdefault(node, []).append(tuple(sorted(place[s][1] for s in o)))
+        groups: dict[tuple, list[tuple[int, ...]]] = {}
+        for u, unit in enumerate(units):
+            layers = tuple(tuple(self.writer_channel(w)[0] for w in self.members[s]) for s in unit)
+            seen = tuple(sorted((node, tuple(sorted(p))) for node, p in shape[u].items()))
+            groups.setdefault((layers, seen), []).append(unit)
+        return list(groups.values())
+
 
 class _Tracer(fx.Tracer):
     """Keeps every module that has a channel rule as one node: those of a ruled type (and

@@ -166,9 +166,9 @@ def test_label_sampling_option():
 
 REPORT_KEYS = [
     "method", "options", "budget", "scope", "max_layer_fraction", "kernel_scaling",
-    "coupling", "round_to", "recalibrate_bn", "bn_recalibration", "loss", "exclude",
-    "n_samples", "structures", "ratio", "pruned_structures", "before", "after",
-    "params_removed", "macs_removed", "channels",
+    "coupling", "round_to", "shuffle_within_layers", "recalibrate_bn", "bn_recalibration",
+    "loss", "exclude", "n_samples", "structures", "ratio", "pruned_structures", "before", "after",
+    "params_removed", "macs_removed", "unshuffled", "channels",
     "seconds_saliency", "seconds", "seconds_by_step",
 ]  # fmt: skip
 
@@ -207,3 +207,27 @@ def test_prune_with_settings_equals_prune_with_keywords():
     assert {k: v for k, v in by_settings.report.items() if k not in drop} == {
         k: v for k, v in by_keywords.report.items() if k not in drop
     }
+
+
+def test_shuffle_within_layers_keeps_the_architecture_and_draws_the_channels():
+    """shuffle_within_layers on ResNet-20 (SOSP-H at 0.3 and 0.5): every layer keeps its
+    pruned count, the pruned network its params and MACs (the report's `unshuffled` counts
+    are the method's mask's), the channels change, the same seed gives the same masks, and a
+    larger ratio's shuffled mask holds the smaller's."""
+    model = models.create("resnet20", 10, in_channels=1, image_size=8)
+    kw = {"n_samples": 16, "seed": 3}
+    method = sosp.prune_ratios(model, "sosp_h", [0.3, 0.5], batches(), **kw)
+    runs = [
+        sosp.prune_ratios(model, "sosp_h", [0.3, 0.5], batches(), shuffle_within_layers=True, **kw)
+        for _ in range(2)
+    ]
+    for own, mixed, again in zip(method, *runs, strict=True):
+        assert mixed.report["shuffle_within_layers"] and not own.report["shuffle_within_layers"]
+        assert mixed.report["channels"] == own.report["channels"]
+        assert mixed.report["after"] == own.report["after"]
+        assert mixed.report["unshuffled"] == {
+            k: own.report[k] for k in ("params_removed", "macs_removed")
+        }
+        assert mixed.mask != own.mask and mixed.mask == again.mask
+    small, large = runs[0]
+    assert all(set(v) <= set(large.mask[k]) for k, v in small.mask.items())

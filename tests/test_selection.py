@@ -13,6 +13,7 @@ from sosp.selection import (
     order,
     prefix_for_budget,
     rounded,
+    shuffled,
     sorted_order,
 )
 
@@ -128,3 +129,20 @@ def test_rounded_masks_meet_the_budget_with_the_shortest_prefix():
     assert got == [0, 1, 2, 3, 8, 9, 10, 11]
     got = prefix_for_budget(full, 0.25, "structures", 16, None, chosen)
     assert got == [0, 1, 2, 3]
+
+
+def test_shuffled_moves_each_units_pattern_to_a_seeded_random_unit():
+    """In a group of units (a, b) the pruned positions of one unit move to another unit of
+    the group, position by position: each group keeps its pattern counts, the same seed gives
+    the same mask, a larger mask's shuffle holds a smaller's, and the seeds move the mask."""
+    groups = [[(0, 1), (2, 3), (4, 5), (6, 7)], [(8,), (9,), (10,), (11,), (12,)]]
+    small, large = [0, 1, 3, 8], [0, 1, 3, 5, 8, 9]
+
+    def patterns(mask):
+        return [sorted(tuple(s in mask for s in u) for u in units) for units in groups]
+
+    masks = [shuffled(small, groups, seed) for seed in range(20)]
+    assert all(patterns(m) == patterns(small) for m in masks)
+    assert masks[0] == shuffled(small, groups, 0) == sorted(masks[0])
+    assert len({tuple(m) for m in masks}) > 10
+    assert all(set(m) <= set(shuffled(large, groups, seed)) for seed, m in enumerate(masks))

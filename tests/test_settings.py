@@ -21,6 +21,7 @@ GOOD = {
     "exclude": [(), ("resnet_downsample",), ("conv1", "fc*")],
     "coupling": list(structures.COUPLINGS),
     "round_to": [None, 1, 8],
+    "shuffle_within_layers": [True, False],
     "loss": list(curvature.LOSSES),
     "seed": [0, 7],
 }
@@ -34,6 +35,7 @@ BAD = {
     "exclude": [5, ("conv1", 2)],
     "coupling": ["block", None],
     "round_to": [0, -8, 2.5, True, "8"],
+    "shuffle_within_layers": [1, "true", None],
     "loss": ["mse", None],
     "seed": [1.5, None, "0"],
 }

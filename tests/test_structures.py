@@ -11,10 +11,11 @@ from torch import nn
 
 from sosp import counting
 from sosp.channel_rules import FUNCTION_RULES, METHOD_RULES, MODULE_RULES
+from sosp.selection import shuffled
 from sosp.shortcuts import ZeroPadShortcut
 from sosp.structures import Unsupported, analyze
 from sosp.surgery import build_pruned, soft_masked
-from tests.tiny_nets import randomized
+from tests.tiny_nets import CONSTRUCTS, TinyNet, randomized
 
 SHAPE = (3, 8, 8)
 
@@ -330,3 +331,58 @@ def test_model_made_for_other_inputs_fails_in_one_line_naming_the_fix():
     text = str(e.value)
     assert "\n" not in text and "expected input[1, 1, 8, 8] to have 3 channels" in text
     assert "in_channels=1, image_size=8" in text
+
+
+EXCHANGE_NETS = {"tiny": TinyNet, **{name: net for name, (net, _) in CONSTRUCTS.items()}}
+
+
+@pytest.mark.parametrize("coupling", ["filter", "stream"])
+@pytest.mark.parametrize("name", list(EXCHANGE_NETS))
+def test_exchanging_alike_units_keeps_the_pruned_architecture(name, coupling):
+    """`exchangeable` covers every structure once, its units of a group have the same layers
+    at each position, and shuffling random masks among them builds networks with the params
+    and the layer widths (so the MACs) of the mask's (brute force through surgery)."""
+    graph = analyze(EXCHANGE_NETS[name](), (2, 4, 4), coupling=coupling)
+    groups = graph.exchangeable()
+    units = [u for units in groups for u in units]
+    assert sorted(s for u in units for s in u) == list(range(len(graph.structures)))
+    for units in groups:
+        assert len({tuple(graph.structures[s][0] for s in u) for u in units}) == 1
+    rng = random.Random(0)
+    for seed in range(3):
+        mask = [s for s in range(len(graph.structures)) if rng.random() < 0.4]
+        other = shuffled(mask, groups, seed)
+        assert len(other) == len(mask)
+        nets = [build_pruned(graph, m) for m in (mask, other)]
+        assert counting.count_params(nets[0]) == counting.count_params(nets[1])
+        assert _widths(nets[0]) == _widths(nets[1])
+
+
+def test_shuffling_a_whole_stream_channel_prunes_another_whole_one():
+    """ResNet-20 with zero-padding shortcuts, filter coupling: the mask pruning every filter
+    that writes stream channel 3 (stem, stage-1 blocks, and through the shortcuts the later
+    stages' blocks) removes that channel from all three streams; its shuffle removes another
+    whole stream channel: the same widths and counts."""
+    from sosp import models
+
+    model = models.create("resnet20_zeropad", 10, in_channels=1, image_size=8)
+    graph = analyze(model, (1, 8, 8))
+    groups = graph.exchangeable()
+    stem = next(units for units in groups if graph.structures[units[0][0]] == ("conv1", 0))
+    unit = list(next(u for u in stem if graph.structures[u[0]] == ("conv1", 3)))
+    assert {graph.structures[s][0] for s in unit} >= {"layer1.2.conv2", "layer3.2.conv2"}
+    other = shuffled(unit, groups, 0)
+    assert other != unit and other in [list(u) for u in stem]
+    nets = [build_pruned(graph, m) for m in (unit, other)]
+    assert counting.count(nets[0], (1, 8, 8)) == counting.count(nets[1], (1, 8, 8))
+    assert _widths(nets[0]) == _widths(nets[1])
+    assert [net.get_submodule("layer3.1.conv1").in_channels for net in nets] == [63, 63]
+
+
+def _widths(net: nn.Module) -> dict[str, tuple[int, int]]:
+    """(in, out) channels of every conv and linear layer of `net`."""
+    return {
+        name: tuple(m.weight.shape[:2])
+        for name, m in net.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    }

@@ -3,7 +3,7 @@ BatchNorm recalibration when pruning at initialization."""
 
 import json
 
-from tests.test_cli import run_sosp
+from tests.test_cli import run_sosp, run_sosp_here
 
 
 def test_prune_writes_mask_model_and_report(tmp_path):
@@ -117,3 +117,17 @@ def test_pruning_at_initialization_recalibrates_batchnorm(tmp_path):
     assert batchnorm.logit_std(sosp.load_model(out / "pruned.pt"), [(x, None)]) < 10
     off = run_sosp("prune", *args, "--no-recalibrate-bn", "--out", str(tmp_path / "off"))
     assert off.returncode == 0 and "recalibrated" not in off.stdout
+
+
+def test_shuffle_within_layers_flag_shuffles_and_says_so(tmp_path):
+    """`sosp prune --shuffle-within-layers` records the shuffle in report.json, with the
+    method's own mask's counts, which the shuffled network keeps."""
+    out = tmp_path / "shuffled"
+    r = run_sosp_here(
+        "prune", "--model", "resnet20", "--dataset", "digits", "--method", "magnitude",
+        "--ratio", "0.4", "--n-samples", "16", "--shuffle-within-layers", "--out", str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["shuffle_within_layers"] is True
+    assert report["unshuffled"] == {k: report[k] for k in ("params_removed", "macs_removed")}

@@ -194,12 +194,13 @@ def test_generated_schema_checks_overrides_and_fills_defaults(tmp_path):
 
 
 def test_optional_settings_reach_the_command_and_unset_ones_rename_nothing(tmp_path):
-    """coupling and round_to may be set per experiment or per method and reach the prune
-    command; where unset they are not hashed, so the demo's prune jobs keep the run keys of
-    its committed records (results/demo/runs)."""
+    """coupling, round_to and shuffle_within_layers may be set per experiment or per method
+    and reach the prune command; where unset they are not hashed, so the demo's prune jobs
+    keep the run keys of its committed records (results/demo/runs)."""
     text = TINY.replace(
         "    seeds: [0]",
-        "    seeds: [0]\n    round_to: 4\n    method_settings: {magnitude: {coupling: stream}}",
+        "    seeds: [0]\n    round_to: 4\n    method_settings: {magnitude: "
+        "{coupling: stream, shuffle_within_layers: true}}",
     )
     r = snakemake(
         tmp_path, "-n", "-p", "--cores", "1", "--configfile", str(write_config(tmp_path, text))
@@ -210,6 +211,8 @@ def test_optional_settings_reach_the_command_and_unset_ones_rename_nothing(tmp_p
     assert by_method["magnitude"][by_method["magnitude"].index("--coupling") + 1] == "stream"
     assert by_method["sosp_h"][by_method["sosp_h"].index("--coupling") + 1] == "filter"
     assert all(c[c.index("--round-to") + 1] == "4" for c in prunes)
+    assert "--shuffle-within-layers" in by_method["magnitude"]
+    assert "--no-shuffle-within-layers" in by_method["sosp_h"]
     demo = snakemake(tmp_path / "demo", "-n", "-p", "--cores", "1")
     assert demo.returncode == 0, demo.stderr[-3000:]
     keys = {
