@@ -3,6 +3,7 @@ re-plot target, and `snakemake --profile slurm` against a fake sbatch that recor
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -465,3 +466,25 @@ def test_shipped_configs_prune_as_the_paper_does(tmp_path, config):
         assert ("--recalibrate-bn" in c.split()) == at_init, c
     if config == "paper":
         assert any("--checkpoint" not in c for c in prunes)
+
+
+def test_expand_pruning_adds_bottlenecks_and_widened_chains(tmp_path):
+    """`expand: {ratio: 0.3}`: per method one bottlenecks job reading the masks at 0.3, the
+    expanded network (its widths.json) and the uniform x1.1 baseline (one network shared by
+    both methods) trained, pruned with their widths and fine-tuned; a ratio the experiment
+    does not prune at fails the dry run, naming the key."""
+    text = TINY.replace("    seeds: [0]", "    seeds: [0]\n    expand: {ratio: 0.3}")
+    r = snakemake(tmp_path, "-n", "-p", "--configfile", str(write_config(tmp_path, text)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, re.M))
+    assert counts["bottlenecks"] == "2" and counts["train"] == "4"
+    lines = r.stdout.splitlines()
+    finder = [c for c in lines if " sosp bottlenecks " in c]
+    assert all("/0.3/mask.json" in c for c in finder)
+    trains = [c for c in lines if " sosp train " in c]
+    assert sum("widths.json" in c for c in trains) == 2 and sum("'*=1.1'" in c for c in trains) == 1
+    prunes = [c for c in lines if " sosp prune " in c]
+    assert sum("--widths" in c for c in prunes) == 4  # 2 methods x (expanded, widened)
+    bad = text.replace("expand: {ratio: 0.3}", "expand: {ratio: 0.5}")
+    r = snakemake(tmp_path, "-n", "--configfile", str(write_config(tmp_path, bad)))
+    assert r.returncode != 0 and "expand.ratio 0.5 is not among" in r.stdout + r.stderr

@@ -25,6 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from sosp.io import atomic_write, atomic_write_text  # noqa: E402
 
@@ -78,8 +79,10 @@ def flatten(record: dict) -> dict:
 
 def _method_label(record: dict, prune: dict) -> str:
     """The method as tables and figures name it: with kernel scaling `<method>_kernel_scaled`,
-    on an expand-pruning variant's network `<method>_<variant>` (expanded, widened1.1)."""
+    with the shuffle control `..._shuffled`, on an expand-pruning variant's network
+    `..._<variant>` (expanded, widened1.1)."""
     label = record["method"] + ("_kernel_scaled" if prune.get("kernel_scaling") else "")
+    label += "_shuffled" if prune.get("shuffle_within_layers") else ""
     return label + (f"_{record['variant']}" if record.get("variant") else "")
 
 
@@ -306,6 +309,10 @@ def accuracy_vs(summary, experiment, title, quantity: str, path: Path, published
                             & summary.method.str.startswith("dense")]  # fmt: skip
             for d in dense.itertuples(index=False):
                 ax.plot(d.params_mean, d.acc_mean, "*", ms=8, label=d.method)
+            ax.set_xscale("log")  # pruned and widened networks span orders of magnitude
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e3:g}k"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         else:
             _dense_line(ax, summary, experiment, model)
             ax.invert_xaxis()
