@@ -31,12 +31,12 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("prune", "compute a pruning mask and the physically pruned network", "prune:COMMAND"),
     Entry(
         "import",
-        "published pretrained weights (sha256-checked) as a model file",
+        "pretrained weights (sha256-checked) as a model file",
         "import_weights:COMMAND",
     ),
     Entry(
         "bottlenecks",
-        "the units masks barely prune, as a width spec (expand-pruning)",
+        "least pruned units of masks, as a width spec (expand-pruning)",
         "bottlenecks:COMMAND",
     ),
     Entry("train", "train a zoo model from its seeded random initialization", "train:TRAIN"),
