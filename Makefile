@@ -22,8 +22,10 @@ demo: $(BIN)/.installed
 replot: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" snakemake replot
 
+# one pytest worker per CPU, one thread each (tests/conftest.py); the two end-to-end tests that
+# share a snakemake run stay on one worker (--dist loadgroup)
 test: $(BIN)/.installed lint
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup --durations=15
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

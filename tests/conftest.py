@@ -3,8 +3,14 @@ import os
 import pytest
 import torch
 
-# Deterministic, single-threaded-friendly tests on the 2-core CI machine.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Deterministic, single-threaded-friendly tests on the 2-core CI machine. Under pytest-xdist
+# (`-n 2`) each worker, and every process it starts, runs on one thread: two workers then fill
+# the two cores without the spin-waiting of four threads on two.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(autouse=True)

@@ -6,9 +6,12 @@ DAG."""
 import csv
 import re
 
+import pytest
+
 from tests.workflow.test_workflow import REPO, snakemake
 
 
+@pytest.mark.xdist_group("end_to_end")  # one worker runs the shared snakemake run
 def test_imported_weights_prune_finetune_evaluate_report(end_to_end):
     """import (sha256-checked) -> SOSP* prune -> one epoch -> evaluate -> report: the table holds
     the dense and the pruned cell, the pruned one named as the kernel-scaled variant, with the

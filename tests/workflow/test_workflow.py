@@ -68,6 +68,7 @@ def write_config(tmp_path: Path, text: str = TINY) -> Path:
     return path
 
 
+@pytest.mark.xdist_group("end_to_end")  # one worker runs the shared snakemake run
 def test_tiny_config_end_to_end_and_replot(end_to_end):
     """train -> prune -> finetune -> evaluate -> report on digits; the table holds every
     (method, ratio) cell with one seed; `replot` rebuilds it from the records alone."""
