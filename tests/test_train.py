@@ -225,6 +225,43 @@ def test_torchrun_two_processes(tmp_path):
     assert metrics["config"]["world_size"] == 2 and metrics["final_test_acc"] > 0.5
 
 
+def _torchrun(*args: str) -> list[str]:
+    """`sosp ARGS` under torchrun with 2 processes (gloo on the CPU), its own rendezvous port."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    return cmd + ["-m", "sosp", *args]
+
+
+def test_torchrun_run_stopped_by_sigterm_resumes_to_the_same_weights(tmp_path):
+    """Under torchrun a run stopped by SIGTERM (SLURM signals every process of the job) after
+    its first checkpoint leaves no model file; the same command resumes on both ranks and ends
+    with the weights of an uninterrupted 2-process run."""
+    args = ["train", "--model", "resnet20", "--dataset", "digits", "--no-progress"]
+    args += ["--set", "epochs=4", "batch_size=64"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = subprocess.run(
+        _torchrun(*args, "--out", str(tmp_path / "whole")), capture_output=True, text=True, env=env
+    )
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(
+        _torchrun(*args, "--out", str(out)), stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    while not (out / "last.pt").exists():
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # the agent and both ranks, as SLURM does
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0 and not (out / "model.pt").exists()
+    resumed = subprocess.run(
+        _torchrun(*args, "--out", str(out)), capture_output=True, text=True, env=env
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch" in resumed.stdout
+    a, b = state(tmp_path / "whole" / "model.pt"), state(out / "model.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_cycles_restart_the_schedule():
     r = recipes.resolve("cifar", {"cycles": 2})
     assert r.total_epochs == 400
