@@ -165,10 +165,7 @@ def main() -> None:
                 "steps": args.steps,
                 "warmup": warmup,
                 "cuda_graph": graphed,
-                "device": torch.cuda.get_device_name() if amp else "cpu",
-                "bf16_channels_last": amp,
-                "cpu": platform.processor() or platform.machine(),
-                "threads": torch.get_num_threads(),
+                **machine(amp),
             }
             rows.append(row)
             print(row, flush=True)
@@ -200,14 +197,21 @@ def imagenet(args) -> None:
                 "steps": args.steps,
                 "warmup": args.warmup,
                 "workers": args.workers,
-                "device": torch.cuda.get_device_name() if amp else "cpu",
-                "bf16_channels_last": amp,
-                "cpu": platform.processor() or platform.machine(),
-                "threads": torch.get_num_threads(),
+                **machine(amp),
             }
             rows.append(row)
             print(row, flush=True)
     write(rows, Path(f"{args.out}_imagenet_{'cuda' if amp else 'cpu'}.csv"))
+
+
+def machine(amp: bool) -> dict:
+    """The fields of every row that say what it ran on."""
+    return {
+        "device": torch.cuda.get_device_name() if amp else "cpu",
+        "bf16_channels_last": amp,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def write(rows: list[dict], out: Path) -> None:

@@ -45,30 +45,11 @@ def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
     raise TypeError(f"no MAC rule for {type(module).__name__}")
 
 
-@torch.no_grad()
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """MACs of one forward pass of one sample of shape `input_shape` = (C, H, W).
-
-    Runs the model once (eval mode, batch of 1, on the model's device) with hooks on every
-    Conv2d and Linear; a module called twice is counted twice.
-    """
-    total = 0
-
-    def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
-        nonlocal total
-        total += layer_macs(module, output)
-
-    counted = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    handles = [m.register_forward_hook(hook) for m in counted]
-    param = next(model.parameters(), None)
-    kwargs = {"device": param.device, "dtype": param.dtype} if param is not None else {}
-    try:
-        with eval_mode(model):
-            model(torch.zeros(1, *input_shape, **kwargs))
-    finally:
-        for h in handles:
-            h.remove()
-    return total
+    """MACs of one forward pass of one sample of shape `input_shape` = (C, H, W): the sum of
+    `layer_counts` (one eval-mode pass of a batch of 1 on the model's device, hooks on every
+    Conv2d and Linear; a module called twice is counted twice)."""
+    return sum(layer.macs for layer in layer_counts(model, input_shape).values())
 
 
 def count(model: nn.Module, input_shape: tuple[int, ...]) -> Counts:

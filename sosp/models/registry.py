@@ -8,6 +8,8 @@ Each model module lists its `MODELS`; this file joins them.
 
 from __future__ import annotations
 
+import inspect
+
 from torch import nn
 
 from sosp.errors import BadInput, UnknownName
@@ -71,12 +73,9 @@ def create_widened(name: str, meta, widths: dict[str, float] | None = None) -> n
     spec `widths` (None or empty: as registered); `BadInput` for a model without widths."""
     if not widths:
         return create(name, meta.num_classes, meta.in_channels, meta.image_size)
-    try:
-        return create(name, meta.num_classes, meta.in_channels, meta.image_size, widths=widths)
-    except TypeError as e:
-        if "widths" not in str(e):
-            raise
+    if "widths" not in inspect.signature(spec(name).builder).parameters:
         raise BadInput(
             f"{name} cannot be widened (--widths / widths): width specs exist for the CIFAR "
             "ResNets and VGGs"
-        ) from None
+        )
+    return create(name, meta.num_classes, meta.in_channels, meta.image_size, widths=widths)

@@ -14,7 +14,6 @@ FIGURES = f"figures/{NAME}"
 
 DENSE = {}  # key -> {model, dataset, seed, recipe, spec}
 IMPORTS = {}  # key -> {model, dataset, weights, sha256}: published weights as the dense network
-DENSE_WIDTHS = {}  # dense key -> its width spec ({"spec": ...} or {"file": ...}), None if none
 BOTTLENECKS = {}  # key -> {model, masks, options}: expand-pruning's widths.json from masks
 EXPAND_DEFAULTS = {"multiplier": 2.0, "uniform": 1.1}  # the paper's x2 and 1.1 baseline
 PRUNE = {}  # key -> settings of one saliency computation and all its ratios
@@ -153,7 +152,6 @@ def _dense_jobs(name, exp, model, seed, widths=None, variant=None):
         imported = {"model": model, "dataset": exp["dataset"], **weights}
         dkey = run_keys.run_key(f"{model}-{exp['dataset']}-pretrained", imported)
     if "trained" not in exp["prune_at"]:
-        DENSE_WIDTHS[dkey] = widths
         return dkey
     if weights is not None:
         IMPORTS[dkey] = imported
@@ -163,7 +161,6 @@ def _dense_jobs(name, exp, model, seed, widths=None, variant=None):
         _tag("train", dkey, tags)
         claim_resources("train", dkey, name, exp)
         inputs = [dense_model(dkey), str(paths.metrics(dense_folder(dkey)))]
-    DENSE_WIDTHS[dkey] = widths
     record = {"config": NAME, "experiment": name, "model": model, "seed": seed}
     record |= {"variant": variant} if variant else {}
     _tag("evaluate", f"{name}/{dkey}", tags)
@@ -177,11 +174,11 @@ def _dense_jobs(name, exp, model, seed, widths=None, variant=None):
     return dkey
 
 
-def _pruned_jobs(name, exp, model, seed, dkey, prune_at, method, variant=None):
-    """The prune job of (dense network `dkey`, pruning time, method) at the experiment's
-    ratios, the fine-tuning of each ratio and their evaluation. Returns the prune job's key."""
+def _pruned_jobs(name, exp, model, seed, dkey, prune_at, method, widths=None, variant=None):
+    """The prune job of (dense network `dkey`, widened by `widths` as `_dense_jobs` takes it,
+    pruning time, method) at the experiment's ratios, the fine-tuning of each ratio and their
+    evaluation. Returns the prune job's key."""
     tags = [name, *exp["tags"]]
-    widths = DENSE_WIDTHS[dkey]
     prune = {
         "source": dkey if prune_at == "trained" else "init",
         "model": model, "dataset": exp["dataset"], "seed": seed,
@@ -251,7 +248,7 @@ def _expanded_jobs(name, exp, model, prune_at, method, pkeys):
     for variant, widths in variants.items():
         for seed in pkeys:
             dkey = _dense_jobs(name, exp, model, seed, widths, variant)
-            _pruned_jobs(name, exp, model, seed, dkey, prune_at, method, variant)
+            _pruned_jobs(name, exp, model, seed, dkey, prune_at, method, widths, variant)
 
 
 for _name, _exp in config["experiments"].items():
