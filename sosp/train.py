@@ -19,7 +19,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from sosp import loaders, paths
 from sosp.errors import BadInput, SospError
 from sosp.graphed_step import GraphedStep, check_supported, world_size
+from sosp.hooks import Hook
 from sosp.io import atomic_save, atomic_write_json, load_checkpoint, read_json
 from sosp.modes import eval_mode
 from sosp.recipes import Recipe
@@ -139,6 +140,7 @@ def fit(
     progress: bool = True,
     rank: int = 0,
     cuda_graph: bool = False,
+    hooks: Sequence[Hook] = (),
 ) -> dict:
     """Train `model` by `recipe` on `train_batches` (a loader with `set_epoch`), evaluating on
     `test_batches`; the checkpoint and the metrics so far are rewritten in the run folder `out`
@@ -148,10 +150,17 @@ def fit(
     is saved as a model file with `architecture` ({"model", "dataset"}, and "mask", "exclude"
     for a pruned one; see `sosp.paths.model_file`). `cuda_graph`: run the training step as a
     captured CUDA graph (`sosp.graphed_step.GraphedStep`: the same SGD updates; CUDA and one
-    process only, else `BadInput`). Returns the metrics (empty on ranks > 0). Raises `Preempted`
-    after SIGTERM/SIGUSR1."""
+    process only, else `BadInput`). `hooks` (`sosp.hooks.Hook`): called after every step and
+    epoch (and once before the first), their state checkpointed with the run's; one process
+    only. Returns the metrics (empty on ranks > 0). Raises `Preempted` after SIGTERM/SIGUSR1."""
     if cuda_graph:
         check_supported(device, world_size())
+    if hooks and world_size() > 1:
+        raise BadInput(
+            f"{', '.join(h.name for h in hooks)} runs in one process only; train on one GPU "
+            "(gpu: 1 in the config, or without torchrun)"
+        )
+    config = {**config, **{f"hook_{h.name}": h.config() for h in hooks}}
     out = Path(out)
     done = _finished(out, config)
     if done is not None:
@@ -160,20 +169,37 @@ def fit(
         return done
     net = model.module if hasattr(model, "module") else model  # unwrapped under DDP
     opt = optimizer_for(model, recipe)
-    state = _resumed(out, config, net, opt, recipe, rank)
+    state = _resumed(out, config, net, opt, recipe, rank, hooks)
+    for hook in hooks:
+        hook.start(net, opt, out)
+    if state.epoch == 0:
+        for hook in hooks:
+            hook.after_epoch(0, net, opt)
     step = step_function(model, opt, recipe, device, amp, cuda_graph)  # after the resume
     started, first = time.perf_counter(), state.epoch
     with stop_on_signal() as stopped:
         for epoch in range(state.epoch, recipe.total_epochs):
             row, images, train_seconds = _train_epoch(
-                step, model, opt, recipe, train_batches, epoch, seed, device, stopped, progress
+                step,
+                model,
+                opt,
+                recipe,
+                train_batches,
+                epoch,
+                seed,
+                device,
+                stopped,
+                progress,
+                hooks,
             )
+            for hook in hooks:  # before the test: a round of pruning is tested at once
+                row.update(hook.after_epoch(epoch + 1, net, opt))
             if (epoch + 1) % recipe.test_every == 0 or epoch + 1 == recipe.total_epochs:
                 test = evaluate(net, test_batches, device, amp, progress)
                 row.update(test_loss=test["loss"], test_acc=test["acc"])
             state.advance(row, time.perf_counter() - started)
             if rank == 0:
-                _save_checkpoint(out, state, net, opt, config)  # before the metrics that cite it
+                _save_checkpoint(out, state, net, opt, config, hooks)  # before the metrics
                 metrics = _metrics(state, recipe, device, seed, config, finished=False)
                 atomic_write_json(paths.metrics(out), metrics)
                 per_epoch = state.wall_now / (epoch + 1 - first)  # this process's epochs
@@ -186,7 +212,11 @@ def fit(
                 raise Preempted(_preempted_message(out, epoch + 1))
     if rank != 0:
         return {}
-    paths.save_model(paths.model(out), net.float(), architecture)
+    final = net.float()
+    for hook in hooks:
+        final, entries = hook.finish(final)
+        architecture = {**architecture, **entries}
+    paths.save_model(paths.model(out), final, architecture)
     state.wall_now = time.perf_counter() - started
     metrics = _metrics(state, recipe, device, seed, config, finished=True)
     atomic_write_json(paths.metrics(out), metrics)
@@ -248,9 +278,11 @@ def _finished(out: Path, config: dict) -> dict | None:
     return done if done.get("finished") and done.get("config") == config else None
 
 
-def _resumed(out: Path, config: dict, net, opt, recipe: Recipe, rank: int) -> _Progress:
-    """The progress of an interrupted run in `out`, its weights and optimizer state loaded
-    into `net` and `opt`; a fresh start when there is none."""
+def _resumed(
+    out: Path, config: dict, net, opt, recipe: Recipe, rank: int, hooks: Sequence[Hook] = ()
+) -> _Progress:
+    """The progress of an interrupted run in `out`, its weights, optimizer state and hook
+    states loaded into `net`, `opt` and `hooks`; a fresh start when there is none."""
     last = paths.last_checkpoint(out)
     if not last.is_file():
         return _Progress()
@@ -262,13 +294,18 @@ def _resumed(out: Path, config: dict, net, opt, recipe: Recipe, rank: int) -> _P
         )
     net.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
+    for hook in hooks:
+        hook.load_state_dict(ckpt.get("hooks", {}).get(hook.name, {}))
     if rank == 0:
         print(f"{out}: resuming after epoch {ckpt['epoch']} of {recipe.total_epochs}")
     return _Progress(ckpt["epoch"], ckpt["history"], ckpt["wall_seconds"])
 
 
-def _save_checkpoint(out: Path, state: _Progress, net, opt, config: dict) -> None:
+def _save_checkpoint(
+    out: Path, state: _Progress, net, opt, config: dict, hooks: Sequence[Hook] = ()
+) -> None:
     checkpoint = {
+        "hooks": {h.name: h.state_dict() for h in hooks},
         "epoch": state.epoch,
         "model": net.state_dict(),
         "optimizer": opt.state_dict(),
@@ -310,7 +347,7 @@ def _final_test(history: list[dict]) -> dict:
 
 
 def _train_epoch(
-    step, model, opt, recipe, batches, epoch, seed, device, stopped, progress
+    step, model, opt, recipe, batches, epoch, seed, device, stopped, progress, hooks=()
 ) -> tuple[dict, int, float]:
     """One epoch of `step` (see `step_function`) at the epoch's lr; returns its metrics row,
     the images it trained on and its seconds. `progress`: a bar with the running loss and
@@ -331,6 +368,8 @@ def _train_epoch(
     next_postfix = time.monotonic() + POSTFIX_SECONDS
     for x, y in bar:
         loss, out, y = step(x, y)  # read before the next step: a graph's outputs are static
+        for hook in hooks:
+            hook.after_step(model, opt)
         total_loss += loss.detach() * len(y)
         correct += (out.argmax(1) == y).sum()
         n += len(y)
