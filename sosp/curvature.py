@@ -14,6 +14,9 @@ L = (1/N') sum_n l(f(x_n), y_n) with l = cross-entropy or 1/2 ||f - y||^2.
   squared loss) and lambda_1 = theta_s . dL/dtheta, or with `label_samples=k` the unbiased
   estimate of G from k labels per input sampled from p.
 - `hessian_terms`: lambda_1 and theta_s . (H theta_struc) by exact double backpropagation.
+- `flow_terms`: per parameter the gradient g of L (logits divided by a temperature T) and the
+  Hessian-gradient product H g, over every trainable parameter (the gradient-flow measures
+  of Lubana & Dick, `baselines/gradient_flow.py`).
 
 Everything runs with the model in eval mode (BatchNorm on running statistics), so samples do
 not interact; it works in float64 when model and data are float64.
@@ -266,6 +269,72 @@ def hessian_terms(
     return HessianTerms(
         n, _per_structure(graph, theta, grad_sum) / n, _per_structure(graph, theta, hv_sum) / n
     )
+
+
+@dataclass
+class FlowTerms:
+    """The gradient-flow measures' quantities over N' samples, per parameter name: g = dL/dtheta
+    and H g, with L the mean loss of the logits divided by `temperature`. Entries a mask holds
+    at zero (`frozen`) are zero in both: these are the gradient and Hessian-gradient product
+    of the network without them."""
+
+    n_samples: int
+    temperature: float
+    grad: dict[str, torch.Tensor]
+    hessian_grad: dict[str, torch.Tensor] | None  # None when not asked for
+
+
+def flow_terms(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    loss: str,
+    n_samples: int = 1000,
+    temperature: float = 1.0,
+    hessian: bool = True,
+    frozen: dict[str, torch.Tensor] | None = None,
+    progress: bool = False,
+) -> FlowTerms:
+    """g [per parameter] over the first `n_samples` samples, and with `hessian` H g by double
+    backpropagation (a second pass, g held fixed), every trainable parameter of `model` in
+    eval mode. `frozen`: {parameter name: bool mask} of entries held at zero (a soft mask's
+    pruned weights); g is restricted to the others before H g is formed."""
+    if temperature <= 0:
+        raise BadInput(f"temperature must be positive, not {temperature}")
+    named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    names, params = [k for k, _ in named], [p for _, p in named]
+    keep = [None if frozen is None or k not in frozen else ~frozen[k] for k in names]
+    p0 = params[0]
+
+    def passes(desc: str):
+        with tqdm(total=n_samples, desc=desc, disable=not progress, unit="sample") as bar:
+            for x, y in take_samples(batches, n_samples, p0.device, p0.dtype):
+                yield x, y, loss_sum(loss, model(x) / temperature, y)
+                bar.update(len(x))
+
+    grad = [torch.zeros_like(p) for p in params]
+    n = 0
+    with eval_mode(model), TwiceDifferentiable() if hessian else nullcontext():
+        for x, _, total in passes("gradient"):
+            for acc, g in zip(grad, torch.autograd.grad(total, params), strict=True):
+                acc += g
+            n += len(x)
+        _check_count(n, n_samples)
+        grad = [_kept(g / n, k) for g, k in zip(grad, keep, strict=True)]
+        hg = None
+        if hessian:
+            hg = [torch.zeros_like(p) for p in params]
+            for _, _, total in passes("hessian-gradient"):
+                grads = torch.autograd.grad(total, params, create_graph=True)
+                dot = sum((g * v).sum() for g, v in zip(grads, grad, strict=True))
+                for acc, h in zip(hg, torch.autograd.grad(dot, params), strict=True):
+                    acc += h
+            hg = [_kept(h / n, k) for h, k in zip(hg, keep, strict=True)]
+            hg = dict(zip(names, hg, strict=True))
+    return FlowTerms(n, temperature, dict(zip(names, grad, strict=True)), hg)
+
+
+def _kept(t: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    return t.detach() if keep is None else t.detach() * keep
 
 
 class TwiceDifferentiable(TorchFunctionMode):

@@ -1,4 +1,5 @@
-"""Mutation check: does the test suite pin every formula of SOSP-I / SOSP-H?
+"""Mutation check: does the test suite pin every formula of SOSP-I / SOSP-H (and of the
+gradient-flow measures)?
 
 Copies the repository's tracked files into a temporary directory, runs the selected tests there
 once unmutated (all must pass), then applies each mutation of MUTATIONS below on its own, reruns
@@ -8,7 +9,7 @@ mutant: the suite does not pin what it breaks. The working tree is never touched
 Run from the repository root (takes long: every mutation reruns the whole selection):
 
     .venv/bin/python tests/mutation_check.py             # all mutations
-    .venv/bin/python tests/mutation_check.py --only 7    # one mutation (plus the unmutated run)
+    .venv/bin/python tests/mutation_check.py --only 7 GF1  # some (plus the unmutated run)
 
 Prints a Markdown table (mutation | what it breaks | failing tests) and exits 1 if a mutant
 survives, 2 if the unmutated run fails or a mutation no longer matches the source.
@@ -39,6 +40,7 @@ TESTS = (
     "tests/test_surgery.py::test_zeroing_theta_s_is_the_removal_surgery_applies",
     "tests/test_surgery.py::test_soft_mask_equals_surgery_behind_a_batchnorm_without_affine",
     "tests/test_selection.py",
+    "tests/baselines/test_gradient_flow.py",
 )
 
 
@@ -59,6 +61,7 @@ class Mutation:
     extra_tests: tuple[str, ...] = ()
 
 
+GF = "baselines/gradient_flow.py"
 SOSP_I = "sosp/methods/sosp_i.py"
 SOSP_H = "sosp/methods/sosp_h.py"
 CURV = "sosp/curvature.py"
@@ -213,6 +216,36 @@ MUTATIONS = (
         (Edit("config/paper.yaml", FIG4_CIFAR10 + VGG_CAP, FIG4_CIFAR10),),
         ("tests/workflow/test_workflow.py::test_shipped_configs_prune_as_the_paper_does",),
     ),
+    Mutation(
+        "GF1",
+        "loss preservation: |theta . g| of the filter instead of sum_i |theta_i g_i|",
+        (Edit(GF, "lambda t, g: (t * g).abs().sum(1)", "lambda t, g: (t * g).sum(1).abs()"),),
+    ),
+    Mutation(
+        "GF2",
+        "proposed measure: theta instead of theta^2 (plain loss preservation)",
+        (Edit(GF, "(t * t * g).abs().sum(1)", "(t * g).abs().sum(1)"),),
+    ),
+    Mutation(
+        "GF3",
+        "GraSP: |theta . Hg| instead of the signed theta . Hg",
+        (Edit(GF, "lambda t, v: (t * v).sum(1))", "lambda t, v: (t * v).sum(1).abs())"),),
+    ),
+    Mutation(
+        "GF4",
+        "gradient-flow measures: the temperature ignored",
+        (Edit(CURV, "model(x) / temperature", "model(x)"),),
+    ),
+    Mutation(
+        "GF5",
+        "gradient-flow measures: g not restricted to the entries a mask keeps",
+        (Edit(CURV, "grad = [_kept(g / n, k)", "grad = [(g / n).detach()"),),
+    ),
+    Mutation(
+        "GF6",
+        "gradient-flow measures: H g summed over samples, not averaged",
+        (Edit(CURV, "_kept(h / n, k)", "_kept(h, k)"),),
+    ),
 )
 
 SUMMARY = re.compile(r"^(FAILED|ERROR) (.+?)(?: - .*)?$")
@@ -354,15 +387,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--only",
         metavar="ID",
+        nargs="+",
         choices=[m.id for m in MUTATIONS],
-        help="run only the mutation with this id (default: all of them)",
+        help="run only the mutations with these ids (default: all of them)",
     )
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
-    selected = [m for m in MUTATIONS if args.only in (None, m.id)]
+    selected = [m for m in MUTATIONS if args.only is None or m.id in args.only]
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sosp-mutants-") as tmp:
         root = Path(tmp)

@@ -26,7 +26,9 @@ __all__ = ["Batch", "Context", "Method", "Saliency", "generator", "per_layer_sco
 @dataclass
 class Context:
     """Everything a method may use. `batches` is a list (read more than once) holding exactly
-    the N' pruning samples."""
+    the N' pruning samples. `frozen`: {parameter name: bool mask} of the entries an earlier
+    round's soft mask holds at zero (pruning in rounds, `sosp.rounds`); a method whose
+    quantities would see them (a gradient over all parameters) leaves them out."""
 
     model: nn.Module
     graph: StructureGraph
@@ -35,6 +37,7 @@ class Context:
     n_samples: int
     seed: int = 0
     progress: bool = False
+    frozen: dict[str, torch.Tensor] | None = None
 
 
 def generator(ctx: Context) -> torch.Generator:

@@ -24,10 +24,10 @@ def _builtin() -> dict[str, Method]:
     not at the top: `baselines/` lies outside this package and imports `sosp`, whose
     `__init__` reaches this module, so importing a baseline first must not need it."""
     if not _REGISTRY:
-        from baselines import c_obd, magnitude, random_selection, slimming
+        from baselines import c_obd, gradient_flow, magnitude, random_selection, slimming
         from sosp.methods import sosp_h, sosp_i
 
-        for module in (sosp_i, sosp_h, c_obd, magnitude, random_selection, slimming):
+        for module in (sosp_i, sosp_h, c_obd, gradient_flow, magnitude, random_selection, slimming):
             for name, method in module.METHODS.items():
                 if name in _REGISTRY:
                     raise ValueError(f"method {name!r} is registered twice")
