@@ -145,3 +145,13 @@ def torch_loader(
         persistent_workers=workers > 0,
     )
     return _SeededLoader(loader, seed)
+
+
+def pruning_samples(
+    dataset: str, root=None, download: bool = False, batch_size: int = 128, seed: int = 0
+) -> DataLoader:
+    """Batches of the training split of `dataset`, unaugmented, in an order drawn by `seed`:
+    the samples saliencies are computed on (their first N')."""
+    train = data.load(dataset, "train", root=root, augment=False, download=download)
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(train, batch_size=batch_size, shuffle=True, generator=g)

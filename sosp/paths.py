@@ -3,7 +3,8 @@
 Every file name of a run is spelled here once; the library, the commands and the workflow
 ask this module for it.
 
-    sosp train / sosp finetune OUT:   last.pt, model.pt, metrics.json
+    sosp train / sosp finetune OUT:   last.pt, model.pt, metrics.json (and flow.json with
+                                      --probe-epochs: the gradient-flow measurements)
                                       (several pruned networks: one such folder each, and
                                       runs.json, the list of their headline metrics)
     sosp prune OUT:                   mask.json, pruned.pt, report.json (several ratios: one
@@ -35,6 +36,7 @@ PRUNED = "pruned.pt"
 REPORT = "report.json"
 REPORTS = "reports.json"
 RUNS = "runs.json"
+FLOW = "flow.json"
 
 PathLike = str | os.PathLike
 
@@ -46,6 +48,11 @@ def last_checkpoint(run: PathLike) -> Path:
     """{epoch, model, optimizer, history, wall_seconds, config}, rewritten atomically after
     every epoch; a re-run resumes from it."""
     return Path(run) / LAST_CHECKPOINT
+
+
+def flow(run: PathLike) -> Path:
+    """The gradient-flow measurements of a run (`sosp.flow_probe`), rewritten every epoch."""
+    return Path(run) / FLOW
 
 
 def model(run: PathLike) -> Path:

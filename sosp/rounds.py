@@ -83,7 +83,10 @@ class RoundsPlan:
             "target": self.target,
             "rounds": self.rounds,
             "epochs": self.epochs,
-            "settings": {k: getattr(self.settings, k) for k in PruneSettings.names()},
+            "settings": {  # as JSON reads it back, so a finished run's config compares equal
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in ((k, getattr(self.settings, k)) for k in PruneSettings.names())
+            },
             "options": self.options,
             "reset_momentum": self.reset_momentum,
         }

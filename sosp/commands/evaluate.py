@@ -154,6 +154,7 @@ def _evaluate_one(
         metrics = read_json(metrics_path)
         record["best_test_acc_selected_on_test"] = metrics.get("best_test_acc_selected_on_test")
         record["train_seconds"] = metrics.get("wall_seconds")
+        record |= _during_training(metrics, ckpt, path.parent)
         pruned = metrics.get("config", {}).get("pruned")
         if pruned:
             source = paths.load_model(pruned).to(device)
@@ -162,6 +163,22 @@ def _evaluate_one(
             report = read_json(paths.report(Path(pruned).parent))
             record["prune"] = {k: v for k, v in report.items() if k not in ("model", "dataset")}
     return record, tracking.origin(path, ckpt)
+
+
+def _during_training(metrics: dict, ckpt: dict, run: Path) -> dict:
+    """For a run pruned in rounds or measured during training: its per-epoch curve (train
+    and test accuracy, the rounds), the rounds (`sosp.rounds`) and the measurements of its
+    flow.json (`sosp.flow_probe`). Nothing for other runs."""
+    config = metrics.get("config", {})
+    if not any(k.startswith("hook_") for k in config):
+        return {}
+    keys = ("epoch", "train_acc", "test_acc", "pruning_round", "mask_distance")
+    out = {"curve": [{k: row[k] for k in keys if k in row} for row in metrics["epochs"]]}
+    if "hook_rounds" in config:
+        out["rounds"] = {**config["hook_rounds"], "history": ckpt.get("rounds", [])}
+    if paths.flow(run).is_file():
+        out["flow"] = read_json(paths.flow(run))
+    return out
 
 
 def _layer_fractions(ckpt: dict, meta: data.DatasetInfo) -> dict[str, float]:

@@ -13,7 +13,7 @@ import json
 
 import torch
 
-from sosp import data, methods, paths, tracking
+from sosp import data, loaders, methods, paths, tracking
 from sosp.api import PruneResult, prune_with
 from sosp.commands.base import (
     Command,
@@ -148,11 +148,7 @@ def _log(args, settings: PruneSettings, options: dict, report: dict) -> None:
 
 def _samples(meta: data.DatasetInfo, args: argparse.Namespace, seed: int):
     """Batches of the training split, unaugmented, in an order drawn by `seed`."""
-    train = data.load(
-        meta.name, "train", root=args.data_root, augment=False, download=args.download
-    )
-    g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, generator=g)
+    return loaders.pruning_samples(meta.name, args.data_root, args.download, args.batch_size, seed)
 
 
 def _say_recalibrated(info: dict | None) -> None:

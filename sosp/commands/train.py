@@ -31,10 +31,14 @@ from sosp.commands.base import (
     resolve_device,
     show_progress,
 )
+from sosp.curvature import first_samples
 from sosp.errors import BadInput
+from sosp.flow_probe import FlowProbe
 from sosp.graphed_step import check_supported
 from sosp.io import atomic_write_json
 from sosp.jpeg_loader import JpegLoader
+from sosp.rounds import RoundPruner, RoundsPlan
+from sosp.settings import PruneSettings
 from sosp.train import fit
 
 LOADERS = ("auto", "tensor", "torch", "jpeg")
@@ -46,6 +50,54 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_model(p)
     add_dataset(p)
     _add_run_arguments(p)
+    _add_during_training_arguments(p)
+
+
+def _add_during_training_arguments(p: argparse.ArgumentParser) -> None:
+    rounds = p.add_argument_group(
+        "pruning during training, in rounds (Lubana & Dick; the run ends physically pruned)"
+    )
+    rounds.add_argument(
+        "--prune-method", help="prune during training by this method (see `sosp prune --help`)"
+    )
+    rounds.add_argument(
+        "--prune-ratio", type=float, help="fraction of the budget (filters) removed in all"
+    )
+    rounds.add_argument("--prune-rounds", type=int, default=1, help="rounds (default: 1)")
+    rounds.add_argument(
+        "--prune-start", type=int, default=1, help="the first round after this epoch (default: 1)"
+    )
+    rounds.add_argument(
+        "--prune-every", type=int, default=1, help="epochs between rounds (default: 1)"
+    )
+    rounds.add_argument(
+        "--prune-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="prune settings (n_samples, budget, max_layer_fraction, exclude, scope, ...: see "
+        "`sosp prune --help`) and the method's options, e.g. n_samples=2560 temperature=200",
+    )
+    probe = p.add_argument_group("gradient-flow measurements during training (flow.json)")
+    probe.add_argument(
+        "--probe-epochs",
+        nargs="*",
+        type=int,
+        default=[],
+        metavar="EPOCH",
+        help="measure theta.g, theta.Hg, magnitudes and their correlations after these epochs "
+        "(0: at initialization); the early-bird mask distance is recorded every epoch",
+    )
+    probe.add_argument("--probe-samples", type=int, default=1000, help="N' (default: 1000)")
+    probe.add_argument(
+        "--probe-temperature", type=float, default=1.0, help="logits / T (default: 1)"
+    )
+    p.add_argument(
+        "--sample-batch-size",
+        type=int,
+        default=128,
+        help="batch size of the samples the rounds and measurements use (default: 128)",
+    )
 
 
 def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
@@ -122,8 +174,53 @@ def run_train(args: argparse.Namespace) -> int:
     _check_out(args.out)
     architecture = {"model": args.model, "dataset": meta.name, **_widths_entry(widths)}
     source = {"command": "train", **architecture}
-    _run(args, model, source, architecture, tracking.DENSE, Path(args.out))
+    hooks = _during_training(args, meta)
+    _run(args, model, source, architecture, tracking.DENSE, Path(args.out), hooks)
     return 0
+
+
+def _during_training(args: argparse.Namespace, meta: data.DatasetInfo) -> list:
+    """The hooks the options ask for: pruning in rounds, gradient-flow measurements."""
+    hooks = []
+    if (args.prune_method is None) != (args.prune_ratio is None):
+        raise BadInput("pruning during training needs both --prune-method and --prune-ratio")
+    plan = None
+    if args.prune_method:
+        settings, options = PruneSettings.split(
+            {"seed": args.seed, **parse_options(args.prune_set, "--prune-set")}
+        )
+        plan = RoundsPlan(
+            args.prune_method, args.prune_ratio, args.prune_rounds, args.prune_start,
+            args.prune_every, settings, options,
+        )  # fmt: skip
+    wanted = max(
+        plan.settings.n_samples if plan else 0, args.probe_samples if args.probe_epochs else 0
+    )
+    if not wanted:
+        return hooks
+    samples = list(
+        first_samples(
+            loaders.pruning_samples(
+                meta.name, args.data_root, args.download, args.sample_batch_size, args.seed
+            ),
+            wanted,
+        )
+    )
+    if plan:
+        hooks.append(RoundPruner(plan, samples, meta.input_shape))
+    if args.probe_epochs:
+        exclude = plan.settings.exclude if plan else ()
+        hooks.append(
+            FlowProbe(
+                args.probe_epochs,
+                samples,
+                meta.input_shape,
+                args.probe_samples,
+                args.probe_temperature,
+                exclude=exclude,
+            )  # fmt: skip
+        )
+    return hooks
 
 
 def run_finetune(args: argparse.Namespace) -> int:
@@ -177,10 +274,12 @@ def _run(
     architecture: dict,
     origin: dict,
     out: Path,
+    hooks: list | None = None,
 ) -> dict:
     """Train `model` as `args` say into `out`; `source` opens the run's config and
     `architecture` the model file it ends with; `origin` is what `model` was pruned by
-    (`tracking.origin`), for the W&B run. Returns the metrics (empty on ranks > 0)."""
+    (`tracking.origin`), for the W&B run; `hooks` run during training (`sosp.hooks`).
+    Returns the metrics (empty on ranks > 0)."""
     meta = data.info(source["dataset"])
     preset = args.recipe or recipes.default_preset(source["model"], meta.name)
     recipe = recipes.resolve(preset, parse_options(args.set, "--set"), args.recipe_file)
@@ -219,6 +318,7 @@ def _run(
             progress=show_progress(args) and rank == 0,
             rank=rank,
             cuda_graph=args.cuda_graph,
+            hooks=hooks or (),
         )
         if logger is not None:
             logger.summarize({k: metrics.get(k) for k in SUMMARY})
