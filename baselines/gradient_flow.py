@@ -8,6 +8,8 @@ own weight theta_p [in * k * k] (not its BatchNorm, as their code scores filters
     grad_norm                   theta_p . (H g), signed: GraSP prunes the lowest (most negative)
                                 first; `temperature=200` is GraSP's, 1 prunes without it;
                                 `absolute=True` is |theta_p . (H g)| (gradient-norm preservation)
+    grad_norm_untempered        grad_norm at T = 1 (GraSP without its temperature)
+    grad_norm_preservation      |theta_p . (H g)| at T = 1 (their code's grad_preserve)
 
 g and H are the gradient and Hessian of the mean loss over the N' samples, logits divided by
 `temperature` (`sosp.curvature.flow_terms`, over every trainable parameter). Magnitude
@@ -73,8 +75,20 @@ def grad_norm(
     return _per_filter(ctx, hg, lambda t, v: (t * v).sum(1))
 
 
+def grad_norm_untempered(ctx: Context) -> Saliency:
+    """GraSP without its temperature: theta_p . (H g) at T = 1 (their Figs. 16-17)."""
+    return grad_norm(ctx, temperature=1.0)
+
+
+def grad_norm_preservation(ctx: Context) -> Saliency:
+    """|theta_p . (H g)| at T = 1: keep the gradient norm (their code's grad_preserve)."""
+    return grad_norm(ctx, temperature=1.0, absolute=True)
+
+
 METHODS = {
     "loss_preservation": loss_preservation,
     "biased_loss_preservation": biased_loss_preservation,
     "grad_norm": grad_norm,
+    "grad_norm_untempered": grad_norm_untempered,
+    "grad_norm_preservation": grad_norm_preservation,
 }

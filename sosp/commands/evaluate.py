@@ -154,7 +154,7 @@ def _evaluate_one(
         metrics = read_json(metrics_path)
         record["best_test_acc_selected_on_test"] = metrics.get("best_test_acc_selected_on_test")
         record["train_seconds"] = metrics.get("wall_seconds")
-        record |= _during_training(metrics, ckpt, path.parent)
+        record |= _during_training(metrics, ckpt, path.parent, meta)
         pruned = metrics.get("config", {}).get("pruned")
         if pruned:
             source = paths.load_model(pruned).to(device)
@@ -165,10 +165,10 @@ def _evaluate_one(
     return record, tracking.origin(path, ckpt)
 
 
-def _during_training(metrics: dict, ckpt: dict, run: Path) -> dict:
+def _during_training(metrics: dict, ckpt: dict, run: Path, meta: data.DatasetInfo) -> dict:
     """For a run pruned in rounds or measured during training: its per-epoch curve (train
-    and test accuracy, the rounds), the rounds (`sosp.rounds`) and the measurements of its
-    flow.json (`sosp.flow_probe`). Nothing for other runs."""
+    and test accuracy, the rounds), the rounds (`sosp.rounds`) with the dense network's
+    counts, and the measurements of its flow.json (`sosp.flow_probe`). Nothing for others."""
     config = metrics.get("config", {})
     if not any(k.startswith("hook_") for k in config):
         return {}
@@ -176,6 +176,8 @@ def _during_training(metrics: dict, ckpt: dict, run: Path) -> dict:
     out = {"curve": [{k: row[k] for k in keys if k in row} for row in metrics["epochs"]]}
     if "hook_rounds" in config:
         out["rounds"] = {**config["hook_rounds"], "history": ckpt.get("rounds", [])}
+        dense = models.create_widened(ckpt["model"], meta, ckpt.get("widths"))
+        out["dense_counts"] = counting.count(dense, meta.input_shape).as_dict()
     if paths.flow(run).is_file():
         out["flow"] = read_json(paths.flow(run))
     return out

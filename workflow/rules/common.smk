@@ -1,6 +1,7 @@
 # The job tables: every run the config asks for, keyed by a hash of the settings that make it
 # (sosp.run_keys), so a dense checkpoint is trained once and shared by every method and ratio.
 # The files inside each run folder are named by sosp.paths, as the `sosp` commands name them.
+import json
 import shlex
 from pathlib import Path
 
@@ -130,6 +131,10 @@ def _add_jobs(name, exp):
         dense = {seed: _dense_jobs(name, exp, model, seed) for seed in exp["seeds"]}
         for prune_at in exp["prune_at"]:
             for method in exp["methods"]:
+                if prune_at == "during":
+                    for seed in exp["seeds"]:
+                        _rounds_jobs(name, exp, model, seed, method)
+                    continue
                 pkeys = {
                     seed: _pruned_jobs(name, exp, model, seed, dkey, prune_at, method)
                     for seed, dkey in dense.items()
@@ -146,12 +151,13 @@ def _dense_jobs(name, exp, model, seed, widths=None, variant=None):
     train, preset, overrides = _recipe(exp["train"], model, exp["dataset"])
     dense = {"model": model, "dataset": exp["dataset"], "seed": seed, "recipe": train}
     dense |= {"widths": widths} if widths else {}
+    dense |= {"probe": exp["probe"]} if exp["probe"] else {}
     dkey = run_keys.run_key(f"{model}-{exp['dataset']}-s{seed}", dense)
     weights = _weights(exp, model) if not widths else None
     if weights is not None:  # the seed then only draws pruning samples and fine-tuning
         imported = {"model": model, "dataset": exp["dataset"], **weights}
         dkey = run_keys.run_key(f"{model}-{exp['dataset']}-pretrained", imported)
-    if "trained" not in exp["prune_at"]:
+    if "trained" not in exp["prune_at"] and not exp["probe"]:
         return dkey
     if weights is not None:
         IMPORTS[dkey] = imported
@@ -223,6 +229,41 @@ def _pruned_jobs(name, exp, model, seed, dkey, prune_at, method, widths=None, va
     return pkey
 
 
+def _rounds_jobs(name, exp, model, seed, method):
+    """Pruning during training (prune_at: during): per ratio and number of rounds, one train
+    job that prunes the ratio in that many rounds and ends with the pruned network, and its
+    evaluation (prune_at recorded as rounds<R>)."""
+    tags = [name, *exp["tags"]]
+    train, preset, overrides = _recipe(exp["train"], model, exp["dataset"])
+    settings = {
+        **{setting: exp[setting] for setting in SELECTION_SETTINGS},
+        **{setting: exp[setting] for setting in OPTIONAL_SETTINGS if setting in exp},
+        "exclude": exp["exclude"],
+        **exp["model_settings"].get(model, {}),
+        **exp["method_settings"].get(method, {}),
+    }
+    for ratio in _ratios(name, exp, model):
+        for rounds in exp["rounds"]:
+            plan = {"method": method, "ratio": ratio, "rounds": rounds, "settings": settings,
+                    "options": exp["method_options"].get(method, {})}  # fmt: skip
+            job = {"model": model, "dataset": exp["dataset"], "seed": seed, "recipe": train}
+            job["prune_rounds"] = plan
+            key = run_keys.run_key(f"{model}-{method}-{rounds}rounds-r{ratio:g}-s{seed}", job)
+            DENSE[key] = {**job, "preset": preset, "set": overrides}
+            _tag("train", key, tags)
+            claim_resources("train", key, name, exp)
+            record = {"config": NAME, "experiment": name, "model": model, "seed": seed,
+                      "method": method, "prune_at": f"rounds{rounds}"}  # fmt: skip
+            _tag("evaluate", f"{name}/{key}", tags)
+            EVALUATE[f"{name}/{key}"] = {
+                "checkpoints": [dense_model(key)],
+                "inputs": [dense_model(key), str(paths.metrics(dense_folder(key)))],
+                "record": record,
+                "conventions": exp["mac_conventions"],
+            }
+            claim_resources("evaluate", f"{name}/{key}", name, exp)
+
+
 def _expanded_jobs(name, exp, model, prune_at, method, pkeys):
     """Expand-pruning (the paper's Sec. 3.4): the bottlenecks of the seeds' masks at
     `expand.ratio` (prune jobs `pkeys`, seed -> key) as a width spec, and per seed the
@@ -290,11 +331,29 @@ def _value(v):
     return ",".join(map(str, v)) if isinstance(v, list) else str(v)
 
 
+def _during_training_flags(job):
+    """`sosp train` options of pruning in rounds and of gradient-flow measurements."""
+    flags = []
+    plan = job.get("prune_rounds")
+    if plan:
+        flags += ["--prune-method", plan["method"], "--prune-ratio", f"{plan['ratio']:g}"]
+        flags += ["--prune-rounds", str(plan["rounds"])]
+        values = {**plan["settings"], **plan["options"]}
+        flags += ["--prune-set", *[f"{k}={json.dumps(v)}" for k, v in values.items()]]
+    probe = job.get("probe")
+    if probe:
+        flags += ["--probe-epochs", *map(str, probe["epochs"])]
+        flags += ["--probe-samples", str(probe.get("n_samples", 1000))]
+        flags += ["--probe-temperature", f"{probe.get('temperature', 1.0):g}"]
+    return flags
+
+
 def train_cmd(key):
     job = DENSE[key]
     args = ["sosp", "train", "--model", job["model"], "--dataset", job["dataset"]]
-    args += widths_flags(job.get("widths"))
-    args += _train_flags(job) + _wandb_flags("train", key, job["model"], "dense")
+    args += widths_flags(job.get("widths")) + _during_training_flags(job)
+    method = job["prune_rounds"]["method"] if "prune_rounds" in job else "dense"
+    args += _train_flags(job) + _wandb_flags("train", key, job["model"], method)
     return shlex.join(args + ["--out", dense_folder(key)])
 
 

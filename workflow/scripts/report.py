@@ -23,6 +23,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import flow_figures  # noqa: E402 (beside this script)
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
@@ -45,7 +46,8 @@ METRICS = {
 def flatten(record: dict) -> dict:
     """One CSV row from one record of `sosp evaluate`."""
     prune = record.get("prune") or {}
-    before = prune.get("before", {})
+    before = prune.get("before") or record.get("dense_counts", {})  # pruned in rounds: no report
+    rounds = record.get("rounds") or {}
     row = {
         "experiment": record["experiment"],
         "model": record["model"],
@@ -53,8 +55,8 @@ def flatten(record: dict) -> dict:
         "method": _method_label(record, prune),
         "prune_at": record.get("prune_at", "trained"),
         "seed": int(record["seed"]),
-        "ratio": float(prune.get("ratio", 0.0)),
-        "budget": prune.get("budget"),
+        "ratio": float(prune.get("ratio", rounds.get("target", 0.0))),
+        "budget": prune.get("budget", rounds.get("settings", {}).get("budget")),
         "acc": 100 * record["test_acc"],
         "best_acc": _pct(record.get("best_test_acc_selected_on_test")),
         "acc_before_ft": _pct(record.get("test_acc_before_finetune")),
@@ -371,6 +373,22 @@ def before_after(summary, experiment, title, path: Path) -> None:
     _save(fig, path)
 
 
+FLOW_FIGURES = {
+    "flow_curves": flow_figures.flow_curves,
+    "accuracy_vs_rounds": flow_figures.accuracy_vs_rounds,
+    "layerwise_rounds": flow_figures.layerwise_rounds,
+    "flow_correlation": flow_figures.flow_correlation,
+    "flow_scatter": flow_figures.flow_scatter,
+}
+FLOW_INPUT = {  # what each reads: the raw records, the summary or the per-layer rows
+    "flow_curves": "records",
+    "accuracy_vs_rounds": "summary",
+    "layerwise_rounds": "layers",
+    "flow_correlation": "records",
+    "flow_scatter": "records",
+}
+
+
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=130))
@@ -423,6 +441,16 @@ def main() -> None:
             "before_after": lambda n=name, t=spec["title"]: before_after(
                 s, n, t, args.figures / f"{n}_before_after.png"
             ),
+        }
+        makers |= {  # Lubana & Dick's gradient-flow study (flow_figures.py)
+            figure: lambda n=name, t=spec["title"], f=figure: FLOW_FIGURES[f](
+                {"records": paths, "summary": s, "layers": layers}[FLOW_INPUT[f]],
+                n,
+                t,
+                args.figures / f"{n}_{f}.png",
+                _save,
+            )  # fmt: skip
+            for figure in FLOW_FIGURES
         }
         for figure in spec["figures"]:
             makers[figure]()
