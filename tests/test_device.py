@@ -123,3 +123,33 @@ def test_cuda_graph_step_trains_like_the_eager_step(device, amp, schedule, reloa
     for re, rg in zip(eager[3], graph[3], strict=True):
         assert re["lr"] == rg["lr"]
         assert rg["train_loss"] == pytest.approx(re["train_loss"], rel=2e-2 if amp else 1e-4)
+
+
+def test_rounds_and_probes_run_on_the_device_of_the_model(device):
+    """Pruning in rounds (a round of a gradient-flow measure, the mask kept after a step) and
+    the gradient-flow measurements work on a model on the test device with CPU-made samples,
+    and leave every parameter there."""
+    from sosp.flow_probe import FlowProbe
+    from sosp.rounds import RoundPruner, RoundsPlan
+    from sosp.settings import PruneSettings
+
+    torch.manual_seed(0)
+    model = models.create("resnet20", 10, 1, 8).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    plan = RoundsPlan("grad_norm", 0.3, settings=PruneSettings(n_samples=16))
+    pruner = RoundPruner(plan, cpu_batches(), (1, 8, 8))
+    probe = FlowProbe([1], cpu_batches(), (1, 8, 8), 16)
+    probe._write = lambda: None  # no run folder here
+    for hook in (pruner, probe):
+        hook.start(model, opt, "unused")
+    x, y = cpu_batches()[0]
+    torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device)).backward()
+    opt.step()
+    row = pruner.after_epoch(1, model, opt)
+    pruner.after_step(model, opt)
+    probe.after_epoch(1, model, opt)
+    here = torch.empty(0, device=device).device
+    assert row["structures_removed"] == pytest.approx(0.3, abs=0.005)
+    assert {p.device for p in model.parameters()} == {here}
+    assert all(keep.device == here for _, keep in pruner.keep)
+    assert -1 <= probe.records[0]["correlation"]["hg_vs_g"]["pearson"] <= 1

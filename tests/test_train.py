@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from sosp import data, loaders, recipes, train
+from sosp import data, loaders, models, recipes, train
 from sosp.errors import BadInput, UnknownName
 from sosp.recipes import Recipe
 from sosp.train import Preempted, add_bn_l1_grad, epoch_line, fit, lr_at
@@ -194,9 +194,11 @@ def test_train_prune_finetune_evaluate_chain(tmp_path):
     report = json.loads((pruned / "report.json").read_text())
     assert ev["params"] == report["after"]["params"] and ev["method"] == "sosp_h"
     assert ev["prune"]["ratio"] == 0.5 and 0 <= ev["test_acc_before_finetune"] <= 1
-    assert set(ev["layer_pruned_fraction"]) <= set(
-        json.loads((pruned / "mask.json").read_text())["mask"]
-    )
+    mask = json.loads((pruned / "mask.json").read_text())["mask"]
+    resnet20 = models.create("resnet20", 10, 1, 8)  # digits: 10 classes, 1 x 8 x 8
+    layers = {n: m for n, m in resnet20.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
+    expected = {n: len(mask.get(n, [])) / m.weight.shape[0] for n, m in layers.items()}
+    assert list(ev["layer_pruned_fraction"].items()) == list(expected.items())  # network order
     metrics = json.loads((ft / "metrics.json").read_text())
     assert ev["test_acc"] == pytest.approx(metrics["final_test_acc"])
     assert metrics["config"]["command"] == "finetune" and metrics["config"]["recipe"]["epochs"] == 3

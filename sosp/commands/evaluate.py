@@ -184,14 +184,16 @@ def _during_training(metrics: dict, ckpt: dict, run: Path, meta: data.DatasetInf
 
 
 def _layer_fractions(ckpt: dict, meta: data.DatasetInfo) -> dict[str, float]:
-    """Pruned fraction of each layer's output channels, from the mask and the dense model."""
+    """Pruned fraction of the output channels of every conv and linear layer of the dense
+    model, in network order (0 for a layer the mask leaves whole), from the mask."""
     mask = ckpt.get("mask") or {}
     if not mask:
         return {}
     dense = models.create_widened(ckpt["model"], meta, ckpt.get("widths"))
     return {
-        layer: len(channels) / dense.get_submodule(layer).weight.shape[0]
-        for layer, channels in mask.items()
+        name: len(mask.get(name, [])) / m.weight.shape[0]
+        for name, m in dense.named_modules()
+        if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
     }
 
 

@@ -15,6 +15,7 @@ Means and spreads are over seeds (std as bars or bands); scatter plots show the 
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -38,7 +39,7 @@ def _grid(n: int, title: str, width: float = 4.2, height: float = 3.2):
     cols = min(n, 3)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, 45 * cols), fontsize=10)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
