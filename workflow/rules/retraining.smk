@@ -11,6 +11,7 @@ RETRAINING = config.get("retraining", {})
 RETRAIN = {}  # key -> {checkpoint, inputs, sparsity, allocation, schedule, budget, cycles, ...}
 SPARSE_TRAIN = {}  # key -> {model, dataset, seed, preset, set, sparse, sparsity, options}
 RETRAIN_LABELS = {}  # key -> the labels of its report row (experiment, model, seed, ...)
+RETRAIN_ROWS = []  # (key, labels): one report row per experiment that asks for the job
 for _rule in ("retrain", "sparse_train"):
     RULE_DEFAULTS[_rule] = dict(RULE_DEFAULTS["finetune"])
     JOB_RESOURCES[_rule] = {}
@@ -52,6 +53,7 @@ def _retrain_job(name, labels, checkpoint, inputs, settings):
     key = run_keys.run_key(tag, job)
     RETRAIN[key] = {**job, "inputs": inputs}
     RETRAIN_LABELS[key] = {**labels, **settings}
+    RETRAIN_ROWS.append((key, RETRAIN_LABELS[key]))
     claim_resources("retrain", key)
     return key
 
@@ -187,7 +189,7 @@ def _retraining_spec():
     """What the report script reads: each experiment's title and figures, and every run's
     labels with its counts file (and for a pruning-stable run the one before retraining)."""
     runs = []
-    for key, labels in RETRAIN_LABELS.items():
+    for key, labels in RETRAIN_ROWS:
         job = RETRAIN[key]
         stable = job.get("stable_key")
         before = str(paths.sparsity(sparse_folder(stable))) if stable else None
