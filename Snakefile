@@ -167,6 +167,7 @@ if not config:  # the embedded default; --configfile FILE replaces it (not merge
 
 
 try:
+    config.setdefault("experiments", {})  # a config of retraining experiments alone
     validate_config(config)
     check_names(config)
 except ConfigError as e:
@@ -181,6 +182,7 @@ include: "workflow/rules/bottlenecks.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/retraining.smk"
 
 
 localrules:
@@ -189,9 +191,12 @@ localrules:
     bottlenecks,
     report,
     replot,
+    retraining_report,
+    gpu_hours,
 
 
 rule all:
     input:
-        REPORT_FILES + figure_files(),
+        REPORT_FILES + figure_files() if config["experiments"] else [],
+        RETRAINING_FILES,
         [f"{RESULTS}/fig2_mask_time_vs_width.csv"] if config["mask_time"] else [],

@@ -37,6 +37,7 @@ REPORT = "report.json"
 REPORTS = "reports.json"
 RUNS = "runs.json"
 FLOW = "flow.json"
+SPARSITY = "sparsity.json"
 
 PathLike = str | os.PathLike
 
@@ -70,6 +71,13 @@ def metrics(run: PathLike) -> Path:
 def runs(out: PathLike) -> Path:
     """The list of {pruned, out, headline metrics} of a `sosp finetune` call, written last."""
     return Path(out) / RUNS
+
+
+def sparsity(run: PathLike) -> Path:
+    """The exact counts of a weight-pruned network (`sosp.unstructured.counts`) with its test
+    accuracy after each pruning and after training, written when `sosp retrain` (or `sosp train
+    --sparse`) finishes."""
+    return Path(run) / SPARSITY
 
 
 def finetune_folders(out: PathLike, pruned_files: Sequence[PathLike]) -> list[Path]:

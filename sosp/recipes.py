@@ -6,7 +6,10 @@
     c_obd_finetune  EigenDamage/C-OBD fine-tuning: lr 1e-3, 150 epochs, lr/10 at 75 and 112
     digits          the embedded demo: batch 64, 30 epochs, cosine (seconds on a laptop)
 
-Fine-tuning repeats the training schedule unless told otherwise. `bn_l1` adds Network
+Fine-tuning repeats the training schedule unless told otherwise. A retraining schedule after
+weight pruning (`schedule` ft, lrw, slr or clr, `sosp.retraining`) is defined by the training
+schedule it follows, `original`: then `epochs` is the retraining budget of one prune-retrain
+cycle and `cycles` the number of cycles. `bn_l1` adds Network
 Slimming's L1 penalty on BatchNorm scales (slimming trains with 1e-4); `cycles=2` runs the
 schedule twice (the paper's init-pruning trains the pruned network for two cycles).
 """
@@ -21,8 +24,9 @@ from pathlib import Path
 import yaml
 
 from sosp.errors import BadInput, UnknownName
+from sosp.retraining import SCHEDULES as RETRAIN_SCHEDULES
 
-SCHEDULES = ("step", "cosine", "constant")
+SCHEDULES = ("step", "cosine", "constant", *RETRAIN_SCHEDULES)
 
 
 @dataclass(frozen=True)
@@ -41,13 +45,19 @@ class Recipe:
     test_every: int = 1  # evaluate on the test split every k epochs (and after the last)
     cycles: int = 1  # run the schedule this many times (lr restarts); the paper's init-pruning: 2
     name: str = "custom"  # the preset it came from
+    original: Recipe | None = None  # a retraining schedule: the training schedule it follows
 
     @property
     def total_epochs(self) -> int:
         return self.epochs * self.cycles
 
     def as_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "milestones": list(self.milestones)}
+        """Every key; `original` only where set, so recipes without it keep their dict (and
+        the run folders named by its hash)."""
+        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        original = plain.pop("original")
+        plain["milestones"] = list(self.milestones)
+        return {**plain, **({"original": original.as_dict()} if original else {})}
 
 
 PRESETS: dict[str, Recipe] = {
@@ -97,6 +107,8 @@ def resolve(
         raise BadInput(
             f"unknown recipe key(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}"
         )
+    if "original" in changes:
+        raise BadInput("recipe key 'original' is set by `sosp retrain` (--train-recipe), not here")
     typed = {k: _coerce(k, v, getattr(base, k)) for k, v in changes.items()}
     recipe = dataclasses.replace(base, **typed)
     _check(recipe)
@@ -132,9 +144,31 @@ def _coerce(key: str, value, default):
         ) from e
 
 
+def retraining(original: Recipe, schedule: str, budget: int, cycles: int = 1, **keys) -> Recipe:
+    """The recipe of `cycles` prune-retrain cycles of `budget` epochs each by the retraining
+    `schedule` (ft, lrw, slr, clr) after training by `original`; `keys`: other recipe keys
+    (batch_size, weight_decay, ...; default: the original's)."""
+    recipe = dataclasses.replace(
+        original, epochs=budget, cycles=cycles, schedule=schedule, original=original, **keys
+    )
+    _check(recipe)
+    return recipe
+
+
 def _check(r: Recipe) -> None:
     if r.schedule not in SCHEDULES:
         raise BadInput(f"recipe key 'schedule' must be one of {', '.join(SCHEDULES)}")
+    if r.schedule in RETRAIN_SCHEDULES:
+        if r.original is None:
+            raise BadInput(
+                f"the retraining schedule {r.schedule!r} follows a training schedule: run it "
+                "with `sosp retrain` (which reads the dense run's recipe)"
+            )
+        if r.schedule == "lrw" and r.epochs > r.original.total_epochs:
+            raise BadInput(
+                f"learning-rate rewinding replays the last {r.epochs} epochs of a training of "
+                f"{r.original.total_epochs}; choose a budget of at most {r.original.total_epochs}"
+            )
     if min(r.epochs, r.batch_size, r.test_every, r.cycles) < 1 or r.lr <= 0:
         raise BadInput(
             "recipe keys 'epochs', 'batch_size', 'lr', 'test_every', 'cycles' must be positive"

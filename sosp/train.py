@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from sosp import loaders, paths
+from sosp import loaders, paths, retraining
 from sosp.errors import BadInput, SospError
 from sosp.graphed_step import GraphedStep, check_supported, world_size
 from sosp.hooks import Hook
@@ -47,10 +47,16 @@ class Preempted(SospError):
     exit_code = 143  # 128 + SIGTERM, what a process killed by SIGTERM reports
 
 
-def lr_at(recipe: Recipe, epoch: int) -> float:
-    """Learning rate of epoch `epoch` (0-based): steps of `gamma` at each milestone reached,
-    or a cosine from `lr` towards 0 over the cycle; each of `cycles` cycles starts over."""
+def lr_at(recipe: Recipe, epoch: float) -> float:
+    """Learning rate of epoch `epoch` (0-based; fractional within an epoch): steps of `gamma`
+    at each milestone reached, or a cosine from `lr` towards 0 over the cycle, or a retraining
+    schedule (`sosp.retraining`) after `recipe.original`; each of `cycles` cycles starts over."""
     epoch %= recipe.epochs
+    if recipe.schedule in retraining.SCHEDULES:
+        original = recipe.original
+        return retraining.SCHEDULES[recipe.schedule](
+            epoch, recipe.epochs, lambda e: lr_at(original, e), original.total_epochs
+        )
     if recipe.schedule == "step":
         return recipe.lr * recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
     if recipe.schedule == "cosine":

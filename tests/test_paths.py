@@ -19,6 +19,7 @@ RUN_FILES = [
     paths.METRICS,
     paths.MASK,
     paths.PRUNED,
+    paths.SPARSITY,
     paths.REPORT,
     paths.REPORTS,
     paths.RUNS,

@@ -41,6 +41,7 @@ ENTRIES: tuple[Entry, ...] = (
     ),
     Entry("train", "train a zoo model from its seeded random initialization", "train:TRAIN"),
     Entry("finetune", "train pruned networks (from `sosp prune`) further", "train:FINETUNE"),
+    Entry("retrain", "prune weights by magnitude and retrain them (IMP)", "retrain:COMMAND"),
     Entry("evaluate", "test accuracy, loss, params and MACs of saved networks", "evaluate:COMMAND"),
     Entry("export", "export a pruned network to ONNX, TorchScript or pt2", "export:COMMAND"),
 )

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from sosp import counting, data, loaders, paths, recipes, tracking
+from sosp.commands import sparse
 from sosp.commands.base import (
     Command,
     add_data_root,
@@ -51,6 +52,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_dataset(p)
     _add_run_arguments(p)
     _add_during_training_arguments(p)
+    sparse.add_training_arguments(p)
 
 
 def _add_during_training_arguments(p: argparse.ArgumentParser) -> None:
@@ -174,8 +176,17 @@ def run_train(args: argparse.Namespace) -> int:
     _check_out(args.out)
     architecture = {"model": args.model, "dataset": meta.name, **_widths_entry(widths)}
     source = {"command": "train", **architecture}
-    hooks = _during_training(args, meta)
-    _run(args, model, source, architecture, tracking.DENSE, Path(args.out), hooks)
+    sparse_hooks = sparse.training_hooks(args, model)
+
+    def make_hooks(net, recipe, train_batches, test_batches, device) -> list:
+        hooks = _during_training(args, meta)
+        if sparse_hooks is not None:
+            hooks += sparse_hooks(net, recipe, train_batches, test_batches, device)
+        return hooks
+
+    _run(args, model, source, architecture, tracking.DENSE, Path(args.out), make_hooks=make_hooks)
+    if sparse_hooks is not None:
+        sparse.write_counts(Path(args.out), meta)
     return 0
 
 
@@ -274,15 +285,19 @@ def _run(
     architecture: dict,
     origin: dict,
     out: Path,
-    hooks: list | None = None,
+    recipe: recipes.Recipe | None = None,
+    make_hooks=None,
 ) -> dict:
     """Train `model` as `args` say into `out`; `source` opens the run's config and
     `architecture` the model file it ends with; `origin` is what `model` was pruned by
-    (`tracking.origin`), for the W&B run; `hooks` run during training (`sosp.hooks`).
-    Returns the metrics (empty on ranks > 0)."""
+    (`tracking.origin`), for the W&B run. `recipe`: this one instead of the one `args` name;
+    `make_hooks(model, recipe, train_batches, test_batches, device)`: the hooks `fit` calls
+    (`sosp.hooks`), made once the model is on its device. Returns the metrics (empty on
+    ranks > 0)."""
     meta = data.info(source["dataset"])
-    preset = args.recipe or recipes.default_preset(source["model"], meta.name)
-    recipe = recipes.resolve(preset, parse_options(args.set, "--set"), args.recipe_file)
+    if recipe is None:
+        preset = args.recipe or recipes.default_preset(source["model"], meta.name)
+        recipe = recipes.resolve(preset, parse_options(args.set, "--set"), args.recipe_file)
     if args.cuda_graph:  # before joining a process group or loading data
         world = int(os.environ.get("WORLD_SIZE", 1))
         check_supported(resolve_device(args.device, check=False), world)
@@ -302,6 +317,7 @@ def _run(
     }
     logger = _logger(args, model, meta, origin, config, out) if rank == 0 else None
     model = _placed(model, device, amp, world)
+    hooks = make_hooks(model, recipe, train_batches, test_batches, device) if make_hooks else ()
     try:
         metrics = fit(
             model,
@@ -318,7 +334,7 @@ def _run(
             progress=show_progress(args) and rank == 0,
             rank=rank,
             cuda_graph=args.cuda_graph,
-            hooks=hooks or (),
+            hooks=hooks,
         )
         if logger is not None:
             logger.summarize({k: metrics.get(k) for k in SUMMARY})

@@ -32,6 +32,7 @@ def test_the_order_is_the_pipeline_order():
         "bottlenecks",
         "train",
         "finetune",
+        "retrain",
         "evaluate",
         "export",
     ]
