@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from elsewhere
 import flow_figures  # noqa: E402 (beside this script)
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
