@@ -222,9 +222,10 @@ rule retraining_report:
 
 rule gpu_hours:
     """Jobs per rule and their estimated GPU-hours: each job's epochs times the config's
-    retraining.gpu_seconds_per_epoch of its model and dataset (`snakemake gpu_hours`)."""
+    gpu_seconds_per_epoch (or retraining.gpu_seconds_per_epoch) of its model and dataset
+    (`snakemake gpu_hours`)."""
     run:
-        seconds = RETRAINING.get("gpu_seconds_per_epoch", {})
+        seconds = {**config["gpu_seconds_per_epoch"], **RETRAINING.get("gpu_seconds_per_epoch", {})}
         rows = {}
 
         def add(rule, model, dataset, epochs):
