@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -78,7 +79,7 @@ def _band(ax, x, frame, y, **kw):
 def _panels(runs: pd.DataFrame, title: str):
     models = sorted(runs.model.unique())
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.8), squeeze=False)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, 55 * len(models)), fontsize=10)
     return zip(models, axes[0], strict=True), fig, axes[0]
 
 
@@ -108,7 +109,7 @@ def accuracy_vs_budget(runs, title, path: Path) -> None:
     sparsities = sorted(imp.sparsity_target.unique())
     fig, axes = plt.subplots(1, len(sparsities), figsize=(4.6 * len(sparsities), 3.6),
                              squeeze=False)  # fmt: skip
-    fig.suptitle(f"{title} ({imp.model.iloc[0]})", fontsize=10)
+    fig.suptitle(textwrap.fill(f"{title} ({imp.model.iloc[0]})", 50 * len(sparsities)), fontsize=10)
     keys = [c for c in SETTING if c != "budget"]
     for s, ax in zip(sparsities, axes[0], strict=True):
         for _, g in imp[imp.sparsity_target == s].groupby(keys, dropna=False):
