@@ -19,10 +19,14 @@ def batches(n=16, shape=(1, 8, 8), classes=10, seed=0):
     return [(x[:8], y[:8]), (x[8:], y[8:])]
 
 
-# diagonal and first_order are flags of sosp_i and sosp_h (the same code with terms dropped),
-# and resnet110(_zeropad) are deeper resnet56(_zeropad) (the same blocks): checking them on every
-# model would add minutes of CI and no code path.
-FLAG_VARIANTS = ("diagonal", "first_order")
+# diagonal and first_order are flags of sosp_i and sosp_h (the same code with terms dropped), the
+# gradient-flow presets are grad_norm's options and loss preservation's formula on the same
+# per-filter path, and resnet110(_zeropad) are deeper resnet56(_zeropad) (the same blocks):
+# checking them on every model would add minutes of CI and no code path.
+FLAG_VARIANTS = (
+    "diagonal", "first_order", "biased_loss_preservation", "grad_norm_untempered",
+    "grad_norm_preservation",
+)  # fmt: skip
 # Deeper or wider copies of an architecture another zoo model has: SOSP-H only (CI time).
 DEEPER_COPIES = ("resnet110", "resnet110_zeropad", "vgg13", "vgg16", "wrn28_10")
 MODEL_METHOD = [

@@ -18,7 +18,7 @@ experiments:
     models: [resnet20]
     methods: [loss_preservation]
     prune_at: [during]
-    rounds: [1, 2]
+    rounds: [2]
     ratios: [0.5]
     seeds: [0]
     n_samples: 32
@@ -30,8 +30,8 @@ experiments:
 
 
 def test_rounds_and_probes_run_into_records_and_figures(tmp_path):
-    """A config with prune_at: during and a probe trains one job per number of rounds (each
-    ending pruned to half its filters) and the measured dense network; their records carry the
+    """A config with prune_at: during and a probe trains a job pruning half the filters in two
+    rounds (ending physically pruned) and the measured dense network; their records carry the
     rounds, curves and measurements, and every flow figure is drawn."""
     cfg = write_config(tmp_path, FLOW)
     r = snakemake(tmp_path, "--cores", "2", "--configfile", str(cfg))
@@ -41,12 +41,13 @@ def test_rounds_and_probes_run_into_records_and_figures(tmp_path):
         for rec in json.loads(path.read_text())
     ]  # fmt: skip
     by = {rec["prune_at"]: rec for rec in records}
-    assert set(by) == {"none", "rounds1", "rounds2"}
+    assert set(by) == {"none", "rounds2"}
     assert [h["round"] for h in by["rounds2"]["rounds"]["history"]] == [1, 2]
     assert by["rounds2"]["rounds"]["history"][-1]["structures_removed"] == pytest.approx(
         0.5, abs=0.005
     )
-    assert by["rounds1"]["params"] < by["none"]["params"]
+    assert by["rounds2"]["params"] < by["none"]["params"]
+    assert [row.get("pruning_round") for row in by["rounds2"]["curve"]] == [1, 2]
     assert [p["epoch"] for p in by["none"]["flow"]["probes"]] == [0, 2]
     for figure in ("flow_curves", "accuracy_vs_rounds", "layerwise_rounds",
                    "flow_correlation", "flow_scatter"):  # fmt: skip
