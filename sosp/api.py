@@ -162,7 +162,7 @@ def _rank(
         saliency = methods.get(method)(ctx, **options)
         saliency.check_finite(method)
     with timer.step("selection"):
-        layer_of, sizes = _layer_index(graph)
+        layer_of, sizes = layer_index(graph)
         scale = _kernel_scale(graph) if settings.kernel_scaling else None
         caps = layer_caps(sizes, settings.max_layer_fraction)
         full = order(saliency, layer_of, caps, settings.scope, scale)
@@ -221,7 +221,7 @@ def _prune_at(
             ratio,
             budget,
             len(graph.structures),
-            lambda p: _removed(graph, p, dense, input_shape, budget),
+            lambda p: removed_fraction(graph, p, dense, input_shape, budget),
             None if k is None else lambda p: rounded(p, ranking.layer_of, ranking.sizes, k),
         )
     unshuffled = None
@@ -275,8 +275,9 @@ def _materialize(data: Iterable[Batch], n_samples: int) -> list[Batch]:
     return out
 
 
-def _layer_index(graph: StructureGraph) -> tuple[torch.Tensor, list[int]]:
-    """(layer number of each structure [S], number of structures per layer)."""
+def layer_index(graph: StructureGraph) -> tuple[torch.Tensor, list[int]]:
+    """(layer number of each structure [S], number of structures per layer): what
+    `selection.order` and `layer_caps` take (also for pruning in rounds, `sosp.rounds`)."""
     groups = graph.layer_structures()
     layer_of = torch.empty(len(graph.structures), dtype=torch.long)
     for k, idx in enumerate(groups.values()):
@@ -291,7 +292,7 @@ def _kernel_scale(graph: StructureGraph) -> torch.Tensor:
     )
 
 
-def _removed(
+def removed_fraction(
     graph: StructureGraph,
     pruned: list[int],
     dense: counting.Counts,

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from sosp import counting, methods
+from sosp.api import layer_index, removed_fraction
 from sosp.curvature import Batch
 from sosp.errors import BadInput
 from sosp.hooks import Hook
@@ -192,19 +193,17 @@ class RoundPruner(Hook):
             )
         scores = saliency.scores.double().cpu().clone()
         scores[self.pruned] = -math.inf  # already pruned: first in every order
-        layers = graph.layer_structures()
-        layer_of = torch.empty(len(graph.structures), dtype=torch.long)
-        for i, idx in enumerate(layers.values()):
-            layer_of[idx] = i
-        caps = layer_caps([len(idx) for idx in layers.values()], s.max_layer_fraction)
+        layer_of, sizes = layer_index(graph)
+        caps = layer_caps(sizes, s.max_layer_fraction)
         full = order(Saliency(scores=scores), layer_of, caps, s.scope)
         dense = counting.count(graph.gm, self.input_shape)
-
-        def removed(pruned: list[int]) -> float:
-            c = counting.count(build_pruned(graph, pruned), self.input_shape)
-            return 1 - (c.params / dense.params if s.budget == "params" else c.macs / dense.macs)
-
-        chosen = prefix_for_budget(full, fraction, s.budget, len(graph.structures), removed)
+        chosen = prefix_for_budget(
+            full,
+            fraction,
+            s.budget,
+            len(graph.structures),
+            lambda p: removed_fraction(graph, p, dense, self.input_shape, s.budget),
+        )
         before = set(self.pruned)
         return self.pruned + [i for i in chosen if i not in before]
 
