@@ -14,20 +14,17 @@ Means and spreads are over seeds (std as bars or bands); scatter plots show the 
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from plotting import save
 
 
-def _records(paths: list[Path], experiment: str) -> list[dict]:
-    out = []
-    for path in paths:
-        out += [r for r in json.loads(Path(path).read_text()) if r["experiment"] == experiment]
-    return out
+def _records(records: list[dict], experiment: str) -> list[dict]:
+    return [r for r in records if r["experiment"] == experiment]
 
 
 def _rounds_of(record: dict) -> int | None:
@@ -49,10 +46,10 @@ def _legend(ax) -> None:
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
 
 
-def flow_curves(paths: list[Path], experiment: str, title: str, path: Path, save) -> None:
+def flow_curves(records: list[dict], experiment: str, title: str, path: Path) -> None:
     """Per (model, rounds) at the largest ratio: mean test (solid) and train (dashed)
     accuracy per epoch of each method over seeds."""
-    runs = [r for r in _records(paths, experiment) if _rounds_of(r) and r.get("curve")]
+    runs = [r for r in _records(records, experiment) if _rounds_of(r) and r.get("curve")]
     rows = [
         {"model": r["model"], "rounds": _rounds_of(r), "method": r["method"], "seed": r["seed"],
          "ratio": r["rounds"]["target"], **point}
@@ -77,7 +74,7 @@ def flow_curves(paths: list[Path], experiment: str, title: str, path: Path, save
     save(fig, path)
 
 
-def accuracy_vs_rounds(summary: pd.DataFrame, experiment: str, title: str, path: Path, save):
+def accuracy_vs_rounds(summary: pd.DataFrame, experiment: str, title: str, path: Path):
     """Final test accuracy (mean ± std over seeds) against the number of rounds, per method,
     one panel per (model, ratio)."""
     s = summary[(summary.experiment == experiment) & summary.prune_at.str.startswith("rounds")]
@@ -100,7 +97,7 @@ def accuracy_vs_rounds(summary: pd.DataFrame, experiment: str, title: str, path:
     save(fig, path)
 
 
-def layerwise_rounds(layers: pd.DataFrame, experiment: str, title: str, path: Path, save):
+def layerwise_rounds(layers: pd.DataFrame, experiment: str, title: str, path: Path):
     """Pruned fraction of each layer (mean over seeds) per method at the largest ratio, one
     panel per (model, rounds)."""
     s = layers[(layers.experiment == experiment) & layers.prune_at.str.startswith("rounds")]
@@ -123,11 +120,11 @@ def layerwise_rounds(layers: pd.DataFrame, experiment: str, title: str, path: Pa
     save(fig, path)
 
 
-def _probe_rows(paths: list[Path], experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _probe_rows(records: list[dict], experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per (model, seed, probed epoch) with its correlations, one row per (model,
     seed, epoch) with its mask distance)."""
     probes, distances = [], []
-    for r in _records(paths, experiment):
+    for r in _records(records, experiment):
         flow = r.get("flow")
         if not flow:
             continue
@@ -141,11 +138,11 @@ def _probe_rows(paths: list[Path], experiment: str) -> tuple[pd.DataFrame, pd.Da
     return pd.DataFrame(probes), pd.DataFrame(distances)
 
 
-def flow_correlation(paths: list[Path], experiment: str, title: str, path: Path, save) -> None:
+def flow_correlation(records: list[dict], experiment: str, title: str, path: Path) -> None:
     """Per model: the Pearson correlation of theta.Hg with theta.g, the Spearman correlation
     of |theta.Delta theta| with loss preservation (mean ± std over seeds) per measured epoch,
     and the early-bird mask distance per epoch (right axis)."""
-    probes, distances = _probe_rows(paths, experiment)
+    probes, distances = _probe_rows(records, experiment)
     models = sorted(probes.model.unique())
     fig, axes = _grid(len(models), title + " — correlations and mask distance during training")
     for ax, model in zip(axes, models, strict=True):
@@ -176,10 +173,10 @@ def flow_correlation(paths: list[Path], experiment: str, title: str, path: Path,
     save(fig, path)
 
 
-def flow_scatter(paths: list[Path], experiment: str, title: str, path: Path, save) -> None:
+def flow_scatter(records: list[dict], experiment: str, title: str, path: Path) -> None:
     """theta.Hg against theta.g per filter of the first seed, one row per model and one panel
     per measured epoch; titles give the Pearson correlation averaged over seeds."""
-    records = [r for r in _records(paths, experiment) if r.get("flow")]
+    records = [r for r in _records(records, experiment) if r.get("flow")]
     models = sorted({r["model"] for r in records})
     epochs = sorted({p["epoch"] for r in records for p in r["flow"]["probes"]})
     fig, axes = plt.subplots(

@@ -29,8 +29,9 @@ import flow_figures  # noqa: E402 (beside this script)
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from plotting import save  # noqa: E402 (beside this script)
 
-from sosp.io import atomic_write, atomic_write_text  # noqa: E402
+from sosp.io import atomic_write_text  # noqa: E402
 
 CELL = ["experiment", "model", "dataset", "method", "prune_at", "ratio"]
 METRICS = {
@@ -94,16 +95,25 @@ def _pct(x):
     return None if x is None else 100 * x
 
 
+def read_records(paths: list[Path]) -> list[dict]:
+    """Every record of the JSON lists `sosp evaluate` wrote at `paths`, read once."""
+    return [record for path in paths for record in json.loads(path.read_text())]
+
+
 def load_records(paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`frames` of the records at `paths`."""
+    return frames(read_records(paths))
+
+
+def frames(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per network, one row per (network, layer) with its pruned fraction)."""
     rows, layers = [], []
-    for path in paths:
-        for record in json.loads(path.read_text()):
-            row = flatten(record)
-            rows.append(row)
-            for i, (layer, frac) in enumerate(record.get("layer_pruned_fraction", {}).items()):
-                layers.append({**{k: row[k] for k in CELL + ["seed"]}, "layer": layer,
-                               "index": i, "pruned": 100 * frac})  # fmt: skip
+    for record in records:
+        row = flatten(record)
+        rows.append(row)
+        for i, (layer, frac) in enumerate(record.get("layer_pruned_fraction", {}).items()):
+            layers.append({**{k: row[k] for k in CELL + ["seed"]}, "layer": layer,
+                           "index": i, "pruned": 100 * frac})  # fmt: skip
     if not rows:
         raise SystemExit("no records to report: run the workflow first")
     return pd.DataFrame(rows), pd.DataFrame(layers)
@@ -325,7 +335,7 @@ def accuracy_vs(summary, experiment, title, quantity: str, path: Path, published
         ax.set_title(model, fontsize=9)
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    _save(fig, path)
+    save(fig, path)
 
 
 def read_published(paths: list[Path]) -> pd.DataFrame | None:
@@ -352,7 +362,7 @@ def layerwise(layers, summary, experiment, title, path: Path) -> None:
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    _save(fig, path)
+    save(fig, path)
 
 
 def before_after(summary, experiment, title, path: Path) -> None:
@@ -372,7 +382,7 @@ def before_after(summary, experiment, title, path: Path) -> None:
         ax.set_title(model, fontsize=9)
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    _save(fig, path)
+    save(fig, path)
 
 
 FLOW_FIGURES = {
@@ -389,12 +399,6 @@ FLOW_INPUT = {  # what each reads: the raw records, the summary or the per-layer
     "flow_correlation": "records",
     "flow_scatter": "records",
 }
-
-
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=130))
-    plt.close(fig)
 
 
 def main() -> None:
@@ -416,7 +420,8 @@ def main() -> None:
     paths = (
         args.records if args.records is not None else sorted(args.results.rglob("runs/**/*.json"))
     )
-    runs, layers = load_records(paths)
+    records = read_records(paths)
+    runs, layers = frames(records)
     summary = summarize(runs)
     s = summary.merge(runs.groupby(CELL)["budget"].first().reset_index(), on=CELL, how="left")
     atomic_write_text(args.results / "runs.csv", runs.to_csv(index=False))
@@ -446,11 +451,10 @@ def main() -> None:
         }
         makers |= {  # Lubana & Dick's gradient-flow study (flow_figures.py)
             figure: lambda n=name, t=spec["title"], f=figure: FLOW_FIGURES[f](
-                {"records": paths, "summary": s, "layers": layers}[FLOW_INPUT[f]],
+                {"records": records, "summary": s, "layers": layers}[FLOW_INPUT[f]],
                 n,
                 t,
                 args.figures / f"{n}_{f}.png",
-                _save,
             )  # fmt: skip
             for figure in FLOW_FIGURES
         }

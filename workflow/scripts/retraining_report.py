@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import textwrap
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from elsewhere
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from plotting import save  # noqa: E402 (beside this script)
 
-from sosp.io import atomic_write, atomic_write_text  # noqa: E402
+from sosp.io import atomic_write_text  # noqa: E402
 
 SETTING = ["method", "allocation", "schedule", "budget", "cycles", "weight_decay"]
 CELL = ["experiment", "model", "sparsity_target", *SETTING]
@@ -99,7 +102,7 @@ def accuracy_vs(runs, title, x: str, path: Path) -> None:
         ax.set_title(model, fontsize=9)
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    _save(fig, path)
+    save(fig, path)
 
 
 def accuracy_vs_budget(runs, title, path: Path) -> None:
@@ -121,7 +124,7 @@ def accuracy_vs_budget(runs, title, path: Path) -> None:
         ax.set_title(f"sparsity {s:g}", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    _save(fig, path)
+    save(fig, path)
 
 
 def layer_sparsity(layers, title, path: Path) -> None:
@@ -141,7 +144,7 @@ def layer_sparsity(layers, title, path: Path) -> None:
         ax.set_title(f"{model}, sparsity {top.sparsity_target.max():g}", fontsize=9)
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    _save(fig, path)
+    save(fig, path)
 
 
 def stable(runs, title, path: Path) -> None:
@@ -167,7 +170,7 @@ def stable(runs, title, path: Path) -> None:
         ax.set_title(model, fontsize=9)
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    _save(fig, path)
+    save(fig, path)
 
 
 # figure name -> (runs, layers, title, path) -> None; the config schema's figure enum
@@ -178,12 +181,6 @@ FIGURES = {
     "layer_sparsity": lambda r, la, t, p: layer_sparsity(la, t, p),
     "stable": lambda r, la, t, p: stable(r, t, p),
 }
-
-
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=130))
-    plt.close(fig)
 
 
 def main() -> None:
