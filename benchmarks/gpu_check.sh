@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The device checks CPU tests cannot show, in one run that fits in 10 minutes on one GPU, most
 # important first, each step under its own time limit (a slow step cannot starve the rest):
-# dense vs pruned forward latency (ResNet-50 at 224 px), ResNet-50 training images/s through
-# the device JPEG decoder and the PIL DataLoader, ResNet-50 mask time at N' = 1000 (Table 2's
-# setting), latency of ResNet-56 at 32 px, the device-sensitive tests on the GPU, training
-# throughput (eager and CUDA-graph steps), mask time (ResNet-56 widths 1-4), a two-epoch
-# training on a fake CIFAR-10 in the real on-disk format, eagerly and with --cuda-graph (CUDA
-# only), and last the torch.compile latency.
+# dense vs pruned forward latency of ResNet-50 at 224 px (eager and CUDA-graph replay,
+# BatchNorm kept and folded, global and per-layer scope, then torch.compile), ResNet-50
+# training images/s through the device JPEG decoder and the PIL DataLoader, ResNet-50 mask
+# time at N' = 1000 (Table 2's setting), and the device-sensitive tests on the GPU. FULL=1
+# adds what earlier sessions measured: ResNet-56 latency (eager and compiled), training
+# throughput (eager and CUDA-graph steps), mask time of ResNet-56 widths 1-4, and a two-epoch
+# training on a fake CIFAR-10 in the real on-disk format, eagerly and with --cuda-graph.
 #
 #   bash benchmarks/gpu_check.sh [OUT]          # on a GPU machine, from the repository root
 #   DEVICE=cpu SMALL=1 bash benchmarks/gpu_check.sh /tmp/check   # the same steps, tiny, on a CPU
@@ -27,14 +28,20 @@ if [ "${SMALL:-0}" = 1 ]; then
     jpeg="--images 20 --batch-size 4 --steps 2 --warmup 1 --workers 2"
     latency="--quick $variants"
     latency_in="--precisions fp32 --batch-sizes 1 2 --repeats 2 --n-samples 8 --round-to 8"
+    latency_in_more="--precisions fp32 --batch-sizes 2 --repeats 2 --n-samples 8"
+    compiled_in="--batch-sizes 2 --repeats 2 --n-samples 8 --precisions fp32"
     compiled="--batch-sizes 2 --repeats 2 --n-samples 16 --coupling stream --round-to 8"
 else
     n=1000; n_in=1000; widths="1 2 3 4"; steps=30; epochs=2
     jpeg="--images 1000 --batch-size 256 --steps 12 --warmup 3 --workers 14"
     latency="--modes eager --batch-sizes 1 64 128 256 1024 $variants"
-    latency_in="--precisions fp32 bf16 --batch-sizes 1 64 256 --repeats 20 $variants"
+    latency_in="--precisions bf16 fp32 --batch-sizes 1 64 256 --repeats 20 $variants"
+    latency_in_more="--precisions bf16 --batch-sizes 1 64 256 --repeats 20"
+    compiled_in="--precisions bf16 --batch-sizes 256 --repeats 20"
     compiled="--batch-sizes 128 1024 --coupling filter stream --round-to 8"
 fi
+modes="--modes eager"
+[ "${device%%:*}" = cuda ] && modes="--modes eager graph"
 status=0
 step() {  # step NAME SECONDS COMMAND...: run under a time limit, log to OUT/NAME.log
     local name=$1 limit=$2
@@ -49,34 +56,43 @@ step() {  # step NAME SECONDS COMMAND...: run under a time limit, log to OUT/NAM
 }
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
 torch.cuda.get_device_name() if torch.cuda.is_available() else '')" | tee "$out/device.txt"
-step latency_imagenet 100 python3 benchmarks/latency.py --device "$device" --imagenet \
-    --modes eager $latency_in --out "$out/latency_resnet50.csv"
+# ResNet-50 dense vs pruned: the four maskings of the paper's global ranking, eagerly and
+# replayed as CUDA graphs, BatchNorm kept and folded; then the same fraction of every layer
+# (scope local), at round_to 8 and 64; then torch.compile of the stream-coupled networks.
+step latency_imagenet 130 python3 benchmarks/latency.py --device "$device" --imagenet \
+    $modes --batchnorm kept folded $latency_in --out "$out/latency_resnet50.csv"
+step latency_imagenet_local 70 python3 benchmarks/latency.py --device "$device" --imagenet \
+    $modes --batchnorm kept folded $latency_in_more --coupling stream --round-to 8 64 \
+    --scope local --out "$out/latency_resnet50_local.csv"
 step throughput_imagenet 100 python3 benchmarks/train_throughput.py --device "$device" \
     --imagenet $jpeg --out "$out/train_throughput"
 step mask_time_imagenet 70 python3 benchmarks/mask_time.py --device "$device" --imagenet \
     --n-samples "$n_in" --batch-size 50 --label-samples 1 --out "$out/mask_time_resnet50"
-step latency 60 python3 benchmarks/latency.py --device "$device" $latency \
-    --out "$out/latency_resnet56.csv"
 step tests 50 env SOSP_TEST_DEVICE="$device" python3 -m pytest -q -p no:cacheprovider -m device \
     tests/test_device.py tests/test_jpeg_loader.py
-step throughput 40 python3 benchmarks/train_throughput.py --device "$device" --steps "$steps" \
-    --workers 8 --out "$out/train_throughput"
-step mask_time 40 python3 benchmarks/mask_time.py --device "$device" --widths $widths \
-    --n-samples "$n" --out "$out/mask_time_resnet56"
-fake=$(mktemp -d)
-python3 -c "from sosp import data; data.write_fake_cifar10('$fake', per_batch=500)"
-step train 30 python3 -m sosp train --model resnet20 --dataset cifar10 --data-root "$fake" \
-    --set epochs="$epochs" --device "$device" --no-progress --out "$out/train_fake_cifar10"
-if [ "${device%%:*}" = cuda ]; then
-    step train_cuda_graph 30 python3 -m sosp train --model resnet20 --dataset cifar10 \
-        --data-root "$fake" --set epochs="$epochs" --device "$device" --no-progress \
-        --cuda-graph --out "$out/train_fake_cifar10_cuda_graph"
-else
-    echo "== train_cuda_graph: skipped, needs CUDA (DEVICE=$device)"
+step latency_imagenet_compile 90 python3 benchmarks/latency.py --device "$device" --imagenet \
+    --modes compile --batchnorm folded $compiled_in --coupling stream --round-to 8 \
+    --scope global local --out "$out/latency_resnet50_compile.csv"
+if [ "${FULL:-0}" = 1 ]; then  # measured in earlier sessions; FULL=1 runs them again
+    step latency 60 python3 benchmarks/latency.py --device "$device" $latency \
+        --out "$out/latency_resnet56.csv"
+    step throughput 40 python3 benchmarks/train_throughput.py --device "$device" \
+        --steps "$steps" --workers 8 --out "$out/train_throughput"
+    step mask_time 40 python3 benchmarks/mask_time.py --device "$device" --widths $widths \
+        --n-samples "$n" --out "$out/mask_time_resnet56"
+    fake=$(mktemp -d)
+    python3 -c "from sosp import data; data.write_fake_cifar10('$fake', per_batch=500)"
+    step train 30 python3 -m sosp train --model resnet20 --dataset cifar10 --data-root "$fake" \
+        --set epochs="$epochs" --device "$device" --no-progress --out "$out/train_fake_cifar10"
+    if [ "${device%%:*}" = cuda ]; then
+        step train_cuda_graph 30 python3 -m sosp train --model resnet20 --dataset cifar10 \
+            --data-root "$fake" --set epochs="$epochs" --device "$device" --no-progress \
+            --cuda-graph --out "$out/train_fake_cifar10_cuda_graph"
+    fi
+    rm -rf "$fake"
+    step latency_compile 45 python3 benchmarks/latency.py --device "$device" --modes compile \
+        --precisions fp32 $compiled --out "$out/latency_resnet56_compile.csv"
 fi
-rm -rf "$fake"
-step latency_compile 45 python3 benchmarks/latency.py --device "$device" --modes compile \
-    --precisions fp32 $compiled --out "$out/latency_resnet56_compile.csv"
 rm -rf "$out"
 echo "status $status; wrote $top/gpu_check.tgz (tar xzf it)"
 exit $status

@@ -35,6 +35,7 @@ import argparse
 import copy
 import csv
 import io
+import itertools
 import math
 import os
 import platform
@@ -50,11 +51,13 @@ from torch import nn
 import sosp
 from sosp import batchnorm, counting, data, models
 from sosp.errors import SospError
+from sosp.exporting import folded_batchnorm
 from sosp.io import atomic_write_text
 from sosp.structures import analyze
 from sosp.surgery import indices_from_mask, soft_masked
 
-MODES = ("eager", "compile")
+MODES = ("eager", "graph", "compile")
+BATCHNORM = ("kept", "folded")
 PRECISIONS = ("fp32", "bf16")
 COLUMNS = [
     "network",
@@ -65,6 +68,7 @@ COLUMNS = [
     "torch",
     "mode",
     "precision",
+    "batchnorm",
     "batch",
     "dense_ms",
     "pruned_ms",
@@ -82,6 +86,7 @@ COLUMNS = [
     "n_samples",
     "round_to",
     "coupling",
+    "scope",
     "compile_mode",
     "warmup",
     "repeats",
@@ -105,8 +110,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--modes",
         nargs="+",
         choices=MODES,
-        default=list(MODES),
-        help="eager and/or torch.compile (default: both)",
+        default=["eager", "compile"],
+        help="eager; graph: the eager forward captured once per batch shape as a CUDA graph and "
+        "replayed (what a deployment at small batches does: no Python launch cost; CUDA only); "
+        "compile: torch.compile (default: eager and compile)",
     )
     p.add_argument(
         "--compile-mode",
@@ -119,6 +126,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=PRECISIONS,
         default=list(PRECISIONS),
         help="fp32 and/or bf16 (bf16 autocast, channels_last) (default: both)",
+    )
+    p.add_argument(
+        "--batchnorm",
+        nargs="+",
+        choices=BATCHNORM,
+        default=["kept"],
+        help="kept, and/or folded: each BatchNorm after a conv folded into the conv "
+        "(`sosp export --fold-bn`), in the dense and the pruned network alike (default: kept)",
     )
     p.add_argument(
         "--batch-sizes",
@@ -157,6 +172,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=["filter"],
         help="what one structure is: filter (the paper's) or stream (a residual-stream channel "
         "with all its writers); several values give one pruned network each (default: filter)",
+    )
+    p.add_argument(
+        "--scope",
+        nargs="+",
+        choices=("global", "local"),
+        default=["global"],
+        help="global: one ranking over all layers (the paper's); local: the same fraction of "
+        "every layer; several values give one pruned network each (default: global)",
     )
     p.add_argument(
         "--exclude",
@@ -202,22 +225,24 @@ def network(imagenet: bool) -> tuple[str, nn.Module, tuple[int, ...], int]:
 
 def variants(args: argparse.Namespace) -> list[dict]:
     """The `sosp.prune` keyword arguments (besides model, method, ratio and data) of every
-    pruned network the run times: one per (coupling, round_to)."""
+    pruned network the run times: one per (coupling, round_to, scope)."""
     out = []
     for coupling in args.coupling:
         exclude = args.exclude
         if exclude == "auto":
             exclude = "resnet_downsample" if coupling == "filter" else None
         for k in args.round_to:
-            out.append(
-                {
-                    "budget": "macs",
-                    "exclude": exclude,
-                    "n_samples": args.n_samples,
-                    "coupling": coupling,
-                    "round_to": None if k == "none" else int(k),
-                }
-            )
+            for scope in args.scope:
+                out.append(
+                    {
+                        "budget": "macs",
+                        "scope": scope,
+                        "exclude": exclude,
+                        "n_samples": args.n_samples,
+                        "coupling": coupling,
+                        "round_to": None if k == "none" else int(k),
+                    }
+                )
     return out
 
 
@@ -257,9 +282,12 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize(torch.device(device))
 
 
-def prepared(model: nn.Module, mode: str, precision: str, compile_mode: str, device: str):
-    """A function running one forward of a copy of `model` in `mode` and `precision`."""
-    model = copy.deepcopy(model).eval()
+def prepared(
+    model: nn.Module, mode: str, precision: str, compile_mode: str, device: str, fold: bool
+):
+    """A function running one forward of a copy of `model` in `mode` and `precision`, with
+    BatchNorm folded into the convs where `fold`."""
+    model = folded_batchnorm(model) if fold else copy.deepcopy(model).eval()
     if precision == "bf16":
         model = model.to(memory_format=torch.channels_last)
     if mode == "compile":
@@ -267,10 +295,40 @@ def prepared(model: nn.Module, mode: str, precision: str, compile_mode: str, dev
     device_type = torch.device(device).type
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type, torch.bfloat16, enabled=precision == "bf16"):
+        # no autocast cache: a CUDA graph must not capture casts it would then skip
+        with torch.autocast(
+            device_type, torch.bfloat16, enabled=precision == "bf16", cache_enabled=False
+        ):
             return model(x)
 
-    return forward
+    return graphed(forward, device) if mode == "graph" else forward
+
+
+def graphed(forward, device: str):
+    """`forward` captured as a CUDA graph the first time it meets an input (by storage and
+    shape), replayed after: the same kernels without Python's launch cost per module."""
+    if torch.device(device).type != "cuda":
+        raise RuntimeError("mode graph needs a CUDA device")
+    graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+
+    def replay(x: torch.Tensor) -> torch.Tensor:
+        key = (x.data_ptr(), tuple(x.shape), x.stride())
+        if key not in graphs:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up outside the graph (cuDNN's choices)
+                for _ in range(2):
+                    forward(x)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = forward(x)
+            graphs[key] = (graph, out)
+        graph, out = graphs[key]
+        graph.replay()
+        return out
+
+    return replay
 
 
 def time_forwards(forwards: dict, x: torch.Tensor, classes: int, args) -> dict[str, dict]:
@@ -347,10 +405,11 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def print_table(rows: list[dict]) -> None:
     import pandas as pd
 
-    cols = ["network", "coupling", "round_to", "macs_removed", "mode", "precision", "batch"]
+    cols = ["network", "coupling", "round_to", "scope", "macs_removed", "mode", "precision"]
+    cols += ["batchnorm", "batch"]
     cols += ["dense_ms", "pruned_ms", "speedup"]
-    df = pd.DataFrame(rows)
-    if df["error"].astype(bool).any():
+    df = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    if df["error"].fillna("").astype(bool).any():
         cols.append("error")
     df = df[cols]
     try:
@@ -415,45 +474,56 @@ def time_variant(args, options: dict, name, model, shape, classes, rows, out) ->
         "n_samples": args.n_samples,
         "round_to": options["round_to"],
         "coupling": options["coupling"],
+        "scope": options["scope"],
         "warmup": args.warmup,
         "repeats": args.repeats,
         "check_rel_diff": f"{check:.1e}",
     }
     mine: list[dict] = []
-    for mode in args.modes:
-        for precision in args.precisions:
+    for mode, precision, bn in itertools.product(args.modes, args.precisions, args.batchnorm):
+        try:
             forwards = {
-                which: prepared(m, mode, precision, args.compile_mode, args.device)
+                which: prepared(m, mode, precision, args.compile_mode, args.device, bn == "folded")
                 for which, m in (("dense", model), ("pruned", pruned))
             }
+        except Exception as e:  # e.g. mode graph on a CPU
+            error = f"{type(e).__name__}: {first_line(e)}"
             for batch in args.batch_sizes:
-                x = torch.randn(batch, *shape, device=args.device)
-                if precision == "bf16":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.inference_mode():
-                    got = time_forwards(forwards, x, classes, args)
-                dense, small = got["dense"], got["pruned"]
-                row = {
-                    **common,
-                    "mode": mode,
-                    "precision": precision,
-                    "batch": batch,
-                    "compile_mode": args.compile_mode if mode == "compile" else None,
-                    "dense_ms": dense.get("ms"),
-                    "pruned_ms": small.get("ms"),
-                    "speedup": speedup(dense.get("ms"), small.get("ms")),
-                    "dense_first_call_s": dense.get("first_s"),
-                    "pruned_first_call_s": small.get("first_s"),
-                    "load_1min": load_1min(),
-                    "error": "; ".join(e for e in (dense.get("error"), small.get("error")) if e),
-                }
-                mine.append(row)
-                write_csv(rows + mine, out)
-                print({k: row[k] for k in ("mode", "precision", "batch")}, end=" ", flush=True)
-                print({k: row[k] for k in ("dense_ms", "pruned_ms", "speedup", "error")})
-            del forwards
-            if mode == "compile":
-                torch._dynamo.reset()
+                setting = {"mode": mode, "precision": precision, "batchnorm": bn, "batch": batch}
+                mine.append({**common, **setting, "error": error})
+            write_csv(rows + mine, out)
+            print(mode, precision, bn, error)
+            continue
+        for batch in args.batch_sizes:
+            x = torch.randn(batch, *shape, device=args.device)
+            if precision == "bf16":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                got = time_forwards(forwards, x, classes, args)
+            dense, small = got["dense"], got["pruned"]
+            row = {
+                **common,
+                "mode": mode,
+                "precision": precision,
+                "batchnorm": bn,
+                "batch": batch,
+                "compile_mode": args.compile_mode if mode == "compile" else None,
+                "dense_ms": dense.get("ms"),
+                "pruned_ms": small.get("ms"),
+                "speedup": speedup(dense.get("ms"), small.get("ms")),
+                "dense_first_call_s": dense.get("first_s"),
+                "pruned_first_call_s": small.get("first_s"),
+                "load_1min": load_1min(),
+                "error": "; ".join(e for e in (dense.get("error"), small.get("error")) if e),
+            }
+            mine.append(row)
+            write_csv(rows + mine, out)
+            setting = {k: row[k] for k in ("mode", "precision", "batchnorm", "batch")}
+            print(setting, end=" ", flush=True)
+            print({k: row[k] for k in ("dense_ms", "pruned_ms", "speedup", "error")})
+        del forwards
+        if mode == "compile":
+            torch._dynamo.reset()
     return mine
 
 

@@ -59,6 +59,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default 2); the file accepts any batch size",
     )
     p.add_argument(
+        "--fold-bn",
+        action="store_true",
+        help="fold each BatchNorm that follows a conv into the conv's weights and bias before "
+        "exporting (the same outputs in eval mode, one kernel fewer per conv)",
+    )
+    p.add_argument(
         "--device",
         default="cpu",
         help="device the network is traced on and its weights are stored for: cpu (default; "
@@ -85,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     net = paths.model_from_file(ckpt, source)  # checks the file's keys, dataset included
     meta = data.info(ckpt["dataset"])
     net = net.to(resolve_device(args.device))
+    if args.fold_bn:
+        net = exporting.folded_batchnorm(net)
     diff = exporting.export(net, meta.input_shape, fmt, out, args.batch_size)
     shape = ", ".join(map(str, meta.input_shape))
     print(

@@ -112,6 +112,28 @@ print(json.dumps({{"blocked": blocked, "loaded": loaded, "diff": diff}}))
     assert all(d <= 1e-5 for d in diff.values()), diff
 
 
+def test_fold_bn_writes_a_file_without_batchnorm_that_equals_the_network(pruned, tmp_path):
+    """`--fold-bn`: the pt2 file of the pruned ResNet (ChannelScatters and all) holds no
+    batch-norm operation and gives the eval-mode network's outputs to 1e-5; the network in
+    memory keeps its BatchNorms and its training flag (`folded_batchnorm` works on a copy)."""
+    out = tmp_path / "folded.pt2"
+    argv = ["export", "--pruned", str(pruned), "--to", "pt2", "--fold-bn", "--out", str(out)]
+    assert cli.main(argv) == 0
+    program = torch.export.load(out)
+    ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert not [op for op in ops if "batch_norm" in op], ops
+    assert any("conv" in op for op in ops)
+    net = sosp.load_model(pruned).train()
+    folded = exporting.folded_batchnorm(net)
+    assert net.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        want = net.eval()(x)
+        for got in (folded(x), program.module()(x)):
+            assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
 def test_the_onnx_input_and_output_have_a_symbolic_batch_dimension(exported):
     import onnx
 
