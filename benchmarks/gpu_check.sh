@@ -11,6 +11,7 @@
 #
 #   bash benchmarks/gpu_check.sh [OUT]          # on a GPU machine, from the repository root
 #   DEVICE=cpu SMALL=1 bash benchmarks/gpu_check.sh /tmp/check   # the same steps, tiny, on a CPU
+#   STEPS="latency_imagenet tests" bash benchmarks/gpu_check.sh     # only the steps named
 #
 # Everything goes to OUT (default: $OUT, else results/gpu_check): logs and CSVs in OUT/files,
 # packed into OUT/gpu_check.tgz after every step (a machine that hands back only a few files,
@@ -46,6 +47,7 @@ status=0
 step() {  # step NAME SECONDS COMMAND...: run under a time limit, log to OUT/NAME.log
     local name=$1 limit=$2
     shift 2
+    if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then return; fi
     echo "== $name (limit ${limit} s): $*"
     local start=$SECONDS
     timeout "$limit" "$@" > "$out/$name.log" 2>&1
@@ -64,15 +66,24 @@ step latency_imagenet 130 python3 benchmarks/latency.py --device "$device" --ima
 step latency_imagenet_local 70 python3 benchmarks/latency.py --device "$device" --imagenet \
     $modes --batchnorm kept folded $latency_in_more --coupling stream --round-to 8 64 \
     --scope local --out "$out/latency_resnet50_local.csv"
+step latency_imagenet_aligned 110 python3 benchmarks/latency.py --device "$device" --imagenet \
+    $modes $latency_in_more --precisions bf16 fp32 --coupling stream filter --round-to 32 64 \
+    --scope local global --out "$out/latency_resnet50_aligned.csv"
+step latency_imagenet_cudnn 40 python3 benchmarks/latency.py --device "$device" --imagenet \
+    $modes $latency_in_more --cudnn-benchmark --coupling stream --round-to 8 64 --scope local \
+    --out "$out/latency_resnet50_cudnn_benchmark.csv"
 step throughput_imagenet 100 python3 benchmarks/train_throughput.py --device "$device" \
     --imagenet $jpeg --out "$out/train_throughput"
 step mask_time_imagenet 70 python3 benchmarks/mask_time.py --device "$device" --imagenet \
     --n-samples "$n_in" --batch-size 50 --label-samples 1 --out "$out/mask_time_resnet50"
-step tests 50 env SOSP_TEST_DEVICE="$device" python3 -m pytest -q -p no:cacheprovider -m device \
+step tests 50 env SOSP_TEST_DEVICE="$device" python3 -m pytest -q -rP -p no:cacheprovider -m device \
     tests/test_device.py tests/test_jpeg_loader.py
 step latency_imagenet_compile 90 python3 benchmarks/latency.py --device "$device" --imagenet \
     --modes compile --batchnorm folded $compiled_in --coupling stream --round-to 8 \
     --scope global local --out "$out/latency_resnet50_compile.csv"
+step latency_imagenet_compile_aligned 60 python3 benchmarks/latency.py --device "$device" \
+    --imagenet --modes compile --batchnorm kept folded $compiled_in --coupling stream \
+    --round-to 64 --scope local --out "$out/latency_resnet50_compile_aligned.csv"
 if [ "${FULL:-0}" = 1 ]; then  # measured in earlier sessions; FULL=1 runs them again
     step latency 60 python3 benchmarks/latency.py --device "$device" $latency \
         --out "$out/latency_resnet56.csv"

@@ -65,6 +65,7 @@ COLUMNS = [
     "device",
     "device_name",
     "threads",
+    "cudnn_benchmark",
     "torch",
     "mode",
     "precision",
@@ -150,6 +151,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--repeats", type=int, default=10, help="timed calls, median (default: 10)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    p.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="torch.backends.cudnn.benchmark = True: cuDNN times its algorithms for every new "
+        "shape and keeps the fastest (default: its heuristics)",
+    )
     p.add_argument("--method", default="sosp_h", help="pruning method (default: sosp_h)")
     p.add_argument(
         "--ratio", type=float, default=0.5, help="fraction of the MACs removed (default: 0.5)"
@@ -254,11 +261,7 @@ def prune(args, options: dict, model: nn.Module, shape: tuple[int, ...], classes
     loader = torch.utils.data.DataLoader(ds, batch_size=min(32, args.n_samples))
     batches = [(x.to(device), y.to(device)) for x, y in loader]
     batchnorm.recalibrate(model, batches)
-    try:
-        result = sosp.prune(model, args.method, args.ratio, batches, **options)
-    except SospError as e:
-        sys.exit(f"sosp.prune rejected the settings {options}: {e}")
-    return result
+    return sosp.prune(model, args.method, args.ratio, batches, **options)
 
 
 @torch.no_grad()
@@ -424,6 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device is available")
     print(f"sosp from {Path(sosp.__file__).parent}, torch {torch.__version__}", flush=True)
@@ -432,10 +436,18 @@ def main(argv: list[str] | None = None) -> None:
     model = model.to(args.device).eval()
     rows: list[dict] = []
     out = Path(args.out)
+    rejected = []
     for options in variants(args):
-        rows += time_variant(args, options, name, model, shape, classes, rows, out)
+        try:
+            rows += time_variant(args, options, name, model, shape, classes, rows, out)
+        except SospError as e:  # e.g. a round_to no layer of the network can keep
+            print(f"sosp.prune rejected the settings {options}: {e}", flush=True)
+            rejected.append(options)
     print(f"\n{name} on {device_name(args.device)}, torch {torch.__version__}; wrote {out}\n")
-    print_table(rows)
+    if rows:
+        print_table(rows)
+    if rejected:
+        sys.exit(f"{len(rejected)} of the pruned networks were rejected by sosp.prune (above)")
 
 
 def time_variant(args, options: dict, name, model, shape, classes, rows, out) -> list[dict]:
@@ -460,6 +472,7 @@ def time_variant(args, options: dict, name, model, shape, classes, rows, out) ->
         "device": torch.device(args.device).type,
         "device_name": device_name(args.device),
         "threads": torch.get_num_threads(),
+        "cudnn_benchmark": args.cudnn_benchmark,
         "torch": torch.__version__,
         "dense_macs": dense_counts.macs,
         "pruned_macs": pruned_counts.macs,
