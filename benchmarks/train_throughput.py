@@ -80,12 +80,14 @@ def loader_images_per_second(batches, steps: int, warmup: int, device: str) -> f
 
 
 def imagenet_paths(args, root: str, amp: bool) -> dict:
-    """name -> a fresh loader factory over `--images` JPEGs written under `root`."""
+    """name -> (a fresh loader factory over `--images` JPEGs written under `root`, whether the
+    step is a CUDA graph)."""
     per_class = args.images // 10
     data.write_jpeg_folder(root, "imagenette", 10, (per_class, 1), sizes=(300, 500))
     meta = data.info("imagenette")
-    return {
-        f"jpeg, decoded on the device ({args.workers} workers read)": lambda: JpegLoader(
+
+    def jpeg():
+        return JpegLoader(
             data.files("imagenette", "train", root),
             meta,
             args.batch_size,
@@ -93,15 +95,25 @@ def imagenet_paths(args, root: str, amp: bool) -> dict:
             augment=True,
             device=args.device,
             workers=args.workers,
-        ),
-        f"torch DataLoader, PIL ({args.workers} workers)": lambda: loaders.torch_loader(
+        )
+
+    paths = {f"jpeg, decoded on the device ({args.workers} workers read)": (jpeg, False)}
+    if amp:
+        paths[f"jpeg, decoded on the device ({args.workers} workers read) + CUDA graph"] = (
+            jpeg,
+            True,
+        )
+    paths[f"torch DataLoader, PIL ({args.workers} workers)"] = (
+        lambda: loaders.torch_loader(
             data.load("imagenette", "train", root, augment=True),
             args.batch_size,
             shuffle=True,
             workers=args.workers,
             pin_memory=amp,
         ),
-    }
+        False,
+    )
+    return paths
 
 
 def main() -> None:
@@ -115,7 +127,13 @@ def main() -> None:
     p.add_argument("--images", type=int, default=10_000, help="training images written")
     p.add_argument("--out", default="results/benchmarks/train_throughput")
     p.add_argument("--imagenet", action="store_true", help="ResNet-50, JPEGs at 224 px")
+    p.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="torch.backends.cudnn.benchmark = True (cuDNN times its algorithms per shape)",
+    )
     args = p.parse_args()
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if args.imagenet:
         imagenet(args)
         return
@@ -179,13 +197,14 @@ def imagenet(args) -> None:
     assert args.batch_size <= args.images // 10 * 10, "write at least --batch-size --images"
     rows = []
     with tempfile.TemporaryDirectory() as root:
-        for name, make in imagenet_paths(args, root, amp).items():
+        for name, (make, graphed) in imagenet_paths(args, root, amp).items():
             torch.manual_seed(0)
             model = models.create("resnet50", 10, 3, 224).to(args.device)
             if amp:
                 model = model.to(memory_format=torch.channels_last)
+            warmup = max(args.warmup, GraphedStep.WARMUP + 1) if graphed else args.warmup
             train = images_per_second(
-                model, make(), recipe, args.device, amp, args.steps, args.warmup, False
+                model, make(), recipe, args.device, amp, args.steps, warmup, graphed
             )
             alone = loader_images_per_second(make(), args.steps, args.warmup, args.device)
             row = {
@@ -195,8 +214,10 @@ def imagenet(args) -> None:
                 "loader_alone_images_per_second": round(alone, 1),
                 "batch_size": args.batch_size,
                 "steps": args.steps,
-                "warmup": args.warmup,
+                "warmup": warmup,
                 "workers": args.workers,
+                "cuda_graph": graphed,
+                "cudnn_benchmark": args.cudnn_benchmark,
                 **machine(amp),
             }
             rows.append(row)
