@@ -12,12 +12,15 @@ The network (ResNet-56 from `sosp.models` on CIFAR-10-shaped 3x32x32 inputs, or 
 statistics are re-estimated on the pruning samples (random images and labels: the timing does
 not depend on the values), and `sosp.prune` removes `--ratio` of its MACs (`budget="macs"`,
 `exclude`: "resnet_downsample" for per-filter structures, nothing for coupled streams, whose
-downsampling convs write the stream). Every combination of `--coupling` and `--round-to` is
-one pruned network. Before timing, the pruned network is checked against the
-soft-masked dense one (same outputs) and every timed output for its shape and finiteness.
+downsampling convs write the stream). Every combination of `--coupling`, `--round-to` and
+`--scope` (global or local) is one pruned network. Before timing, the pruned network is
+checked against the soft-masked dense one (same outputs) and every timed output for its shape
+and finiteness.
 
-Then, for every mode (eager, `torch.compile`), precision (fp32; bf16 = bf16 autocast with
-channels_last model and inputs) and batch size, the forward pass of the dense and the pruned
+Then, for every mode (eager; graph: CUDA-graph replay; `torch.compile`), precision (fp32;
+bf16 = bf16 autocast), memory layout (`--layouts`: nchw, or nhwc = channels_last; by default
+nchw for fp32 and nhwc for bf16), BatchNorm kept or folded into the convs (`--batchnorm`) and
+batch size, the forward pass of the dense and the pruned
 network is timed under `torch.inference_mode()` in eval mode: `--warmup` calls, then
 `--repeats` timed calls taken alternately on the two networks (so load on a shared machine hits
 both alike), the GPU synchronized around each; the median is reported, with the machine's
@@ -58,6 +61,7 @@ from sosp.surgery import indices_from_mask, soft_masked
 
 MODES = ("eager", "graph", "compile")
 BATCHNORM = ("kept", "folded")
+LAYOUTS = ("auto", "nchw", "nhwc")
 PRECISIONS = ("fp32", "bf16")
 COLUMNS = [
     "network",
@@ -69,6 +73,7 @@ COLUMNS = [
     "torch",
     "mode",
     "precision",
+    "layout",
     "batchnorm",
     "batch",
     "dense_ms",
@@ -126,7 +131,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         choices=PRECISIONS,
         default=list(PRECISIONS),
-        help="fp32 and/or bf16 (bf16 autocast, channels_last) (default: both)",
+        help="fp32 and/or bf16 (bf16 autocast) (default: both)",
+    )
+    p.add_argument(
+        "--layouts",
+        nargs="+",
+        choices=LAYOUTS,
+        default=["auto"],
+        help="memory layout of the networks and inputs: nchw (contiguous), nhwc "
+        "(channels_last), auto = nchw for fp32 and nhwc for bf16 (default: auto)",
     )
     p.add_argument(
         "--batchnorm",
@@ -285,14 +298,30 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize(torch.device(device))
 
 
+def layout_for(layout: str, precision: str) -> str:
+    """nchw or nhwc: `layout`, with auto resolved by the precision."""
+    if layout == "auto":
+        return "nhwc" if precision == "bf16" else "nchw"
+    return layout
+
+
+def memory_format(layout: str) -> torch.memory_format:
+    return torch.channels_last if layout == "nhwc" else torch.contiguous_format
+
+
 def prepared(
-    model: nn.Module, mode: str, precision: str, compile_mode: str, device: str, fold: bool
+    model: nn.Module,
+    mode: str,
+    precision: str,
+    layout: str,
+    compile_mode: str,
+    device: str,
+    fold: bool,
 ):
-    """A function running one forward of a copy of `model` in `mode` and `precision`, with
-    BatchNorm folded into the convs where `fold`."""
+    """A function running one forward of a copy of `model` in `mode`, `precision` and
+    `layout` (nchw or nhwc), with BatchNorm folded into the convs where `fold`."""
     model = folded_batchnorm(model) if fold else copy.deepcopy(model).eval()
-    if precision == "bf16":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=memory_format(layout))
     if mode == "compile":
         model = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
     device_type = torch.device(device).type
@@ -409,7 +438,7 @@ def print_table(rows: list[dict]) -> None:
     import pandas as pd
 
     cols = ["network", "coupling", "round_to", "scope", "macs_removed", "mode", "precision"]
-    cols += ["batchnorm", "batch"]
+    cols += ["layout", "batchnorm", "batch"]
     cols += ["dense_ms", "pruned_ms", "speedup"]
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     if df["error"].fillna("").astype(bool).any():
@@ -493,24 +522,32 @@ def time_variant(args, options: dict, name, model, shape, classes, rows, out) ->
         "check_rel_diff": f"{check:.1e}",
     }
     mine: list[dict] = []
-    for mode, precision, bn in itertools.product(args.modes, args.precisions, args.batchnorm):
+    settings = itertools.product(args.modes, args.precisions, args.layouts, args.batchnorm)
+    done = set()
+    for mode, precision, layout, bn in settings:
+        layout = layout_for(layout, precision)
+        if (mode, precision, layout, bn) in done:  # auto and its layout named too
+            continue
+        done.add((mode, precision, layout, bn))
         try:
             forwards = {
-                which: prepared(m, mode, precision, args.compile_mode, args.device, bn == "folded")
+                which: prepared(
+                    m, mode, precision, layout, args.compile_mode, args.device, bn == "folded"
+                )
                 for which, m in (("dense", model), ("pruned", pruned))
             }
         except Exception as e:  # e.g. mode graph on a CPU
             error = f"{type(e).__name__}: {first_line(e)}"
             for batch in args.batch_sizes:
-                setting = {"mode": mode, "precision": precision, "batchnorm": bn, "batch": batch}
+                setting = {"mode": mode, "precision": precision, "layout": layout}
+                setting |= {"batchnorm": bn, "batch": batch}
                 mine.append({**common, **setting, "error": error})
             write_csv(rows + mine, out)
-            print(mode, precision, bn, error)
+            print(mode, precision, layout, bn, error)
             continue
         for batch in args.batch_sizes:
             x = torch.randn(batch, *shape, device=args.device)
-            if precision == "bf16":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=memory_format(layout))
             with torch.inference_mode():
                 got = time_forwards(forwards, x, classes, args)
             dense, small = got["dense"], got["pruned"]
@@ -518,6 +555,7 @@ def time_variant(args, options: dict, name, model, shape, classes, rows, out) ->
                 **common,
                 "mode": mode,
                 "precision": precision,
+                "layout": layout,
                 "batchnorm": bn,
                 "batch": batch,
                 "compile_mode": args.compile_mode if mode == "compile" else None,
@@ -531,7 +569,7 @@ def time_variant(args, options: dict, name, model, shape, classes, rows, out) ->
             }
             mine.append(row)
             write_csv(rows + mine, out)
-            setting = {k: row[k] for k in ("mode", "precision", "batchnorm", "batch")}
+            setting = {k: row[k] for k in ("mode", "precision", "layout", "batchnorm", "batch")}
             print(setting, end=" ", flush=True)
             print({k: row[k] for k in ("dense_ms", "pruned_ms", "speedup", "error")})
         del forwards

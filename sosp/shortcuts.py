@@ -66,8 +66,11 @@ class ChannelScatter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (x.shape[0], self.size, *x.shape[2:])
-        out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout_of(x))
-        return out.zero_().index_copy_(1, self.positions, x)
+        layout = layout_of(x)
+        out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout).zero_()
+        if x.device.type == "cpu" and layout == torch.channels_last:
+            return _scatter_add_last(out, self.positions, x)
+        return out.index_copy_(1, self.positions, x)
 
 
 class IndexAdd(nn.Module):
@@ -89,7 +92,24 @@ class IndexAdd(nn.Module):
             # stream was copied to NCHW and every later conv copied it back (bf16 ResNet-50 on
             # an H200: 2.95 ms against 0.94 for clone + index_add_ at 256x256x56x56).
             stream = stream.clone()
+        if stream.device.type == "cpu" and layout_of(stream) == torch.channels_last:
+            return _scatter_add_last(stream, self.positions, branch)
         return stream.index_add_(1, self.positions, branch)
+
+
+def _scatter_add_last(
+    stream: torch.Tensor, positions: torch.Tensor, branch: torch.Tensor
+) -> torch.Tensor:
+    """`stream.index_add_(1, positions, branch)` for a channels_last 4-d stream on the CPU, as
+    one scatter_add over the [pixels, channels] matrix the layout stores: the CPU's index_add
+    along dim 1 makes one strided pass over the stream per index (3.0 against 0.3-0.9 ms for
+    64x16x32x32 fp32 on 2 cores). Exact: `positions` are distinct, so each channel gets one
+    addition."""
+    channels = stream.shape[1]
+    rows = stream.permute(0, 2, 3, 1).reshape(-1, channels)  # a view: the layout is NHWC
+    source = branch.permute(0, 2, 3, 1).reshape(-1, branch.shape[1])
+    rows.scatter_add_(1, positions.expand(len(source), -1), source)
+    return stream
 
 
 class ChannelGather(nn.Module):

@@ -18,15 +18,21 @@ def scattered(x: torch.Tensor, size: int) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
-def test_scatter_and_index_add_equal_brute_force_and_keep_the_layout(fmt):
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+
+
+@pytest.mark.parametrize("fmt", LAYOUTS)
+@pytest.mark.parametrize("branch_fmt", LAYOUTS)
+def test_scatter_and_index_add_equal_brute_force_and_keep_the_layout(fmt, branch_fmt):
     """ChannelScatter(x) and IndexAdd(stream, branch) equal the zero-padded tensors' values,
-    come out in the input's memory layout, and leave an out-of-place stream untouched."""
+    come out in the input's memory layout, and leave an out-of-place stream untouched; also
+    where the branch is stored in the other layout (on the CPU, a channels_last stream takes
+    the scatter_add path)."""
     g = torch.Generator().manual_seed(0)
     stream = torch.randn(2, 8, 3, 5, generator=g).to(memory_format=fmt)
-    branch = torch.randn(2, 3, 3, 5, generator=g).to(memory_format=fmt)
+    branch = torch.randn(2, 3, 3, 5, generator=g).to(memory_format=branch_fmt)
     before = stream.clone()
-    scatter = ChannelScatter(POSITIONS, 8)(branch)
+    scatter = ChannelScatter(POSITIONS, 8)(branch.contiguous(memory_format=fmt))
     added = IndexAdd(POSITIONS)(stream, branch)
     torch.testing.assert_close(scatter, scattered(branch, 8), rtol=0, atol=0)
     torch.testing.assert_close(added, before + scattered(branch, 8))
