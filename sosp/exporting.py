@@ -11,8 +11,8 @@ onnxruntime) only:
 The batch dimension is dynamic in all three. Before anything is written, the file is loaded
 back from memory and run on a batch of another size than the traced one; a file that does
 not reproduce the network is not written. `folded_batchnorm` gives the inference network with
-every BatchNorm that follows a conv folded into the conv's weights and bias (one kernel fewer
-per conv: on a GPU, BatchNorm is memory-bound work that does not shrink with the MACs).
+every BatchNorm that follows a conv folded into the conv's weights and bias (no BatchNorm op
+left; faster at small batches, not always at large ones).
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--fold-bn",
         action="store_true",
         help="fold each BatchNorm that follows a conv into the conv's weights and bias before "
-        "exporting (the same outputs in eval mode, one kernel fewer per conv)",
+        "exporting (the same outputs in eval mode, without the BatchNorm ops)",
     )
     p.add_argument(
         "--device",
