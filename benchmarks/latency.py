@@ -23,8 +23,10 @@ nchw for fp32 and nhwc for bf16), BatchNorm kept or folded into the convs (`--ba
 batch size, the forward pass of the dense and the pruned
 network is timed under `torch.inference_mode()` in eval mode: `--warmup` calls, then
 `--repeats` timed calls taken alternately on the two networks (so load on a shared machine hits
-both alike), the GPU synchronized around each; the median is reported, with the machine's
-1-minute load average (`load_1min`: far above the thread count, other work competed). A
+both alike), the GPU synchronized around each; the median and the fastest call are reported
+(`speedup`, `speedup_min`: on a shared CPU the fastest call is the least disturbed), with the
+machine's 1-minute load average (`load_1min`: far above the thread count, other work
+competed). A
 setting that fails (e.g. `torch.compile` without a working C++ compiler) gets its row with the
 `error` column filled instead of stopping the run.
 
@@ -79,6 +81,9 @@ COLUMNS = [
     "dense_ms",
     "pruned_ms",
     "speedup",
+    "dense_min_ms",
+    "pruned_min_ms",
+    "speedup_min",
     "dense_macs",
     "pruned_macs",
     "macs_removed",
@@ -364,8 +369,9 @@ def graphed(forward, device: str):
 
 
 def time_forwards(forwards: dict, x: torch.Tensor, classes: int, args) -> dict[str, dict]:
-    """{name: {"ms": median ms, "first_s": seconds of the first call} or {"error": text}} of
-    each forward on `x`; warm-up first, then the timed calls taken alternately."""
+    """{name: {"ms": median ms, "min_ms": fastest call, "first_s": seconds of the first call}
+    or {"error": text}} of each forward on `x`; warm-up first, then the timed calls taken
+    alternately. On a shared machine the fastest call is the one least disturbed by others."""
     out: dict[str, dict] = {}
     alive = {}
     for name, forward in forwards.items():
@@ -395,6 +401,7 @@ def time_forwards(forwards: dict, x: torch.Tensor, classes: int, args) -> dict[s
             times[name].append((time.perf_counter() - t0) * 1e3)
     for name, ms in times.items():
         out[name]["ms"] = round(statistics.median(ms), 3)
+        out[name]["min_ms"] = round(min(ms), 3)
     return out
 
 
@@ -439,7 +446,7 @@ def print_table(rows: list[dict]) -> None:
 
     cols = ["network", "coupling", "round_to", "scope", "macs_removed", "mode", "precision"]
     cols += ["layout", "batchnorm", "batch"]
-    cols += ["dense_ms", "pruned_ms", "speedup"]
+    cols += ["dense_ms", "pruned_ms", "speedup", "speedup_min"]
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     if df["error"].fillna("").astype(bool).any():
         cols.append("error")
@@ -562,6 +569,9 @@ def time_variant(args, options: dict, name, model, shape, classes, rows, out) ->
                 "dense_ms": dense.get("ms"),
                 "pruned_ms": small.get("ms"),
                 "speedup": speedup(dense.get("ms"), small.get("ms")),
+                "dense_min_ms": dense.get("min_ms"),
+                "pruned_min_ms": small.get("min_ms"),
+                "speedup_min": speedup(dense.get("min_ms"), small.get("min_ms")),
                 "dense_first_call_s": dense.get("first_s"),
                 "pruned_first_call_s": small.get("first_s"),
                 "load_1min": load_1min(),
@@ -571,7 +581,7 @@ def time_variant(args, options: dict, name, model, shape, classes, rows, out) ->
             write_csv(rows + mine, out)
             setting = {k: row[k] for k in ("mode", "precision", "layout", "batchnorm", "batch")}
             print(setting, end=" ", flush=True)
-            print({k: row[k] for k in ("dense_ms", "pruned_ms", "speedup", "error")})
+            print({k: row[k] for k in ("dense_ms", "pruned_ms", "speedup", "speedup_min", "error")})
         del forwards
         if mode == "compile":
             torch._dynamo.reset()
