@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # The device checks CPU tests cannot show, in one run that fits in 10 minutes on one GPU, most
 # important first, each step under its own time limit (a slow step cannot starve the rest):
-# dense vs pruned forward latency of ResNet-50 at 224 px (eager and CUDA-graph replay,
-# BatchNorm kept and folded, global and per-layer scope, then torch.compile), ResNet-50
-# training images/s through the device JPEG decoder and the PIL DataLoader, ResNet-50 mask
-# time at N' = 1000 (Table 2's setting), and the device-sensitive tests on the GPU. FULL=1
-# adds what earlier sessions measured: ResNet-56 latency (eager and compiled), training
-# throughput (eager and CUDA-graph steps), mask time of ResNet-56 widths 1-4, and a two-epoch
-# training on a fake CIFAR-10 in the real on-disk format, eagerly and with --cuda-graph.
+# the ways of adding a pruned branch into its stream (benchmarks/index_add.py); dense vs pruned
+# forward latency of ResNet-50 at 224 px (eager and CUDA-graph replay, BatchNorm kept and
+# folded, global and per-layer scope, round_to 8/32/64, then torch.compile); ResNet-50
+# training images/s through the device JPEG decoder and the PIL DataLoader; ResNet-50 mask
+# time at N' = 1000 (Table 2's setting); the device-sensitive tests on the GPU. FULL=1 adds
+# what earlier sessions measured: ResNet-56 latency (eager and compiled), training throughput
+# (eager and CUDA-graph steps), mask time of ResNet-56 widths 1-4, and a two-epoch training on
+# a fake CIFAR-10 in the real on-disk format, eagerly and with --cuda-graph.
 #
 #   bash benchmarks/gpu_check.sh [OUT]          # on a GPU machine, from the repository root
 #   DEVICE=cpu SMALL=1 bash benchmarks/gpu_check.sh /tmp/check   # the same steps, tiny, on a CPU
 #   STEPS="latency_imagenet tests" bash benchmarks/gpu_check.sh     # only the steps named
+#
+# On an H200 the steps took about 8 minutes in all (2026-11); their limits add up to more, so
+# the last ones may be cut by a 10-minute call: name them in STEPS in a second call.
 #
 # Everything goes to OUT (default: $OUT, else results/gpu_check): logs and CSVs in OUT/files,
 # packed into OUT/gpu_check.tgz after every step (a machine that hands back only a few files,
@@ -30,6 +34,7 @@ if [ "${SMALL:-0}" = 1 ]; then
     latency="--quick $variants"
     latency_in="--precisions fp32 --batch-sizes 1 2 --repeats 2 --n-samples 8 --round-to 8"
     latency_in_more="--precisions fp32 --batch-sizes 2 --repeats 2 --n-samples 8"
+    index_add="--quick"
     compiled_in="--batch-sizes 2 --repeats 2 --n-samples 8 --precisions fp32"
     compiled="--batch-sizes 2 --repeats 2 --n-samples 16 --coupling stream --round-to 8"
 else
@@ -38,6 +43,7 @@ else
     latency="--modes eager --batch-sizes 1 64 128 256 1024 $variants"
     latency_in="--precisions bf16 fp32 --batch-sizes 1 64 256 --repeats 20 $variants"
     latency_in_more="--precisions bf16 --batch-sizes 1 64 256 --repeats 20"
+    index_add=""
     compiled_in="--precisions bf16 --batch-sizes 256 --repeats 20"
     compiled="--batch-sizes 128 1024 --coupling filter stream --round-to 8"
 fi
@@ -58,20 +64,20 @@ step() {  # step NAME SECONDS COMMAND...: run under a time limit, log to OUT/NAM
 }
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
 torch.cuda.get_device_name() if torch.cuda.is_available() else '')" | tee "$out/device.txt"
-# ResNet-50 dense vs pruned: the four maskings of the paper's global ranking, eagerly and
+# The ways of adding a pruned branch into its residual stream (what per-filter structures pay
+# per block), then ResNet-50 dense vs pruned: the four maskings of the paper's global ranking, eagerly and
 # replayed as CUDA graphs, BatchNorm kept and folded; then the same fraction of every layer
 # (scope local), at round_to 8 and 64; then torch.compile of the stream-coupled networks.
+step index_add 30 python3 benchmarks/index_add.py --device "$device" $index_add \
+    --out "$out/index_add.csv"
 step latency_imagenet 130 python3 benchmarks/latency.py --device "$device" --imagenet \
     $modes --batchnorm kept folded $latency_in --out "$out/latency_resnet50.csv"
 step latency_imagenet_local 70 python3 benchmarks/latency.py --device "$device" --imagenet \
     $modes --batchnorm kept folded $latency_in_more --coupling stream --round-to 8 64 \
     --scope local --out "$out/latency_resnet50_local.csv"
-step latency_imagenet_aligned 110 python3 benchmarks/latency.py --device "$device" --imagenet \
+step latency_imagenet_aligned 140 python3 benchmarks/latency.py --device "$device" --imagenet \
     $modes $latency_in_more --precisions bf16 fp32 --coupling stream filter --round-to 32 64 \
     --scope local global --out "$out/latency_resnet50_aligned.csv"
-step latency_imagenet_cudnn 40 python3 benchmarks/latency.py --device "$device" --imagenet \
-    $modes $latency_in_more --cudnn-benchmark --coupling stream --round-to 8 64 --scope local \
-    --out "$out/latency_resnet50_cudnn_benchmark.csv"
 step throughput_imagenet 100 python3 benchmarks/train_throughput.py --device "$device" \
     --imagenet $jpeg --out "$out/train_throughput"
 step mask_time_imagenet 70 python3 benchmarks/mask_time.py --device "$device" --imagenet \
@@ -81,7 +87,7 @@ step tests 50 env SOSP_TEST_DEVICE="$device" python3 -m pytest -q -rP -p no:cach
 step latency_imagenet_compile 90 python3 benchmarks/latency.py --device "$device" --imagenet \
     --modes compile --batchnorm folded $compiled_in --coupling stream --round-to 8 \
     --scope global local --out "$out/latency_resnet50_compile.csv"
-step latency_imagenet_compile_aligned 60 python3 benchmarks/latency.py --device "$device" \
+step latency_imagenet_compile_aligned 90 python3 benchmarks/latency.py --device "$device" \
     --imagenet --modes compile --batchnorm kept folded $compiled_in --coupling stream \
     --round-to 64 --scope local --out "$out/latency_resnet50_compile_aligned.csv"
 if [ "${FULL:-0}" = 1 ]; then  # measured in earlier sessions; FULL=1 runs them again

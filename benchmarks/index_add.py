@@ -1,0 +1,159 @@
+"""How fast each way of adding a pruned branch into its wider residual stream is, against the
+dense network's plain add: the cost that per-filter structures pay in every pruned block.
+
+    python benchmarks/index_add.py                      # CPU: ResNet-56's streams, fp32
+    python benchmarks/index_add.py --device cuda        # GPU: ResNet-50's streams, bf16
+
+The stream [B, C, H, W] and the branch [B, k, H, W] (k of the C channels kept, at sorted random
+positions) are stored as `--layouts`; each way is checked against `index_add` and timed as the
+median of `--repeats` calls (the GPU synchronized around each), one CSV row per (shape,
+layout, way) with the device's name and the largest difference to IndexAdd's result (nan: the
+result came out in the other layout):
+
+    add            stream + a full-width branch: what the dense network does (the floor)
+    index_add      stream.clone().index_add_(1, positions, branch) (IndexAdd off the CPU)
+    scatter_add    one scatter_add over the [pixels, channels] view of a channels_last
+                   stream (IndexAdd on a CPU channels_last stream); NHWC only
+    gather_copy    stream.clone().index_copy_(1, positions, stream[:, positions] + branch):
+                   no atomics, positions being distinct
+    matmul         stream + branch @ P, P the k x C 0/1 placement matrix, over the
+                   [pixels, channels] view; NHWC only (exact but for 0 * inf)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from sosp.io import atomic_write_text
+from sosp.shortcuts import IndexAdd
+
+# (C, k, H) of the streams: ResNet-56 at batch 64 (CPU), ResNet-50 at batch 256 (GPU); k is
+# what a 50%-MAC SOSP-H mask keeps there.
+SHAPES = {
+    "cpu": (64, [(16, 13, 32), (32, 20, 16), (64, 21, 8)]),
+    "cuda": (256, [(256, 248, 56), (512, 384, 28), (1024, 648, 14), (2048, 744, 7)]),
+}
+
+
+def rows_of(x: torch.Tensor) -> torch.Tensor:
+    """[B*H*W, C] view of a channels_last [B, C, H, W] tensor."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def ways(positions: torch.Tensor, channels: int, nhwc: bool) -> dict:
+    """name -> fn(stream, branch, full) of every way that applies to the layout."""
+    out = {
+        "add": lambda s, b, full: s + full,
+        "index_add": lambda s, b, full: s.clone().index_add_(1, positions, b),
+        "gather_copy": lambda s, b, full: s.clone().index_copy_(
+            1, positions, s.index_select(1, positions) + b
+        ),
+    }
+    if nhwc:
+        placement = torch.zeros(len(positions), channels, device=positions.device)
+        placement[torch.arange(len(positions)), positions] = 1
+
+        def scatter_add(s, b, full):
+            out = s.clone()
+            view = rows_of(out)
+            view.scatter_add_(1, positions.expand(len(view), -1), rows_of(b))
+            return out
+
+        def matmul(s, b, full):
+            out = s.clone()
+            rows_of(out).addmm_(rows_of(b), placement.to(b.dtype))
+            return out
+
+        out |= {"scatter_add": scatter_add, "matmul": matmul}
+    return out
+
+
+def median_ms(fn, inputs: tuple, device: str, repeats: int) -> float:
+    """Median milliseconds of `fn(*inputs)` over `repeats` calls after 3 untimed ones."""
+    for _ in range(3):
+        fn(*inputs)
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(*inputs)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--layouts", nargs="+", choices=("nchw", "nhwc"), default=["nchw", "nhwc"])
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--quick", action="store_true", help="batch 2, 3 repeats: a smoke test")
+    p.add_argument("--out", default="results/benchmarks/index_add_<device>.csv")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kind = torch.device(args.device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is available")
+    batch, shapes = SHAPES["cuda" if kind == "cuda" else "cpu"]
+    dtype = torch.bfloat16 if kind == "cuda" else torch.float32
+    if args.quick:
+        batch, args.repeats = 2, 3
+    name = torch.cuda.get_device_name() if kind == "cuda" else "cpu"
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for channels, kept, size in shapes:
+        positions = torch.randperm(channels, generator=g)[:kept].sort().values.to(args.device)
+        for layout in args.layouts:
+            fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+            stream, branch, full = (
+                torch.randn(batch, c, size, size, generator=g, dtype=dtype)
+                .to(args.device)
+                .contiguous(memory_format=fmt)
+                for c in (channels, kept, channels)
+            )
+            want = IndexAdd(positions.tolist()).to(args.device)(stream, branch)
+            for way, fn in ways(positions, channels, layout == "nhwc").items():
+                diff = None
+                if way != "add":  # the same values as IndexAdd's, in the same layout
+                    got = fn(stream, branch, full)
+                    diff = float((got.float() - want.float()).abs().max())
+                    if not got.is_contiguous(memory_format=fmt):
+                        diff = float("nan")
+                ms = median_ms(fn, (stream, branch, full), kind, args.repeats)
+                row = {
+                    "device": name,
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "shape": f"{batch}x{channels}x{size}x{size}",
+                    "kept": kept,
+                    "layout": layout,
+                    "way": way,
+                    "ms": round(ms, 4),
+                    "max_abs_diff": diff,
+                    "threads": torch.get_num_threads(),
+                    "torch": torch.__version__,
+                }
+                rows.append(row)
+                print(row, flush=True)
+    out = Path(args.out.replace("<device>", kind))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out, buf.getvalue())
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
