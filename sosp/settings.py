@@ -82,8 +82,8 @@ class PruneSettings:
     round_to: int | None = setting(
         None,
         "every pruned layer keeps a multiple of this many channels (or all of them), e.g. 8 "
-        "for tensor cores, 64 for bf16 convs on an H100/H200; the budget is met with the "
-        "rounded masks",
+        "for tensor cores, 64 for bf16 convs on an H100/H200, 16 for fp32 on an AVX-512 CPU; "
+        "the budget is met with the rounded masks",
         minimum=1,
     )
     shuffle_within_layers: bool = setting(
