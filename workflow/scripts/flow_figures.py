@@ -20,7 +20,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from plotting import save
+from plotting import legend_right, save
 
 
 def _records(records: list[dict], experiment: str) -> list[dict]:
@@ -40,10 +40,6 @@ def _grid(n: int, title: str, width: float = 4.2, height: float = 3.2):
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
-
-
-def _legend(ax) -> None:
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
 
 
 def flow_curves(records: list[dict], experiment: str, title: str, path: Path) -> None:
@@ -70,7 +66,7 @@ def flow_curves(records: list[dict], experiment: str, title: str, path: Path) ->
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
-    _legend(axes[-1])
+    legend_right(axes[-1])
     save(fig, path)
 
 
@@ -93,7 +89,7 @@ def accuracy_vs_rounds(summary: pd.DataFrame, experiment: str, title: str, path:
         ax.set_xlabel("pruning rounds")
         ax.set_ylabel("final test accuracy (%)")
         ax.grid(alpha=0.3)
-    _legend(axes[-1])
+    legend_right(axes[-1])
     save(fig, path)
 
 
@@ -116,7 +112,7 @@ def layerwise_rounds(layers: pd.DataFrame, experiment: str, title: str, path: Pa
         ax.set_ylabel("filters pruned (%)")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
-    _legend(axes[-1])
+    legend_right(axes[-1])
     save(fig, path)
 
 

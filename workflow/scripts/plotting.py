@@ -1,4 +1,5 @@
-"""What the report scripts share about figures: `save`, a figure written as PNG atomically."""
+"""What the report scripts share about figures: `save`, a figure written as PNG atomically, and
+`legend_right`, the legend beside the last panel."""
 
 from __future__ import annotations
 
@@ -14,3 +15,8 @@ def save(fig, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=130))
     plt.close(fig)
+
+
+def legend_right(ax, fontsize: int = 7) -> None:
+    """The legend of `ax` outside it, centred on its right edge (the panels keep their width)."""
+    ax.legend(fontsize=fontsize, loc="center left", bbox_to_anchor=(1.02, 0.5))

@@ -29,7 +29,7 @@ import flow_figures  # noqa: E402 (beside this script)
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
-from plotting import save  # noqa: E402 (beside this script)
+from plotting import legend_right, save  # noqa: E402 (beside this script)
 
 from sosp.io import atomic_write_text  # noqa: E402
 
@@ -334,7 +334,7 @@ def accuracy_vs(summary, experiment, title, quantity: str, path: Path, published
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(model, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    legend_right(axes[-1])
     save(fig, path)
 
 
@@ -361,7 +361,7 @@ def layerwise(layers, summary, experiment, title, path: Path) -> None:
         ax.set_title(f"{model}, ratio {top.ratio.max():g}", fontsize=9)
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    legend_right(axes[-1])
     save(fig, path)
 
 
@@ -381,7 +381,7 @@ def before_after(summary, experiment, title, path: Path) -> None:
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(model, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    legend_right(axes[-1])
     save(fig, path)
 
 

@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from elsewhere
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from plotting import save  # noqa: E402 (beside this script)
+from plotting import legend_right, save  # noqa: E402 (beside this script)
 
 from sosp.io import atomic_write_text  # noqa: E402
 
@@ -101,7 +101,7 @@ def accuracy_vs(runs, title, x: str, path: Path) -> None:
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(model, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    legend_right(axes[-1], 6)
     save(fig, path)
 
 
@@ -123,7 +123,7 @@ def accuracy_vs_budget(runs, title, path: Path) -> None:
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"sparsity {s:g}", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    legend_right(axes[0][-1], 6)
     save(fig, path)
 
 
@@ -143,7 +143,7 @@ def layer_sparsity(layers, title, path: Path) -> None:
         ax.set_ylabel("weights pruned (%)")
         ax.set_title(f"{model}, sparsity {top.sparsity_target.max():g}", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    legend_right(axes[-1], 6)
     save(fig, path)
 
 
@@ -169,7 +169,7 @@ def stable(runs, title, path: Path) -> None:
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(model, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    legend_right(axes[-1], 6)
     save(fig, path)
 
 
