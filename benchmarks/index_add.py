@@ -10,14 +10,20 @@ median of `--repeats` calls (the GPU synchronized around each), one CSV row per 
 layout, way) with the device's name and the largest difference to IndexAdd's result (nan: the
 result came out in the other layout):
 
-    add            stream + a full-width branch: what the dense network does (the floor)
-    index_add      stream.clone().index_add_(1, positions, branch) (IndexAdd off the CPU)
-    scatter_add    one scatter_add over the [pixels, channels] view of a channels_last
-                   stream (IndexAdd on a CPU channels_last stream); NHWC only
-    gather_copy    stream.clone().index_copy_(1, positions, stream[:, positions] + branch):
-                   no atomics, positions being distinct
-    matmul         stream + branch @ P, P the k x C 0/1 placement matrix, over the
-                   [pixels, channels] view; NHWC only (exact but for 0 * inf)
+    add               stream + a full-width branch: what the dense network does (the floor)
+    index_add         stream.clone().index_add_(1, positions, branch) (IndexAdd off the CPU,
+                      where the stream is read after the sum or autograd is on)
+    index_add_into    stream.index_add_(1, positions, branch): IndexAdd with `overwrite`
+                      (nothing reads the stream after the sum) under no_grad
+    gather_copy       stream.clone().index_copy_(1, positions, stream[:, positions] + branch):
+                      no atomics, positions being distinct
+    scatter_add       one scatter_add over the [pixels, channels] view of a clone of a
+                      channels_last stream (IndexAdd on a CPU channels_last stream until
+                      2026-11); NHWC only
+    matmul            addmm(stream, branch, P), P the k x C 0/1 placement matrix, over the
+                      [pixels, channels] views (IndexAdd on a CPU channels_last stream); NHWC
+                      only (exact but for 0 * inf)
+    matmul_into       the same added into the stream (addmm_), as with `overwrite`; NHWC only
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ def ways(positions: torch.Tensor, channels: int, nhwc: bool) -> dict:
     out = {
         "add": lambda s, b, full: s + full,
         "index_add": lambda s, b, full: s.clone().index_add_(1, positions, b),
+        "index_add_into": lambda s, b, full: s.index_add_(1, positions, b),
         "gather_copy": lambda s, b, full: s.clone().index_copy_(
             1, positions, s.index_select(1, positions) + b
         ),
@@ -68,11 +75,15 @@ def ways(positions: torch.Tensor, channels: int, nhwc: bool) -> dict:
             return out
 
         def matmul(s, b, full):
-            out = s.clone()
-            rows_of(out).addmm_(rows_of(b), placement.to(b.dtype))
-            return out
+            rows = torch.addmm(rows_of(s), rows_of(b), placement.to(b.dtype))
+            n, c, h, w = s.shape
+            return rows.view(n, h, w, c).permute(0, 3, 1, 2)
 
-        out |= {"scatter_add": scatter_add, "matmul": matmul}
+        def matmul_into(s, b, full):
+            rows_of(s).addmm_(rows_of(b), placement.to(b.dtype))
+            return s
+
+        out |= {"scatter_add": scatter_add, "matmul": matmul, "matmul_into": matmul_into}
     return out
 
 
@@ -123,11 +134,12 @@ def main(argv: list[str] | None = None) -> None:
                 .contiguous(memory_format=fmt)
                 for c in (channels, kept, channels)
             )
-            want = IndexAdd(positions.tolist()).to(args.device)(stream, branch)
+            index_add = IndexAdd(positions.tolist(), channels).to(args.device)
             for way, fn in ways(positions, channels, layout == "nhwc").items():
                 diff = None
                 if way != "add":  # the same values as IndexAdd's, in the same layout
-                    got = fn(stream, branch, full)
+                    want = index_add(stream, branch)  # the ways "_into" change the stream
+                    got = fn(stream.clone(), branch, full)  # some add into the stream
                     diff = float((got.float() - want.float()).abs().max())
                     if not got.is_contiguous(memory_format=fmt):
                         diff = float("nan")

@@ -479,7 +479,7 @@ class AddRule(OpRule):
             added = _call_new_module(
                 gm,
                 f"{node.name}_index_add",
-                IndexAdd([where[c] for c in kept[branch.name]], inplace),
+                IndexAdd([where[c] for c in kept[branch.name]], len(out), inplace),
                 (stream, branch),
             )
         _replace(gm, node, added, kept)

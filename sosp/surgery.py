@@ -18,6 +18,7 @@ from torch import nn
 
 from sosp.channel_rules import module_rule, op_rule
 from sosp.errors import BadInput
+from sosp.liveness import allow_overwrites
 from sosp.shortcuts import ChannelGather, ChannelScatter, IndexAdd
 from sosp.structures import StructureGraph
 
@@ -110,7 +111,8 @@ def build_pruned(graph: StructureGraph, pruned: Iterable[int]) -> fx.GraphModule
     """A new, smaller network (fx GraphModule with the original module names) computing what
     the soft-masked model computes. Every module is rebuilt for the channels it keeps; pruned
     channels of a residual stream stay in the stream while any writer of the stream channel is
-    alive: a branch that keeps fewer of them is added in by index (`channel_rules.AddRule`)."""
+    alive: a branch that keeps fewer of them is added in by index (`channel_rules.AddRule`),
+    into the stream's own memory where nothing reads it later (`liveness`, without autograd)."""
     alive = graph.alive_writers(pruned)
     kept = {name: graph.kept(name, alive) for name in graph.sources}
     nodes = {node.name: node for node in graph.gm.graph.nodes}
@@ -134,6 +136,7 @@ def build_pruned(graph: StructureGraph, pruned: Iterable[int]) -> fx.GraphModule
             rule = op_rule(node)
             if rule is not None:
                 rule.rewire(gm, node, kept)
+    allow_overwrites(gm)
     gm.graph.lint()
     gm.recompile()
     return _on_parameter_device(gm)
