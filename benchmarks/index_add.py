@@ -33,13 +33,13 @@ import csv
 import io
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from sosp.io import atomic_write_text
 from sosp.shortcuts import IndexAdd
+from sosp.timing import timed
 
 # (C, k, H) of the streams: ResNet-56 at batch 64 (CPU), ResNet-50 at batch 256 (GPU); k is
 # what a 50%-MAC SOSP-H mask keeps there.
@@ -91,16 +91,7 @@ def median_ms(fn, inputs: tuple, device: str, repeats: int) -> float:
     """Median milliseconds of `fn(*inputs)` over `repeats` calls after 3 untimed ones."""
     for _ in range(3):
         fn(*inputs)
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn(*inputs)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(timed(device, fn, *inputs)[1] * 1e3 for _ in range(repeats))
 
 
 def main(argv: list[str] | None = None) -> None:

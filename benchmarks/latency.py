@@ -60,6 +60,7 @@ from sosp.exporting import folded_batchnorm
 from sosp.io import atomic_write_text
 from sosp.structures import analyze
 from sosp.surgery import indices_from_mask, soft_masked
+from sosp.timing import timed
 
 MODES = ("eager", "graph", "compile")
 BATCHNORM = ("kept", "folded")
@@ -298,11 +299,6 @@ def check_pruned(model, result, shape, classes, device, exclude) -> float:
     return diff
 
 
-def synchronize(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(torch.device(device))
-
-
 def layout_for(layout: str, precision: str) -> str:
     """nchw or nhwc: `layout`, with auto resolved by the precision."""
     if layout == "auto":
@@ -376,11 +372,7 @@ def time_forwards(forwards: dict, x: torch.Tensor, classes: int, args) -> dict[s
     alive = {}
     for name, forward in forwards.items():
         try:
-            synchronize(args.device)
-            t0 = time.perf_counter()
-            y = forward(x)
-            synchronize(args.device)
-            first = time.perf_counter() - t0
+            y, first = timed(args.device, forward, x)
             if y.shape != (len(x), classes) or not torch.isfinite(y.float()).all():
                 raise RuntimeError(f"output of shape {tuple(y.shape)} or not finite")
             for _ in range(args.warmup - 1):
@@ -394,11 +386,7 @@ def time_forwards(forwards: dict, x: torch.Tensor, classes: int, args) -> dict[s
     times: dict[str, list[float]] = {name: [] for name in alive}
     for _ in range(args.repeats):
         for name, forward in alive.items():
-            synchronize(args.device)
-            t0 = time.perf_counter()
-            forward(x)
-            synchronize(args.device)
-            times[name].append((time.perf_counter() - t0) * 1e3)
+            times[name].append(timed(args.device, forward, x)[1] * 1e3)
     for name, ms in times.items():
         out[name]["ms"] = round(statistics.median(ms), 3)
         out[name]["min_ms"] = round(min(ms), 3)

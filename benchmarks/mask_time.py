@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import platform
-import time
 from pathlib import Path
 
 import torch
@@ -26,17 +25,7 @@ import torch.nn.functional as F
 import sosp
 from sosp import counting, data, models
 from sosp.models.cifar_resnet import CifarResNet
-
-
-def timed(device: str, fn, *args) -> float:
-    """Seconds `fn(*args)` takes, synchronizing the GPU around it."""
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn(*args)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+from sosp.timing import timed
 
 
 def forward_backward(model, batches) -> None:
@@ -70,7 +59,7 @@ def main() -> None:
             for x, y in torch.utils.data.DataLoader(ds, batch_size=args.batch_size)
         ]
         forward_backward(model, batches[:1])  # warm-up
-        t_fb = min(timed(args.device, forward_backward, model, batches) for _ in range(2))
+        t_fb = min(timed(args.device, forward_backward, model, batches)[1] for _ in range(2))
         params = counting.count_params(model)
         for method in args.methods:
             options = {"label_samples": args.label_samples} if method == "sosp_i" else {}

@@ -33,6 +33,7 @@ import torch
 from sosp import data, loaders, models, recipes
 from sosp.graphed_step import GraphedStep
 from sosp.jpeg_loader import JpegLoader
+from sosp.timing import synchronize
 from sosp.train import optimizer_for, step_function
 
 GRAPH = "tensor (device-resident) + CUDA graph"
@@ -51,15 +52,13 @@ def images_per_second(model, batches, recipe, device, amp, steps, warmup, cuda_g
     it = endless(batches)
     for _ in range(warmup):
         step(*next(it))
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    synchronize(device)
     start, seen = time.perf_counter(), 0
     for _ in range(steps):
         x, y = next(it)
         step(x, y)
         seen += len(y)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    synchronize(device)
     return seen / (time.perf_counter() - start)
 
 
@@ -68,14 +67,12 @@ def loader_images_per_second(batches, steps: int, warmup: int, device: str) -> f
     it = endless(batches)
     for _ in range(warmup):
         next(it)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    synchronize(device)
     start, seen = time.perf_counter(), 0
     for _ in range(steps):
         _, y = next(it)
         seen += len(y)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    synchronize(device)
     return seen / (time.perf_counter() - start)
 
 

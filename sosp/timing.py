@@ -4,10 +4,28 @@ was launched."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the work queued on a CUDA `device`; nothing elsewhere."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device: torch.device | str, fn: Callable, *args: Any) -> tuple[Any, float]:
+    """(fn(*args), its wall seconds), `device` synchronized before and after, so that the
+    GPU work the call queued counts and earlier work does not."""
+    synchronize(device)
+    start = time.perf_counter()
+    out = fn(*args)
+    synchronize(device)
+    return out, time.perf_counter() - start
 
 
 class StepTimer:
@@ -17,18 +35,14 @@ class StepTimer:
         self.device = torch.device(device)
         self.seconds: dict[str, float] = {}
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
-        self._sync()
+        synchronize(self.device)
         start = time.perf_counter()
         try:
             yield
         finally:
-            self._sync()
+            synchronize(self.device)
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
     def copy(self) -> StepTimer:
