@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from sosp.io import atomic_write_text
-from sosp.shortcuts import IndexAdd
+from sosp.shortcuts import IndexAdd, from_pixel_rows, pixel_rows, placement
 from sosp.timing import timed
 
 # (C, k, H) of the streams: ResNet-56 at batch 64 (CPU), ResNet-50 at batch 256 (GPU); k is
@@ -47,11 +47,6 @@ SHAPES = {
     "cpu": (64, [(16, 13, 32), (32, 20, 16), (64, 21, 8)]),
     "cuda": (256, [(256, 248, 56), (512, 384, 28), (1024, 648, 14), (2048, 744, 7)]),
 }
-
-
-def rows_of(x: torch.Tensor) -> torch.Tensor:
-    """[B*H*W, C] view of a channels_last [B, C, H, W] tensor."""
-    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
 def ways(positions: torch.Tensor, channels: int, nhwc: bool) -> dict:
@@ -65,22 +60,20 @@ def ways(positions: torch.Tensor, channels: int, nhwc: bool) -> dict:
         ),
     }
     if nhwc:
-        placement = torch.zeros(len(positions), channels, device=positions.device)
-        placement[torch.arange(len(positions)), positions] = 1
+        onehot = placement(positions.tolist(), channels).to(positions.device)
 
         def scatter_add(s, b, full):
             out = s.clone()
-            view = rows_of(out)
-            view.scatter_add_(1, positions.expand(len(view), -1), rows_of(b))
+            view = pixel_rows(out)
+            view.scatter_add_(1, positions.expand(len(view), -1), pixel_rows(b))
             return out
 
         def matmul(s, b, full):
-            rows = torch.addmm(rows_of(s), rows_of(b), placement.to(b.dtype))
-            n, c, h, w = s.shape
-            return rows.view(n, h, w, c).permute(0, 3, 1, 2)
+            rows = torch.addmm(pixel_rows(s), pixel_rows(b), onehot.to(b.dtype))
+            return from_pixel_rows(rows, s.shape, channels)
 
         def matmul_into(s, b, full):
-            rows_of(s).addmm_(rows_of(b), placement.to(b.dtype))
+            pixel_rows(s).addmm_(pixel_rows(b), onehot.to(b.dtype))
             return s
 
         out |= {"scatter_add": scatter_add, "matmul": matmul, "matmul_into": matmul_into}

@@ -101,16 +101,16 @@ def allocation_of(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
         node = where
 
 
-def overwrite_is_safe(gm: fx.GraphModule, node: fx.Node) -> bool:
+def overwrite_is_safe(gm: fx.GraphModule, node: fx.Node, position: dict[fx.Node, int]) -> bool:
     """Whether the IndexAdd `node` may add into its stream (args[0]): nothing reads the
-    stream's memory after `node`, and the branch is not that memory."""
+    stream's memory after `node`, and the branch is not that memory (`position`: each node's
+    index in graph order)."""
     stream, branch = node.args[:2]
     root = allocation_of(gm, stream)
     if root is None or not isinstance(branch, fx.Node):
         return False
     if allocation_of(gm, branch) in (None, root):  # the branch may be the stream's memory
         return False
-    position = {n: i for i, n in enumerate(gm.graph.nodes)}
     sharing, todo = {root}, [root]
     while todo:  # the nodes sharing root's memory, other than `node` and what follows from it
         for user in todo.pop().users:
@@ -126,15 +126,13 @@ def overwrite_is_safe(gm: fx.GraphModule, node: fx.Node) -> bool:
     return True
 
 
-def allow_overwrites(gm: fx.GraphModule) -> int:
+def allow_overwrites(gm: fx.GraphModule) -> None:
     """Set `overwrite` on every IndexAdd of `gm` whose stream nothing reads after it (in graph
-    order, so that an earlier sum's permission is known to a later one); the number set."""
-    count = 0
+    order, so that an earlier sum's permission is known to a later one)."""
+    position = {n: i for i, n in enumerate(gm.graph.nodes)}
     for node in gm.graph.nodes:
         if node.op != "call_module":
             continue
         m = gm.get_submodule(node.target)
-        if isinstance(m, IndexAdd) and not m.inplace and overwrite_is_safe(gm, node):
+        if isinstance(m, IndexAdd) and not m.inplace and overwrite_is_safe(gm, node, position):
             m.overwrite = True
-            count += 1
-    return count

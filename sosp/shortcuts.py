@@ -63,15 +63,15 @@ class ChannelScatter(nn.Module):
         self.register_buffer(
             "positions", torch.tensor(list(positions), dtype=torch.long), persistent=False
         )
-        self.register_buffer("onehot", _onehot(positions, size), persistent=False)
+        self.register_buffer("onehot", placement(positions, size), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layout = layout_of(x)
         if x.device.type == "cpu" and layout == torch.channels_last:
             onehot = self.onehot if self.onehot.dtype == x.dtype else self.onehot.to(x.dtype)
             with _no_autocast():  # in x's dtype, as index_copy_ is
-                rows = torch.mm(_rows(x), onehot)
-            return _from_rows(rows, x.shape, self.size)
+                rows = torch.mm(pixel_rows(x), onehot)
+            return from_pixel_rows(rows, x.shape, self.size)
         shape = (x.shape[0], self.size, *x.shape[2:])
         out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout).zero_()
         return out.index_copy_(1, self.positions, x)
@@ -95,7 +95,7 @@ class IndexAdd(nn.Module):
         self.register_buffer(
             "positions", torch.tensor(list(positions), dtype=torch.long), persistent=False
         )
-        self.register_buffer("onehot", _onehot(positions, size), persistent=False)
+        self.register_buffer("onehot", placement(positions, size), persistent=False)
 
     def forward(self, stream: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
         into_stream = self.inplace or (self.overwrite and not torch.is_grad_enabled())
@@ -109,19 +109,19 @@ class IndexAdd(nn.Module):
         return stream.index_add_(1, self.positions, branch)
 
 
-def _onehot(positions: Sequence[int], size: int) -> torch.Tensor:
+def placement(positions: Sequence[int], size: int) -> torch.Tensor:
     """[k, size] float32: row i is 1 at column positions[i], 0 elsewhere."""
     out = torch.zeros(len(positions), size)
     out[torch.arange(len(positions)), torch.tensor(list(positions), dtype=torch.long)] = 1
     return out
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
+def pixel_rows(x: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] -> [B*H*W, C]: a view where x is channels_last, else a copy."""
     return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
-def _from_rows(rows: torch.Tensor, shape: torch.Size, channels: int) -> torch.Tensor:
+def from_pixel_rows(rows: torch.Tensor, shape: torch.Size, channels: int) -> torch.Tensor:
     """[B*H*W, channels] -> [B, channels, H, W] channels_last (a view of `rows`)."""
     b, _, h, w = shape
     return rows.view(b, h, w, channels).permute(0, 3, 1, 2)
@@ -138,7 +138,7 @@ def _added_rows(
     each product term is the branch value times 1 or a zero; a non-finite branch value
     (0 * inf) turns its pixel's other channels NaN. A counter of ATen's matrix products
     (ptflops) sees k x C multiply-adds per pixel here; `sosp.counting` counts a sum as none."""
-    rows, source = _rows(stream), _rows(branch)
+    rows, source = pixel_rows(stream), pixel_rows(branch)
     if source.dtype != rows.dtype or onehot.dtype != rows.dtype:  # the stream's, as index_add_
         source, onehot = source.to(rows.dtype), onehot.to(rows.dtype)
     if into_stream:
@@ -146,7 +146,7 @@ def _added_rows(
         return stream
     with _no_autocast():  # in the stream's dtype, as index_add_ is
         rows = torch.addmm(rows, source, onehot)
-    return _from_rows(rows, stream.shape, stream.shape[1])
+    return from_pixel_rows(rows, stream.shape, stream.shape[1])
 
 
 def _no_autocast() -> torch.autocast:
