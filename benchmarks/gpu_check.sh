@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The device checks CPU tests cannot show, in one run that fits in 10 minutes on one GPU, most
 # important first, each step under its own time limit (a slow step cannot starve the rest):
-# the ways of adding a pruned branch into its stream (benchmarks/index_add.py); dense vs pruned
+# the ways of adding a pruned branch into its stream (benchmarks/index_add.py); the time of a
+# ResNet-50 stage-1 conv against its channel counts (benchmarks/channel_steps.py); dense vs pruned
 # forward latency of ResNet-50 at 224 px (eager and CUDA-graph replay, BatchNorm kept and
-# folded, global and per-layer scope, round_to 8/32/64, then torch.compile); ResNet-50
+# folded, global and per-layer scope, round_to 8/32/64, per conv (benchmarks/layer_latency.py),
+# then torch.compile); ResNet-50
 # training images/s through the device JPEG decoder and the PIL DataLoader; ResNet-50 mask
 # time at N' = 1000 (Table 2's setting); the device-sensitive tests on the GPU. FULL=1 adds
 # what earlier sessions measured: ResNet-56 latency (eager and compiled), training throughput
@@ -14,7 +16,8 @@
 #   DEVICE=cpu SMALL=1 bash benchmarks/gpu_check.sh /tmp/check   # the same steps, tiny, on a CPU
 #   STEPS="latency_imagenet tests" bash benchmarks/gpu_check.sh     # only the steps named
 #
-# On an H200 the steps took about 8 minutes in all (2026-11); their limits add up to more, so
+# On an H200 the steps took about 8 minutes in all (2026-11), before channel_steps and
+# layer_latency_imagenet (up to 90 s) were added; their limits add up to more, so
 # the last ones may be cut by a 10-minute call: name them in STEPS in a second call.
 #
 # Everything goes to OUT (default: $OUT, else results/gpu_check): logs and CSVs in OUT/files,
@@ -35,6 +38,8 @@ if [ "${SMALL:-0}" = 1 ]; then
     latency_in="--precisions fp32 --batch-sizes 1 2 --repeats 2 --n-samples 8 --round-to 8"
     latency_in_more="--precisions fp32 --batch-sizes 2 --repeats 2 --n-samples 8"
     index_add="--quick"
+    channel_steps="--batch-size 2 --channels 8 --size 8 --step 4 --repeats 2"
+    layer_latency="--batch-size 2 --n-samples 8 --warmup 1 --repeats 1"
     compiled_in="--batch-sizes 2 --repeats 2 --n-samples 8 --precisions fp32"
     compiled="--batch-sizes 2 --repeats 2 --n-samples 16 --coupling stream --round-to 8"
 else
@@ -44,6 +49,8 @@ else
     latency_in="--precisions bf16 fp32 --batch-sizes 1 64 256 --repeats 20 $variants"
     latency_in_more="--precisions bf16 --batch-sizes 1 64 256 --repeats 20"
     index_add=""
+    channel_steps="--precision bf16 --layout nhwc --batch-size 256 --channels 64 --size 56 --step 4"
+    layer_latency="--precision bf16 --layouts nhwc --batch-size 256"
     compiled_in="--precisions bf16 --batch-sizes 256 --repeats 20"
     compiled="--batch-sizes 128 1024 --coupling filter stream --round-to 8"
 fi
@@ -70,11 +77,16 @@ torch.cuda.get_device_name() if torch.cuda.is_available() else '')" | tee "$out/
 # (scope local), at round_to 8 and 64; then torch.compile of the stream-coupled networks.
 step index_add 30 python3 benchmarks/index_add.py --device "$device" $index_add \
     --out "$out/index_add.csv"
+step channel_steps 30 python3 benchmarks/channel_steps.py --device "$device" $channel_steps \
+    --out "$out/channel_steps.csv"
 step latency_imagenet 130 python3 benchmarks/latency.py --device "$device" --imagenet \
     $modes --batchnorm kept folded $latency_in --out "$out/latency_resnet50.csv"
 step latency_imagenet_local 70 python3 benchmarks/latency.py --device "$device" --imagenet \
     $modes --batchnorm kept folded $latency_in_more --coupling stream --round-to 8 64 \
     --scope local --out "$out/latency_resnet50_local.csv"
+step layer_latency_imagenet 60 python3 benchmarks/layer_latency.py --device "$device" \
+    --imagenet $layer_latency --coupling filter stream --round-to 8 \
+    --out "$out/layer_latency_resnet50.csv"
 step latency_imagenet_aligned 140 python3 benchmarks/latency.py --device "$device" --imagenet \
     $modes $latency_in_more --precisions bf16 fp32 --coupling stream filter --round-to 32 64 \
     --scope local global --out "$out/latency_resnet50_aligned.csv"

@@ -51,6 +51,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch._inductor.config as inductor_config
 from torch import nn
 
 import sosp
@@ -100,6 +101,7 @@ COLUMNS = [
     "coupling",
     "scope",
     "compile_mode",
+    "freezing",
     "warmup",
     "repeats",
     "dense_first_call_s",
@@ -110,14 +112,58 @@ COLUMNS = [
 ]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def add_network_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that say which network is pruned how, and where it runs (shared with
+    layer_latency.py)."""
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument(
         "--imagenet",
         action="store_true",
         help="torchvision ResNet-50 at 3x224x224, 1000 classes (default: ResNet-56 at 3x32x32)",
     )
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--method", default="sosp_h", help="pruning method (default: sosp_h)")
+    p.add_argument(
+        "--ratio", type=float, default=0.5, help="fraction of the MACs removed (default: 0.5)"
+    )
+    p.add_argument(
+        "--n-samples", type=int, default=64, help="N', random samples to prune on (default: 64)"
+    )
+    p.add_argument(
+        "--round-to",
+        nargs="+",
+        default=["none"],
+        metavar="K",
+        help="keep multiples of K channels per layer; 'none' for no rounding; several values "
+        "give one pruned network each (default: none)",
+    )
+    p.add_argument(
+        "--coupling",
+        nargs="+",
+        choices=("filter", "stream"),
+        default=["filter"],
+        help="what one structure is: filter (the paper's) or stream (a residual-stream channel "
+        "with all its writers); several values give one pruned network each (default: filter)",
+    )
+    p.add_argument(
+        "--scope",
+        nargs="+",
+        choices=("global", "local"),
+        default=["global"],
+        help="global: one ranking over all layers (the paper's); local: the same fraction of "
+        "every layer; several values give one pruned network each (default: global)",
+    )
+    p.add_argument(
+        "--exclude",
+        default="auto",
+        help="layers never pruned: a preset or fnmatch pattern; auto = resnet_downsample for "
+        "filter coupling, nothing for stream coupling (default: auto)",
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    add_network_arguments(p)
     p.add_argument(
         "--modes",
         nargs="+",
@@ -131,6 +177,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compile-mode",
         default="default",
         help="torch.compile's mode: default, reduce-overhead, max-autotune (default: default)",
+    )
+    p.add_argument(
+        "--freezing",
+        action="store_true",
+        help="torch._inductor.config.freezing = True: compile treats the weights as constants "
+        "(BatchNorm folded, weights prepacked for oneDNN on a CPU; inference only)",
     )
     p.add_argument(
         "--precisions",
@@ -169,49 +221,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "output is checked (default: 3)",
     )
     p.add_argument("--repeats", type=int, default=10, help="timed calls, median (default: 10)")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument(
         "--cudnn-benchmark",
         action="store_true",
         help="torch.backends.cudnn.benchmark = True: cuDNN times its algorithms for every new "
         "shape and keeps the fastest (default: its heuristics)",
-    )
-    p.add_argument("--method", default="sosp_h", help="pruning method (default: sosp_h)")
-    p.add_argument(
-        "--ratio", type=float, default=0.5, help="fraction of the MACs removed (default: 0.5)"
-    )
-    p.add_argument(
-        "--n-samples", type=int, default=64, help="N', random samples to prune on (default: 64)"
-    )
-    p.add_argument(
-        "--round-to",
-        nargs="+",
-        default=["none"],
-        metavar="K",
-        help="keep multiples of K channels per layer; 'none' for no rounding; several values "
-        "give one pruned network each (default: none)",
-    )
-    p.add_argument(
-        "--coupling",
-        nargs="+",
-        choices=("filter", "stream"),
-        default=["filter"],
-        help="what one structure is: filter (the paper's) or stream (a residual-stream channel "
-        "with all its writers); several values give one pruned network each (default: filter)",
-    )
-    p.add_argument(
-        "--scope",
-        nargs="+",
-        choices=("global", "local"),
-        default=["global"],
-        help="global: one ranking over all layers (the paper's); local: the same fraction of "
-        "every layer; several values give one pruned network each (default: global)",
-    )
-    p.add_argument(
-        "--exclude",
-        default="auto",
-        help="layers never pruned: a preset or fnmatch pattern; auto = resnet_downsample for "
-        "filter coupling, nothing for stream coupling (default: auto)",
     )
     p.add_argument(
         "--quick",
@@ -452,6 +466,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    if args.freezing:
+        inductor_config.freezing = True
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device is available")
     print(f"sosp from {Path(sosp.__file__).parent}, torch {torch.__version__}", flush=True)
@@ -554,6 +570,7 @@ def time_variant(args, options: dict, name, model, shape, classes, rows, out) ->
                 "batchnorm": bn,
                 "batch": batch,
                 "compile_mode": args.compile_mode if mode == "compile" else None,
+                "freezing": args.freezing if mode == "compile" else None,
                 "dense_ms": dense.get("ms"),
                 "pruned_ms": small.get("ms"),
                 "speedup": speedup(dense.get("ms"), small.get("ms")),
