@@ -15,17 +15,13 @@ synchronized around each. One CSV row per (varied side, in, out).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import statistics
-from pathlib import Path
 
 import latency  # benchmarks/latency.py, beside this file
 import torch
 from torch import nn
 
-from sosp.io import atomic_write_text
-from sosp.timing import timed
+from sosp.io import atomic_write_csv
+from sosp.timing import median_ms
 
 COLUMNS = ["device", "device_name", "threads", "torch", "precision", "layout", "batch"]
 COLUMNS += ["size", "varied", "in_channels", "out_channels", "ms", "ms_per_full"]
@@ -73,16 +69,13 @@ def conv_ms(cin: int, cout: int, args) -> float:
     conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False).to(args.device, memory_format=fmt)
     x = torch.randn(args.batch_size, cin, args.size, args.size, device=args.device)
     x = x.contiguous(memory_format=fmt)
-    kind = torch.device(args.device).type
 
     def call() -> torch.Tensor:
-        with torch.autocast(kind, torch.bfloat16, enabled=args.precision == "bf16"):
+        with latency.autocast_for(args.device, args.precision):
             return conv(x)
 
     with torch.inference_mode():
-        for _ in range(args.warmup):
-            call()
-        return statistics.median(timed(args.device, call)[1] * 1e3 for _ in range(args.repeats))
+        return median_ms(args.device, call, repeats=args.repeats, warmup=args.warmup)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,11 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                 }
             )
             print(f"  {cin:4d} -> {cout:4d}: {ms:8.3f} ms ({ms / full_ms:.2f} of full)", flush=True)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(Path(args.out), buf.getvalue())
+    atomic_write_csv(args.out, rows, COLUMNS)
     print(f"wrote {args.out}")
 
 

@@ -29,17 +29,14 @@ result came out in the other layout):
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
-from sosp.io import atomic_write_text
+from sosp.io import atomic_write_csv
 from sosp.shortcuts import IndexAdd, from_pixel_rows, pixel_rows, placement
-from sosp.timing import timed
+from sosp.timing import median_ms
 
 # (C, k, H) of the streams: ResNet-56 at batch 64 (CPU), ResNet-50 at batch 256 (GPU); k is
 # what a 50%-MAC SOSP-H mask keeps there.
@@ -78,13 +75,6 @@ def ways(positions: torch.Tensor, channels: int, nhwc: bool) -> dict:
 
         out |= {"scatter_add": scatter_add, "matmul": matmul, "matmul_into": matmul_into}
     return out
-
-
-def median_ms(fn, inputs: tuple, device: str, repeats: int) -> float:
-    """Median milliseconds of `fn(*inputs)` over `repeats` calls after 3 untimed ones."""
-    for _ in range(3):
-        fn(*inputs)
-    return statistics.median(timed(device, fn, *inputs)[1] * 1e3 for _ in range(repeats))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
                     diff = float((got.float() - want.float()).abs().max())
                     if not got.is_contiguous(memory_format=fmt):
                         diff = float("nan")
-                ms = median_ms(fn, (stream, branch, full), kind, args.repeats)
+                ms = median_ms(kind, fn, stream, branch, full, repeats=args.repeats)
                 row = {
                     "device": name,
                     "dtype": str(dtype).removeprefix("torch."),
@@ -143,11 +133,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(row)
                 print(row, flush=True)
     out = Path(args.out.replace("<device>", kind))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(out, buf.getvalue())
+    atomic_write_csv(out, rows)
     print(f"wrote {out}")
 
 

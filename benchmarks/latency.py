@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
-import io
 import itertools
 import math
 import os
@@ -58,7 +56,7 @@ import sosp
 from sosp import batchnorm, counting, data, models
 from sosp.errors import SospError
 from sosp.exporting import folded_batchnorm
-from sosp.io import atomic_write_text
+from sosp.io import atomic_write_csv
 from sosp.structures import analyze
 from sosp.surgery import indices_from_mask, soft_masked
 from sosp.timing import timed
@@ -339,16 +337,19 @@ def prepared(
     model = model.to(memory_format=memory_format(layout))
     if mode == "compile":
         model = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
-    device_type = torch.device(device).type
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        # no autocast cache: a CUDA graph must not capture casts it would then skip
-        with torch.autocast(
-            device_type, torch.bfloat16, enabled=precision == "bf16", cache_enabled=False
-        ):
+        with autocast_for(device, precision):
             return model(x)
 
     return graphed(forward, device) if mode == "graph" else forward
+
+
+def autocast_for(device: str, precision: str) -> torch.autocast:
+    """bf16 autocast on `device` where `precision` is bf16, else off; without the cast cache
+    (a CUDA graph must not capture casts it would then skip)."""
+    kind = torch.device(device).type
+    return torch.autocast(kind, torch.bfloat16, enabled=precision == "bf16", cache_enabled=False)
 
 
 def graphed(forward, device: str):
@@ -433,14 +434,6 @@ def device_name(device: str) -> str:
     except OSError:
         pass
     return f"{model}, {torch.get_num_threads()} threads"
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def print_table(rows: list[dict]) -> None:
@@ -553,7 +546,7 @@ def time_variant(args, options: dict, name, model, shape, classes, rows, out) ->
                 setting = {"mode": mode, "precision": precision, "layout": layout}
                 setting |= {"batchnorm": bn, "batch": batch}
                 mine.append({**common, **setting, "error": error})
-            write_csv(rows + mine, out)
+            atomic_write_csv(out, rows + mine, COLUMNS)
             print(mode, precision, layout, bn, error)
             continue
         for batch in args.batch_sizes:
@@ -583,7 +576,7 @@ def time_variant(args, options: dict, name, model, shape, classes, rows, out) ->
                 "error": "; ".join(e for e in (dense.get("error"), small.get("error")) if e),
             }
             mine.append(row)
-            write_csv(rows + mine, out)
+            atomic_write_csv(out, rows + mine, COLUMNS)
             setting = {k: row[k] for k in ("mode", "precision", "layout", "batchnorm", "batch")}
             print(setting, end=" ", flush=True)
             print({k: row[k] for k in ("dense_ms", "pruned_ms", "speedup", "speedup_min", "error")})

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
-import io
 import statistics
 import sys
 import tempfile
@@ -36,7 +34,7 @@ import torch
 from torch import nn
 
 from sosp.errors import SospError
-from sosp.io import atomic_write_text
+from sosp.io import atomic_write_csv
 from sosp.timing import synchronize, timed
 
 COLUMNS = [
@@ -146,8 +144,7 @@ class ConvTimer:
 
 def forward_fn(model: nn.Module, precision: str, device: str):
     def forward(x: torch.Tensor) -> torch.Tensor:
-        kind = torch.device(device).type
-        with torch.autocast(kind, torch.bfloat16, enabled=precision == "bf16"):
+        with latency.autocast_for(device, precision):
             return model(x)
 
     return forward
@@ -221,14 +218,6 @@ def row(common: dict, kind: str, name: str, d_ms: float, p_ms: float | None, ch=
     }
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
@@ -266,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
             }
             mine = rows_of(got, common)
             rows += mine
-            write_csv(rows, Path(args.out))
+            atomic_write_csv(args.out, rows, COLUMNS)
             print_summary(mine)
     print(f"wrote {args.out}")
 

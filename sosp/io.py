@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -38,6 +40,18 @@ def _umask() -> int:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` via a temporary file in the same folder and a rename."""
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write_csv(
+    path: str | os.PathLike, rows: list[dict], columns: list[str] | None = None
+) -> None:
+    """Write `rows` as CSV with a header (`columns`, default the first row's keys; a row's
+    missing keys are empty cells) to `path` atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns or list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def atomic_write_json(path: str | os.PathLike, obj: object) -> None:

@@ -3,6 +3,7 @@ was launched."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,16 @@ def timed(device: torch.device | str, fn: Callable, *args: Any) -> tuple[Any, fl
     out = fn(*args)
     synchronize(device)
     return out, time.perf_counter() - start
+
+
+def median_ms(
+    device: torch.device | str, fn: Callable, *args: Any, repeats: int, warmup: int = 3
+) -> float:
+    """Median milliseconds of `fn(*args)` over `repeats` `timed` calls after `warmup` untimed
+    ones."""
+    for _ in range(warmup):
+        fn(*args)
+    return statistics.median(timed(device, fn, *args)[1] * 1e3 for _ in range(repeats))
 
 
 class StepTimer:
