@@ -15,7 +15,6 @@ time vs width.
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 import sosp
 from sosp import counting, data, models
+from sosp.io import atomic_write_csv
 from sosp.models.cifar_resnet import CifarResNet
 from sosp.timing import timed
 
@@ -92,11 +92,7 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    atomic_write_csv(out.with_suffix(".csv"), rows)
     if len(args.widths) > 1:
         plot(rows, out.with_suffix(".png"))
 

@@ -22,16 +22,15 @@ replay).
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
 from sosp import data, loaders, models, recipes
 from sosp.graphed_step import GraphedStep
+from sosp.io import atomic_write_csv
 from sosp.jpeg_loader import JpegLoader
 from sosp.timing import synchronize
 from sosp.train import optimizer_for, step_function
@@ -184,7 +183,7 @@ def main() -> None:
             }
             rows.append(row)
             print(row, flush=True)
-    write(rows, Path(f"{args.out}_{'cuda' if amp else 'cpu'}.csv"))
+    atomic_write_csv(f"{args.out}_{'cuda' if amp else 'cpu'}.csv", rows)
 
 
 def imagenet(args) -> None:
@@ -219,7 +218,7 @@ def imagenet(args) -> None:
             }
             rows.append(row)
             print(row, flush=True)
-    write(rows, Path(f"{args.out}_imagenet_{'cuda' if amp else 'cpu'}.csv"))
+    atomic_write_csv(f"{args.out}_imagenet_{'cuda' if amp else 'cpu'}.csv", rows)
 
 
 def machine(amp: bool) -> dict:
@@ -230,14 +229,6 @@ def machine(amp: bool) -> dict:
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
     }
-
-
-def write(rows: list[dict], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 if __name__ == "__main__":
