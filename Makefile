@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo replot test lint clean
+.PHONY: demo replot test lint docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,16 @@ replot: $(BIN)/.installed
 
 # one pytest worker per CPU, one thread each (tests/conftest.py); the two end-to-end tests that
 # share a snakemake run stay on one worker (--dist loadgroup)
-test: $(BIN)/.installed lint
+test: $(BIN)/.installed lint docs
 	$(BIN)/python -m pytest -q -n auto --dist loadgroup --durations=15
+
+# the documentation site into site/, every warning an error (mkdocs.yml: strict)
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --quiet
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .snakemake runs
+	rm -rf $(VENV) .pytest_cache .ruff_cache .snakemake runs site
