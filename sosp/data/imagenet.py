@@ -82,7 +82,9 @@ def image_folder(meta: DatasetInfo, train: bool, root: Path | None, transform, l
 
     layout = f"expected {folder.resolve()}/<class>/<image>.JPEG, one sub-folder per class"
     if not any(entry.is_dir() for entry in folder.iterdir()):
-        raise BadInput(f"{folder.resolve()} has no class folders: {layout} (see README, Data)")
+        raise BadInput(
+            f"{folder.resolve()} has no class folders: {layout} (see docs/guide/models-data.md)"
+        )
     ds = datasets.ImageFolder(str(folder), transform=transform, loader=loader, allow_empty=True)
     counts = torch.bincount(torch.tensor(ds.targets, dtype=torch.long), minlength=len(ds.classes))
     empty = [name for name, n in zip(ds.classes, counts.tolist(), strict=True) if n == 0]
