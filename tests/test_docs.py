@@ -56,11 +56,16 @@ def commands(block: str) -> list[tuple[str, str]]:
 
 def small_sosp(argv: list[str]) -> list[str]:
     """A `sosp` command line (without `sosp`) as run here: on digits and ResNet-20 where it
-    reads or writes runs/, one epoch, N'=64."""
+    reads or writes runs/, one epoch (two where the line sets more, e.g. for GMP's two
+    intervals), N'=64."""
     if any(a.startswith("runs/") for a in argv):
         argv = [SMALL_NETWORK.get(a, a) for a in argv]
+    epochs = lambda a: f"epochs={min(int(a[7:]), 2)}" if a.startswith("epochs=") else a  # noqa: E731
+    argv = [epochs(a) for a in argv]
+    if argv[0] in ("train", "finetune") and not any(a.startswith("epochs=") for a in argv):
+        argv += ["--set", "epochs=1"]
     if argv[0] in ("train", "finetune"):
-        argv += ["--set", "epochs=1", "--no-progress"]
+        argv += ["--no-progress"]
     if argv[0] == "prune":
         argv += ["--n-samples", "64"]
     return argv
