@@ -116,14 +116,33 @@ def resolve(
 
 
 def _read_mapping(path: Path) -> dict:
+    """The recipe keys of a YAML (.yaml, .yml) or JSON file; `BadInput` for a missing,
+    unreadable, malformed or empty file, or one that holds no mapping."""
     if not path.is_file():
-        raise BadInput(f"recipe file {path} does not exist")
-    obj = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else None
+        raise BadInput(f"recipe file {path} does not exist; pass --recipe-file an existing file")
+    yaml_file = path.suffix in (".yaml", ".yml")
+    try:
+        text = path.read_text()
+        obj = yaml.safe_load(text) if yaml_file else json.loads(text) if text.strip() else None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        what = "YAML" if yaml_file else "JSON (a .yaml or .yml file is read as YAML)"
+        raise BadInput(f"recipe file {path} is not valid {what}: {_reason(e)}") from None
     if obj is None:
-        obj = json.loads(path.read_text())
+        raise BadInput(f"recipe file {path} is empty; write recipe keys in it, e.g. epochs: 10")
     if not isinstance(obj, dict):
-        raise BadInput(f"recipe file {path} must hold a mapping of recipe keys")
+        raise BadInput(
+            f"recipe file {path} must hold a mapping of recipe keys, e.g. epochs: 10, not a "
+            f"{type(obj).__name__}"
+        )
     return obj
+
+
+def _reason(e: Exception) -> str:
+    """A parse error in one line: YAML's problem and where, else the error's text."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark = e.problem_mark
+        return f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(e).split())
 
 
 def _coerce(key: str, value, default):
