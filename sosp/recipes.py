@@ -25,8 +25,23 @@ import yaml
 
 from sosp.errors import BadInput, UnknownName
 from sosp.retraining import SCHEDULES as RETRAIN_SCHEDULES
+from sosp.settings import check_number
 
 SCHEDULES = ("step", "cosine", "constant", *RETRAIN_SCHEDULES)
+
+
+# The range of every numeric recipe key (JSON-schema bounds, as `sosp.settings` reads them).
+BOUNDS = {
+    "epochs": {"minimum": 1},
+    "batch_size": {"minimum": 1},
+    "lr": {"exclusiveMinimum": 0},
+    "momentum": {"minimum": 0},
+    "weight_decay": {"minimum": 0},
+    "gamma": {"exclusiveMinimum": 0},
+    "bn_l1": {"minimum": 0},
+    "test_every": {"minimum": 1},
+    "cycles": {"minimum": 1},
+}
 
 
 @dataclass(frozen=True)
@@ -156,6 +171,10 @@ def _coerce(key: str, value, default):
         if isinstance(default, tuple):
             items = value.split(",") if isinstance(value, str) else value
             return tuple(int(v) for v in items if str(v).strip() != "")
+        if isinstance(default, int | float) and (
+            isinstance(value, bool) or (isinstance(default, int) and float(value) % 1 != 0)
+        ):  # int(1.5) would train 1 epoch, float(True) at lr 1.0
+            raise ValueError(value)
         return type(default)(value)
     except (TypeError, ValueError) as e:
         raise BadInput(
@@ -188,9 +207,9 @@ def _check(r: Recipe) -> None:
                 f"learning-rate rewinding replays the last {r.epochs} epochs of a training of "
                 f"{r.original.total_epochs}; choose a budget of at most {r.original.total_epochs}"
             )
-    if min(r.epochs, r.batch_size, r.test_every, r.cycles) < 1 or r.lr <= 0:
-        raise BadInput(
-            "recipe keys 'epochs', 'batch_size', 'lr', 'test_every', 'cycles' must be positive"
-        )
+    for key, bounds in BOUNDS.items():
+        check_number(f"recipe key {key!r}", getattr(r, key), bounds)
+    if r.nesterov and r.momentum == 0:
+        raise BadInput("recipe key 'nesterov' needs a momentum: set momentum > 0 or nesterov=false")
     if any(m < 1 for m in r.milestones):  # milestones past the last epoch are never reached
         raise BadInput(f"recipe key 'milestones' {r.milestones} must be positive epochs")
