@@ -86,7 +86,7 @@ def prune_with(
     dict. Each report's `seconds` counts the shared saliency time plus its own selection and
     surgery."""
     start = time.perf_counter()
-    options = _checked_options(method, options or {})
+    options = methods.registry.checked_options(method, options or {})
     check_ratios(ratios)
     batches = _materialize(data, settings.n_samples)
     timer = StepTimer(_device_of(model))
@@ -115,18 +115,6 @@ class _Ranking:
     layer_of: list[int]  # [S] the layer number of each structure
     sizes: list[int]  # structures per layer
     exchangeable: list[list[tuple[int, ...]]] | None  # with shuffle_within_layers
-
-
-def _checked_options(method: str, options: dict) -> dict:
-    """`options`, once every key is an option of `method` (which must exist)."""
-    known = methods.options_of(method)
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise BadInput(
-            f"method {method!r} takes no option {', '.join(unknown)}; its options: "
-            f"{', '.join(known) or 'none'}"
-        )
-    return options
 
 
 def _recalibrated(

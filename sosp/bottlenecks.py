@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from sosp.errors import BadInput
-from sosp.models.base import EVERYWHERE, Widths
+from sosp.models.base import EVERYWHERE, Widths, checked_multiplier
 from sosp.models.cifar_resnet import CifarResNet
 from sosp.models.vgg import VGG
+from sosp.settings import check_number
 from sosp.structures import analyze
 from sosp.surgery import Mask
 
@@ -41,6 +42,17 @@ class Rule:
     level: str
     count: int | None = None
     threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.count is not None and (
+            isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1
+        ):
+            raise BadInput(
+                f"bottleneck count must be a whole number of units, at least 1, not "
+                f"{self.count!r}; leave it unset to widen every unit below the threshold"
+            )
+        if self.threshold is not None:
+            check_number("bottleneck threshold", self.threshold, {"exclusiveMinimum": 0})
 
 
 PAPER_RULES: dict[type, Rule] = {CifarResNet: Rule("stage", count=1), VGG: Rule("layer", count=5)}
@@ -92,8 +104,6 @@ def select(ratios: Mapping[str, float], rule: Rule) -> list[str]:
     """The bottlenecks among `ratios` ({unit: ratio}) by `rule`, in network order."""
     if rule.count is None and rule.threshold is None:
         raise BadInput("a bottleneck rule needs a count, a threshold or both")
-    if rule.count is not None and rule.count < 0:
-        raise BadInput(f"bottleneck count must be >= 0, not {rule.count}")
     candidates = list(ratios)
     if rule.threshold is not None and ratios:
         bound = rule.threshold * sum(ratios.values()) / len(ratios)
@@ -132,6 +142,7 @@ def find(
     inputs [C, H, W] `input_shape`) pruned by `masks`; `rule` defaults to the paper's for the
     model (`PAPER_RULES`). `models.create(name, ..., widths=find(...))` builds the expanded
     network."""
+    multiplier = checked_multiplier(multiplier, "bottleneck multiplier")
     levels = _width_levels(model)
     rule = rule or next((r for t, r in PAPER_RULES.items() if isinstance(model, t)), None)
     if rule is None:
@@ -142,12 +153,12 @@ def find(
         )
     channels = prunable_channels(model, input_shape, exclude)
     ratios = unit_ratios(masks, channels, levels[rule.level])
-    return {unit: float(multiplier) for unit in select(ratios, rule)}
+    return dict.fromkeys(select(ratios, rule), multiplier)
 
 
 def uniform(multiplier: float = 1.1) -> Widths:
     """The widen-pruning baseline's spec: every width of the network times `multiplier`."""
-    return {EVERYWHERE: float(multiplier)}
+    return {EVERYWHERE: checked_multiplier(multiplier, "uniform width multiplier")}
 
 
 def _width_levels(model: nn.Module) -> dict[str, tuple[str, ...]]:

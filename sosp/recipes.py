@@ -25,8 +25,23 @@ import yaml
 
 from sosp.errors import BadInput, UnknownName
 from sosp.retraining import SCHEDULES as RETRAIN_SCHEDULES
+from sosp.settings import check_number
 
 SCHEDULES = ("step", "cosine", "constant", *RETRAIN_SCHEDULES)
+
+
+# The range of every numeric recipe key (JSON-schema bounds, as `sosp.settings` reads them).
+BOUNDS = {
+    "epochs": {"minimum": 1},
+    "batch_size": {"minimum": 1},
+    "lr": {"exclusiveMinimum": 0},
+    "momentum": {"minimum": 0},
+    "weight_decay": {"minimum": 0},
+    "gamma": {"exclusiveMinimum": 0},
+    "bn_l1": {"minimum": 0},
+    "test_every": {"minimum": 1},
+    "cycles": {"minimum": 1},
+}
 
 
 @dataclass(frozen=True)
@@ -116,14 +131,33 @@ def resolve(
 
 
 def _read_mapping(path: Path) -> dict:
+    """The recipe keys of a YAML (.yaml, .yml) or JSON file; `BadInput` for a missing,
+    unreadable, malformed or empty file, or one that holds no mapping."""
     if not path.is_file():
-        raise BadInput(f"recipe file {path} does not exist")
-    obj = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else None
+        raise BadInput(f"recipe file {path} does not exist; pass --recipe-file an existing file")
+    yaml_file = path.suffix in (".yaml", ".yml")
+    try:
+        text = path.read_text()
+        obj = yaml.safe_load(text) if yaml_file else json.loads(text) if text.strip() else None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        what = "YAML" if yaml_file else "JSON (a .yaml or .yml file is read as YAML)"
+        raise BadInput(f"recipe file {path} is not valid {what}: {_reason(e)}") from None
     if obj is None:
-        obj = json.loads(path.read_text())
+        raise BadInput(f"recipe file {path} is empty; write recipe keys in it, e.g. epochs: 10")
     if not isinstance(obj, dict):
-        raise BadInput(f"recipe file {path} must hold a mapping of recipe keys")
+        raise BadInput(
+            f"recipe file {path} must hold a mapping of recipe keys, e.g. epochs: 10, not a "
+            f"{type(obj).__name__}"
+        )
     return obj
+
+
+def _reason(e: Exception) -> str:
+    """A parse error in one line: YAML's problem and where, else the error's text."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark = e.problem_mark
+        return f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(e).split())
 
 
 def _coerce(key: str, value, default):
@@ -137,6 +171,10 @@ def _coerce(key: str, value, default):
         if isinstance(default, tuple):
             items = value.split(",") if isinstance(value, str) else value
             return tuple(int(v) for v in items if str(v).strip() != "")
+        if isinstance(default, int | float) and (
+            isinstance(value, bool) or (isinstance(default, int) and float(value) % 1 != 0)
+        ):  # int(1.5) would train 1 epoch, float(True) at lr 1.0
+            raise ValueError(value)
         return type(default)(value)
     except (TypeError, ValueError) as e:
         raise BadInput(
@@ -169,9 +207,9 @@ def _check(r: Recipe) -> None:
                 f"learning-rate rewinding replays the last {r.epochs} epochs of a training of "
                 f"{r.original.total_epochs}; choose a budget of at most {r.original.total_epochs}"
             )
-    if min(r.epochs, r.batch_size, r.test_every, r.cycles) < 1 or r.lr <= 0:
-        raise BadInput(
-            "recipe keys 'epochs', 'batch_size', 'lr', 'test_every', 'cycles' must be positive"
-        )
+    for key, bounds in BOUNDS.items():
+        check_number(f"recipe key {key!r}", getattr(r, key), bounds)
+    if r.nesterov and r.momentum == 0:
+        raise BadInput("recipe key 'nesterov' needs a momentum: set momentum > 0 or nesterov=false")
     if any(m < 1 for m in r.milestones):  # milestones past the last epoch are never reached
         raise BadInput(f"recipe key 'milestones' {r.milestones} must be positive epochs")

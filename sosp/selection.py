@@ -179,8 +179,8 @@ def prefix_for_budget(
         k = round(ratio * num_structures)
         if k > len(full_order):
             raise BadInput(
-                f"no mask can prune {k} of {num_structures} structures: the per-layer caps "
-                f"allow at most {len(full_order)}; lower the ratio or raise max_layer_fraction"
+                f"no mask can prune {k} of {num_structures} structures: {_KEPT}, so at most "
+                f"{len(full_order)} can go; {_at_most(len(full_order) / num_structures)}"
             )
         return full_order[:k]
     chosen = chosen or (lambda prefix: prefix)
@@ -192,8 +192,8 @@ def prefix_for_budget(
     most = removed(full_order)
     if most < ratio:
         raise BadInput(
-            f"no mask can remove {ratio:.1%} of the {budget}: pruning every allowed structure "
-            f"removes {most:.1%}; lower the ratio, raise max_layer_fraction or lower round_to"
+            f"no mask can remove {ratio:.1%} of the {budget}: {_KEPT}, so pruning all the "
+            f"others removes {most:.1%}; {_at_most(most)}"
         )
     lo, hi = 0, len(full_order)  # removed(prefix hi) >= ratio
     while lo < hi:
@@ -203,6 +203,19 @@ def prefix_for_budget(
         else:
             lo = mid + 1
     return chosen(full_order[:hi])
+
+
+# Why a ratio can be out of reach: what every mask keeps (the settings that keep more named
+# as conditions, since the message cannot tell which of them are set).
+_KEPT = (
+    "every layer keeps at least one structure (more with max_layer_fraction or round_to) and "
+    "excluded layers keep all"
+)
+
+
+def _at_most(reachable: float) -> str:
+    """The fix: a ratio no larger than the `reachable` fraction, rounded down to 3 digits."""
+    return f"pass a ratio of at most {math.floor(reachable * 1000) / 1000:g}"
 
 
 def rounded(prefix: list[int], layer_of: list[int], sizes: list[int], k: int) -> list[int]:

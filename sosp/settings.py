@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import functools
+import math
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+
+from torch import nn
 
 from sosp.curvature import LOSSES
 from sosp.errors import BadInput
 from sosp.selection import BUDGETS, SCOPES
 from sosp.structures import COUPLINGS
+from sosp.structures import PRESETS as EXCLUDE_PRESETS
 
 # What a pruning ratio may be: a fraction, neither nothing nor everything (JSON-schema bounds).
 RATIO_BOUNDS = {"exclusiveMinimum": 0, "exclusiveMaximum": 1}
@@ -98,6 +103,7 @@ class PruneSettings:
         "seed of the method's random draws (sampled labels, random order) and of the shuffle "
         "within layers; `sosp prune` also draws the N' samples and, without --checkpoint, the "
         "initialization with it",
+        minimum=0,
     )
 
     def __post_init__(self) -> None:
@@ -109,6 +115,17 @@ class PruneSettings:
     def exclude_list(self) -> list[str] | None:
         """`exclude` as report.json and model files store it: a list, or None for none."""
         return list(self.exclude) or None
+
+    def unmatched_exclusions(self, model: nn.Module) -> list[str]:
+        """The `exclude` patterns that match no conv or linear layer (the layers a structure
+        is cut from) of `model`, so exclude nothing; presets are not checked, since one
+        names layers only some models have (VGGs have no downsampling)."""
+        layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+        return [
+            p
+            for p in self.exclude
+            if p not in EXCLUDE_PRESETS and not any(fnmatch.fnmatchcase(n, p) for n in layers)
+        ]
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -152,7 +169,14 @@ class PruneSettings:
         """The settings given on the command line (`add_arguments`'s options); a field not
         given takes its value from `defaults`, else the field's default."""
         given = {name: getattr(args, name) for name in cls.names()}
-        return cls(**{**defaults, **{k: v for k, v in given.items() if v is not None}})
+        given = {k: v for k, v in given.items() if v is not None}
+        try:
+            return cls(**{**defaults, **given})
+        except BadInput as e:  # name the option the user typed, not the field
+            name = str(e).split(" ", 1)[0]
+            if name not in given:
+                raise
+            raise BadInput(_flag(name) + str(e).removeprefix(name)) from None
 
     def command_line(self) -> list[str]:
         """`sosp prune` options that reproduce these settings, every field written out
@@ -193,7 +217,7 @@ def ratio_schema() -> dict:
 def check_ratios(ratios: Sequence[float]) -> None:
     """Raise `BadInput` unless every ratio lies in (0, 1)."""
     for ratio in ratios:
-        _check_number("ratio", ratio, RATIO_BOUNDS)
+        check_number("ratio", ratio, RATIO_BOUNDS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,6 +280,17 @@ def _is(value: object, base: type) -> bool:
     return isinstance(value, (int, float) if base is float else base)
 
 
+def check_type(name: str, value: object, hint: object) -> None:
+    """Raise `BadInput` naming `name` unless `value` has type `hint` (int, float, bool, str,
+    X | None, tuple[str, ...]); other hints are not checked."""
+    try:
+        base = _kind(hint)[0]
+    except ValueError:  # a union of several types
+        return
+    if base in _TYPE_NAMES:
+        _check(name, value, hint, {})
+
+
 def _check(name: str, value: object, hint: object, meta: Mapping) -> None:
     """Raise `BadInput` naming `name` unless `value` has the field's type and allowed value."""
     base, nullable, many = _kind(hint)
@@ -270,16 +305,19 @@ def _check(name: str, value: object, hint: object, meta: Mapping) -> None:
         raise BadInput(f"{name} must be {_TYPE_NAMES[base]}{none}, not {value!r}")
     if "choices" in meta and value not in meta["choices"]:
         raise BadInput(f"{name} must be one of {', '.join(meta['choices'])}, not {value!r}")
-    _check_number(name, value, meta)
+    check_number(name, value, meta)
 
 
-def _check_number(name: str, value, meta: Mapping) -> None:
-    """Raise `BadInput` unless `value` lies within the JSON-schema bounds in `meta`."""
+def check_number(name: str, value, meta: Mapping) -> None:
+    """Raise `BadInput` naming `name` unless `value` is a finite number within the JSON-schema
+    bounds in `meta` (`minimum`, `exclusiveMaximum`, ...; no bounds: nothing is checked)."""
     bounds = {k: meta[k] for k in BOUND_KEYS if k in meta}
     if not bounds:
         return
     if not _is(value, float):
         raise BadInput(f"{name} must be a number, not {value!r}")
+    if not math.isfinite(value):
+        raise BadInput(f"{name} must {_range_text(bounds)}, not {value}")
     inside = all(
         {
             "minimum": value >= bound,

@@ -75,7 +75,7 @@ def test_paper_rule_for_vgg_takes_five_layers():
         (Rule("x", count=1), ["d"]),
         (Rule("x", count=3), ["b", "c", "d"]),  # b, e tie at 0.6: network order
         (Rule("x", count=1, threshold=0.5), ["d"]),
-        (Rule("x", threshold=0.0), []),
+        (Rule("x", threshold=0.2), ["d"]),  # bound 0.08
     ],
 )
 def test_select_rules(rule, expected):
@@ -112,6 +112,34 @@ def test_bad_input_raises(dense, masks, rule, match):
     BadInput saying what is known."""
     with pytest.raises(BadInput, match=match):
         bottlenecks.find(dense, masks, SHAPE, rule)
+
+
+@pytest.mark.parametrize(
+    ("rule", "match"),
+    [
+        ({"count": 0}, "count must be a whole number of units, at least 1, not 0"),
+        ({"count": -1}, "at least 1, not -1"),
+        ({"count": 1.5}, "at least 1, not 1.5"),
+        ({"threshold": 0.0}, "threshold must be greater than 0, not 0.0"),
+        ({"threshold": float("nan")}, "threshold must be greater than 0, not nan"),
+    ],
+)
+def test_rules_that_can_select_nothing_are_refused(rule, match):
+    """A count below 1 or a threshold that is not a positive number would widen nothing
+    whatever the masks: the rule refuses it on construction."""
+    with pytest.raises(BadInput, match=match):
+        Rule("stage", **rule)
+
+
+@pytest.mark.parametrize("multiplier", [0.0, -2.0, float("inf"), 1e6])
+def test_multipliers_outside_the_width_range_are_refused(dense, channels, multiplier):
+    """`find` and `uniform` refuse a multiplier the width spec would refuse (not positive, not
+    finite, or beyond MAX_MULTIPLIER) instead of returning a spec no model can be built from."""
+    mask = prune_every(channels, 0.5, keep="layer2.1")
+    with pytest.raises(BadInput, match="multiplier must be > 0 and at most 16"):
+        bottlenecks.find(dense, [mask], SHAPE, multiplier=multiplier)
+    with pytest.raises(BadInput, match="multiplier must be > 0 and at most 16"):
+        bottlenecks.uniform(multiplier)
 
 
 def test_model_without_width_spec_is_refused():

@@ -6,9 +6,9 @@ import dataclasses
 import jsonschema
 import pytest
 
-from sosp import cli, curvature, selection, structures
+from sosp import cli, curvature, models, selection, structures
 from sosp.errors import BadInput
-from sosp.settings import PruneSettings, check_ratios, ratio_schema
+from sosp.settings import PruneSettings, check_number, check_ratios, check_type, ratio_schema
 
 # Per field: values it accepts and values it refuses.
 GOOD = {
@@ -37,7 +37,7 @@ BAD = {
     "round_to": [0, -8, 2.5, True, "8"],
     "shuffle_within_layers": [1, "true", None],
     "loss": ["mse", None],
-    "seed": [1.5, None, "0"],
+    "seed": [1.5, None, "0", -1],
 }
 PRUNE = ["prune", "--model", "resnet20", "--ratio", "0.5", "--out", "o"]
 
@@ -80,6 +80,46 @@ def test_exclude_is_stored_as_a_tuple_and_settings_are_frozen():
     assert PruneSettings().exclude_list is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         PruneSettings().budget = "params"  # type: ignore[misc]
+
+
+def test_patterns_that_match_no_conv_or_linear_layer_are_named():
+    """`unmatched_exclusions` names the patterns no conv or linear layer's name matches (a
+    stage name alone, "layer1", matches only the container), never a preset, which names
+    layers some models lack (VGGs have no downsampling)."""
+    vgg = models.create("vgg11_quarter", 10, in_channels=1, image_size=8)
+    settings = PruneSettings(exclude=("layer1", "features.0", "nothing*", "resnet_downsample"))
+    assert settings.unmatched_exclusions(vgg) == ["layer1", "nothing*"]
+    resnet = models.create("resnet20", 10, in_channels=1, image_size=8)
+    assert PruneSettings(exclude=("layer1.*", "fc")).unmatched_exclusions(resnet) == []
+
+
+def test_options_are_named_as_typed_on_the_command_line():
+    """A refused value given as a `sosp prune` option names the option (--seed), not the
+    field (seed), so the message says what to change; a default is not blamed on an option."""
+    for argv, says in [
+        (["--seed", "-1"], "--seed must be at least 0, not -1"),
+        (["--n-samples", "0"], "--n-samples must be at least 1, not 0"),
+        (["--max-layer-fraction", "nan"], r"--max-layer-fraction must lie in \(0, 1\], not nan"),
+    ]:
+        args = cli.parser().parse_args([*PRUNE, *argv])
+        with pytest.raises(BadInput, match=f"^{says}$"):
+            PruneSettings.from_args(args)
+    args = cli.parser().parse_args(PRUNE)
+    with pytest.raises(BadInput, match="^n_samples must"):
+        PruneSettings.from_args(args, n_samples=0)
+
+
+def test_numbers_must_be_finite_and_types_are_checked_by_hint():
+    """`check_number` refuses an infinite value even where only a lower bound is given;
+    `check_type` checks the hints method options carry and lets other hints pass."""
+    with pytest.raises(BadInput, match="x must be at least 0, not inf"):
+        check_number("x", float("inf"), {"minimum": 0})
+    with pytest.raises(BadInput, match="hessian must be true or false, not 'maybe'"):
+        check_type("hessian", "maybe", bool)
+    with pytest.raises(BadInput, match="k must be an integer or none, not 2.5"):
+        check_type("k", 2.5, int | None)
+    check_type("t", 200, float)  # an int is a number
+    check_type("anything", object(), list[int])  # not a hint options use: unchecked
 
 
 def test_split_separates_settings_from_method_options():

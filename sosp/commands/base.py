@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from torch import nn
 
 from sosp import data, models, tracking
 from sosp.errors import BadInput
+from sosp.settings import RATIO_BOUNDS, PruneSettings, check_number
 
 
 @dataclass(frozen=True)
@@ -28,18 +30,64 @@ class Command:
     run: Callable[[argparse.Namespace], int]
 
 
-def parse_options(items: list[str], flag: str = "--option") -> dict:
-    """KEY=VALUE strings to a dict, values read as JSON where they parse (true, 3, 0.5)."""
+def parse_options(items: list[str], flag: str = "--option", form: str = "KEY=VALUE") -> dict:
+    """KEY=VALUE strings to a dict, values read as JSON where they parse (true, 3, 0.5);
+    `BadInput` for an item without "=", an empty key, or a key given twice (`form`: how the
+    message writes an item)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise BadInput(f"{flag} takes KEY=VALUE, not {item!r}")
+        if not sep or not key:
+            raise BadInput(f"{flag} takes {form}, not {item!r}")
+        if key in out:
+            raise BadInput(f"{flag} gives {key} twice; keep one {key}=VALUE")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+# JSON-schema bounds (as `sosp.settings.check_number` reads them) of common numeric options
+AT_LEAST_ONE = {"minimum": 1}
+NOT_NEGATIVE = {"minimum": 0}
+POSITIVE = {"exclusiveMinimum": 0}
+FRACTION = RATIO_BOUNDS
+FINITE: dict = {}  # any finite number
+
+
+def check_bounds(args: argparse.Namespace, **bounds: Mapping) -> None:
+    """Refuse, naming the option, a value of option `name` (its argparse dest) outside
+    `bounds[name]`, or not finite; an option not given (None) passes, a list is checked item
+    by item."""
+    for name, allowed in bounds.items():
+        value = getattr(args, name)
+        flag = "--" + name.replace("_", "-")
+        for item in value if isinstance(value, list) else [] if value is None else [value]:
+            check_number(flag, item, allowed)
+            if not math.isfinite(item):
+                raise BadInput(f"{flag} must be a finite number, not {item}")
+
+
+def warn(args: argparse.Namespace, message: str) -> None:
+    """Print `message` as one line `sosp <command>: warning: ...` on stderr."""
+    print(f"sosp {args.command}: warning: {message}", file=sys.stderr)
+
+
+def warn_unmatched_exclusions(
+    args: argparse.Namespace, settings: PruneSettings, model: nn.Module, flag: str = "--exclude"
+) -> None:
+    """Warn (not refuse: a workflow config gives one list to several models) about `exclude`
+    patterns that match no conv or linear layer of `model`."""
+    unmatched = settings.unmatched_exclusions(model)
+    if unmatched:
+        layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+        warn(
+            args,
+            f"{flag} pattern(s) {', '.join(map(repr, unmatched))} match no conv or linear "
+            f"layer of {args.model}, so they exclude nothing; a pattern matches whole layer "
+            f"names such as {layers[0]!r}, {layers[-1]!r} (fnmatch: 'layer1.*' for a stage)",
+        )
 
 
 # -- shared arguments -------------------------------------------------------------------------
@@ -117,6 +165,11 @@ def parse_widths(items: list[str] | None) -> dict[str, float] | None:
         return None
     if len(items) == 1 and "=" not in items[0]:
         path = Path(items[0])
+        if not path.is_file():
+            raise BadInput(
+                f"--widths {path}: no such file; pass UNIT=MULT items (e.g. layer2=2 or "
+                "'*=1.1') or the JSON file `sosp bottlenecks` writes"
+            )
         try:
             spec = json.loads(path.read_text())
         except (OSError, ValueError) as e:
@@ -124,7 +177,7 @@ def parse_widths(items: list[str] | None) -> dict[str, float] | None:
         if not isinstance(spec, dict):
             raise BadInput(f"--widths {path} must hold a mapping of unit -> multiplier")
         return spec
-    return parse_options(items, "--widths")
+    return parse_options(items, "--widths", "UNIT=MULT items (e.g. layer2=2 or '*=1.1')")
 
 
 def open_run(args: argparse.Namespace, config: dict, directory: str | os.PathLike):

@@ -14,11 +14,13 @@ import torch
 
 from sosp import counting, data, loaders, models, paths, tracking
 from sosp.commands.base import (
+    AT_LEAST_ONE,
     Command,
     add_data_root,
     add_device,
     add_no_progress,
     add_wandb,
+    check_bounds,
     check_out_file,
     log_result,
     parse_options,
@@ -67,6 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_bounds(args, batch_size=AT_LEAST_ONE)
     device = resolve_device(args.device)
     extra = parse_options(args.record, "--record")
     if args.out:

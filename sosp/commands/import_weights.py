@@ -26,6 +26,8 @@ from sosp.errors import BadInput
 from sosp.models.base import PublishedWeights
 
 CHUNK = 1 << 20  # bytes read at a time while hashing
+MIN_SHA256_DIGITS = 8  # as many as torch.hub puts in a file name: fewer would match by chance
+HEX_DIGITS = "0123456789abcdef"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,8 +67,8 @@ def published(model: str) -> PublishedWeights | None:
 def expected_sha256(model: str, given: str | None) -> str:
     """The hex digits the file's sha256 must start with: `given`, else those of the weights
     published for `model`."""
-    if given:
-        return given.lower()
+    if given is not None:
+        return checked_sha256(given)
     weights = published(model)
     if weights is None:
         raise BadInput(
@@ -74,6 +76,17 @@ def expected_sha256(model: str, given: str | None) -> str:
             "checksum its publisher gives"
         )
     return weights.sha256_prefix
+
+
+def checked_sha256(given: str) -> str:
+    """`given` in lower case, once it is 8 to 64 hex digits (a sha256 or its start)."""
+    digits = given.strip().lower()
+    if not (MIN_SHA256_DIGITS <= len(digits) <= 64 and set(digits) <= set(HEX_DIGITS)):
+        raise BadInput(
+            f"--sha256 {given!r} is not a sha256: pass its first {MIN_SHA256_DIGITS} to 64 hex "
+            "digits (0-9, a-f), e.g. 0676ba61 from the file name resnet50-0676ba61.pth"
+        )
+    return digits
 
 
 def check_sha256(path: str | Path, expected: str, model: str) -> str:

@@ -16,6 +16,7 @@ import torch
 from sosp import data, loaders, methods, paths, tracking
 from sosp.api import PruneResult, prune_with
 from sosp.commands.base import (
+    AT_LEAST_ONE,
     Command,
     add_data_root,
     add_dataset,
@@ -24,6 +25,7 @@ from sosp.commands.base import (
     add_model,
     add_no_progress,
     add_wandb,
+    check_bounds,
     check_out_folder,
     log_result,
     model_for,
@@ -31,6 +33,7 @@ from sosp.commands.base import (
     parse_widths,
     resolve_device,
     show_progress,
+    warn_unmatched_exclusions,
 )
 from sosp.io import atomic_write_text
 from sosp.settings import PruneSettings
@@ -97,12 +100,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = PruneSettings.from_args(args, recalibrate_bn=not args.checkpoint)
     options = parse_options(args.option)
+    check_bounds(args, batch_size=AT_LEAST_ONE)
     torch.manual_seed(settings.seed)  # without --checkpoint: the init `sosp train` starts from
     widths = parse_widths(args.widths)
     model, meta = model_for(args.model, args.dataset, widths)
     if args.checkpoint:
         paths.load_weights(model, args.checkpoint, args.model)
         paths.check_finite_weights(model, f"checkpoint {args.checkpoint}")
+    warn_unmatched_exclusions(args, settings, model)
     device = resolve_device(args.device)
     folders = paths.ratio_folders(args.out, args.ratio)  # every check before any work
     check_out_folder(args.out)

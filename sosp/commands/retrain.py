@@ -23,8 +23,14 @@ import torch
 
 from sosp import data, paths, recipes, retraining
 from sosp.commands import sparse
-from sosp.commands.base import Command, parse_options
-from sosp.commands.train import _add_run_arguments, _check_out, _run, _widths_entry
+from sosp.commands.base import AT_LEAST_ONE, FRACTION, Command, check_bounds, parse_options
+from sosp.commands.train import (
+    _add_run_arguments,
+    _check_out,
+    _run,
+    _widths_entry,
+    check_run_arguments,
+)
 from sosp.errors import BadInput
 from sosp.io import read_json
 from sosp.sparse_hooks import KeepMask, imp_targets
@@ -81,10 +87,10 @@ def original_recipe(args: argparse.Namespace, checkpoint: Path, ckpt: dict) -> r
 
 
 def run(args: argparse.Namespace) -> int:
+    check_run_arguments(args)
+    check_bounds(args, sparsity=FRACTION, budget=AT_LEAST_ONE, cycles=AT_LEAST_ONE)
     checkpoint = Path(args.checkpoint)
     ckpt = paths.read_model_file(checkpoint)
-    if args.budget < 1 or args.cycles < 1:
-        raise BadInput("--budget and --cycles must be positive")
     mask = mask_of(ckpt)
     if args.sparsity is None and mask is None:
         raise BadInput(f"{checkpoint} holds no weight mask: give --sparsity S to prune it")

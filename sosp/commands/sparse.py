@@ -11,6 +11,7 @@ from torch import nn
 
 from sosp import paths, unstructured
 from sosp.allocation import ALLOCATIONS
+from sosp.commands.base import AT_LEAST_ONE, FINITE, FRACTION, check_bounds
 from sosp.errors import BadInput
 from sosp.io import atomic_write_json, read_json
 from sosp.sparse_hooks import STR, KeepMask, StepLR, gmp_targets
@@ -46,6 +47,12 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
 def training_hooks(args: argparse.Namespace, model: nn.Module):
     """`make_hooks` of `sosp train --sparse`, else None; STR is registered on `model` now
     (before the optimizer is built)."""
+    check_bounds(args, sparsity=FRACTION, gmp_interval=AT_LEAST_ONE, str_init=FINITE)
+    if args.sparsity is not None and args.sparse != "gmp":
+        raise BadInput(
+            "--sparsity is the final sparsity of --sparse gmp; add --sparse gmp (str finds its "
+            "sparsity itself, from --str-init)"
+        )
     if args.sparse is None:
         return None
     if args.sparse == "gmp" and args.sparsity is None:

@@ -13,9 +13,13 @@ from pathlib import Path
 
 import torch
 
-from sosp import counting, data, loaders, paths, recipes, tracking
+from sosp import counting, data, loaders, methods, paths, recipes, tracking
 from sosp.commands import sparse
 from sosp.commands.base import (
+    AT_LEAST_ONE,
+    FRACTION,
+    NOT_NEGATIVE,
+    POSITIVE,
     Command,
     add_data_root,
     add_dataset,
@@ -24,6 +28,7 @@ from sosp.commands.base import (
     add_model,
     add_no_progress,
     add_wandb,
+    check_bounds,
     check_out_folder,
     model_for,
     open_run,
@@ -31,6 +36,7 @@ from sosp.commands.base import (
     parse_widths,
     resolve_device,
     show_progress,
+    warn_unmatched_exclusions,
 )
 from sosp.curvature import first_samples
 from sosp.errors import BadInput
@@ -169,7 +175,30 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def check_run_arguments(args: argparse.Namespace) -> None:
+    """Refuse the numeric options every training command has (`_add_run_arguments`) outside
+    their ranges: the seed is a non-negative integer, as a config's seeds are."""
+    check_bounds(args, seed=NOT_NEGATIVE, workers=NOT_NEGATIVE)
+
+
+def _check_train_arguments(args: argparse.Namespace) -> None:
+    """`check_run_arguments` and the ranges of `sosp train`'s own numeric options."""
+    check_run_arguments(args)
+    check_bounds(
+        args,
+        prune_ratio=FRACTION,
+        prune_rounds=AT_LEAST_ONE,
+        prune_start=AT_LEAST_ONE,
+        prune_every=AT_LEAST_ONE,
+        probe_epochs=NOT_NEGATIVE,
+        probe_samples=AT_LEAST_ONE,
+        probe_temperature=POSITIVE,
+        sample_batch_size=AT_LEAST_ONE,
+    )
+
+
 def run_train(args: argparse.Namespace) -> int:
+    _check_train_arguments(args)
     torch.manual_seed(args.seed)
     widths = parse_widths(args.widths)
     model, meta = model_for(args.model, args.dataset, widths)
@@ -177,9 +206,10 @@ def run_train(args: argparse.Namespace) -> int:
     architecture = {"model": args.model, "dataset": meta.name, **_widths_entry(widths)}
     source = {"command": "train", **architecture}
     sparse_hooks = sparse.training_hooks(args, model)
+    plan = _rounds_plan(args, model)  # checked before any training
 
     def make_hooks(net, recipe, train_batches, test_batches, device) -> list:
-        hooks = _during_training(args, meta)
+        hooks = _during_training(args, meta, plan)
         if sparse_hooks is not None:
             hooks += sparse_hooks(net, recipe, train_batches, test_batches, device)
         return hooks
@@ -190,20 +220,30 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _during_training(args: argparse.Namespace, meta: data.DatasetInfo) -> list:
-    """The hooks the options ask for: pruning in rounds, gradient-flow measurements."""
-    hooks = []
+def _rounds_plan(args: argparse.Namespace, model: torch.nn.Module) -> RoundsPlan | None:
+    """The pruning in rounds the options ask for (None: none), its method's options checked
+    and a warning for exclude patterns that match no layer of `model`."""
     if (args.prune_method is None) != (args.prune_ratio is None):
         raise BadInput("pruning during training needs both --prune-method and --prune-ratio")
-    plan = None
-    if args.prune_method:
-        settings, options = PruneSettings.split(
-            {"seed": args.seed, **parse_options(args.prune_set, "--prune-set")}
-        )
-        plan = RoundsPlan(
-            args.prune_method, args.prune_ratio, args.prune_rounds, args.prune_start,
-            args.prune_every, settings, options,
-        )  # fmt: skip
+    if not args.prune_method:
+        return None
+    settings, options = PruneSettings.split(
+        {"seed": args.seed, **parse_options(args.prune_set, "--prune-set")}
+    )
+    methods.registry.checked_options(args.prune_method, options)
+    warn_unmatched_exclusions(args, settings, model, "--prune-set exclude")
+    return RoundsPlan(
+        args.prune_method, args.prune_ratio, args.prune_rounds, args.prune_start,
+        args.prune_every, settings, options,
+    )  # fmt: skip
+
+
+def _during_training(
+    args: argparse.Namespace, meta: data.DatasetInfo, plan: RoundsPlan | None
+) -> list:
+    """The hooks the options ask for: pruning in rounds (`plan`), gradient-flow
+    measurements."""
+    hooks = []
     wanted = max(
         plan.settings.n_samples if plan else 0, args.probe_samples if args.probe_epochs else 0
     )
@@ -235,6 +275,7 @@ def _during_training(args: argparse.Namespace, meta: data.DatasetInfo) -> list:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    check_run_arguments(args)
     outs = paths.finetune_folders(args.out, args.pruned)
     summary = []
     for out in outs:

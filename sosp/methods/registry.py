@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import inspect
 
-from sosp.errors import UnknownName
+from sosp.errors import BadInput, UnknownName
 from sosp.methods.base import Method
+from sosp.settings import check_type
 
 _REGISTRY: dict[str, Method] = {}
 
@@ -49,3 +50,29 @@ def options_of(name: str) -> dict[str, object]:
     """The options method `name` accepts, with their defaults."""
     params = list(inspect.signature(get(name)).parameters.values())[1:]
     return {p.name: p.default for p in params}
+
+
+def option_hints(name: str) -> dict[str, object]:
+    """The resolved type annotations of method `name`'s options (those that have one)."""
+    try:
+        params = list(inspect.signature(get(name), eval_str=True).parameters.values())[1:]
+    except NameError:  # an annotation naming what its module does not import: unchecked
+        return {}
+    return {p.name: p.annotation for p in params if p.annotation is not inspect.Parameter.empty}
+
+
+def checked_options(name: str, options: dict) -> dict:
+    """`options`, once method `name` exists and takes each of them with a value of its type
+    (`BadInput` naming the option otherwise)."""
+    known = options_of(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise BadInput(
+            f"method {name!r} takes no option {', '.join(unknown)}; its options: "
+            f"{', '.join(known) or 'none'}"
+        )
+    hints = option_hints(name)
+    for key, value in options.items():
+        if key in hints:
+            check_type(f"method {name!r} option {key}", value, hints[key])
+    return options

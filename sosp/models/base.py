@@ -52,6 +52,9 @@ def kaiming_init(model: nn.Module) -> None:
 
 Widths = dict[str, float]  # {unit name or "*": width multiplier}, JSON-serializable as it is
 EVERYWHERE = "*"  # the key that multiplies every width of the network
+# The largest multiplier a spec may give: far beyond the studies' (2, 1.1), small enough that
+# a typo (1e6) is refused rather than exhausting memory while building the network.
+MAX_MULTIPLIER = 16.0
 
 
 def checked_widths(
@@ -75,20 +78,38 @@ def checked_widths(
                 f"width spec names {name!r}, which the model does not have; known names: "
                 f"{', '.join([EVERYWHERE, *known])}"
             )
-        if isinstance(multiplier, bool) or not isinstance(multiplier, int | float):
-            raise BadInput(f"width multiplier of {name!r} must be a number, not {multiplier!r}")
-        if not (math.isfinite(multiplier) and multiplier > 0):
-            raise BadInput(f"width multiplier of {name!r} must be > 0, not {multiplier!r}")
-        out[str(name)] = float(multiplier)
+        out[str(name)] = checked_multiplier(multiplier, f"width multiplier of {name!r}")
     return out
+
+
+def checked_multiplier(multiplier: object, what: str = "width multiplier") -> float:
+    """`multiplier` as a float, once it is a number in (0, `MAX_MULTIPLIER`]; `BadInput`
+    naming `what` otherwise."""
+    if isinstance(multiplier, bool) or not isinstance(multiplier, int | float):
+        raise BadInput(f"{what} must be a number, not {multiplier!r}")
+    if not (math.isfinite(multiplier) and 0 < multiplier <= MAX_MULTIPLIER):
+        raise BadInput(
+            f"{what} must be > 0 and at most {MAX_MULTIPLIER:g}, not {multiplier!r} (expand-"
+            "pruning widens by 2, its uniform baseline by 1.1)"
+        )
+    return float(multiplier)
 
 
 def scaled_width(base: int, widths: Widths, *names: str) -> int:
     """`base` channels times the multipliers of "*" and of `names` found in `widths`, rounded
-    half up to an int, at least 1. The product is taken in decimal (each multiplier as written,
-    e.g. 1.1 = 11/10), so 5 x 1.1 is exactly 5.5 -> 6 whatever the float rounding."""
+    half up to an int; `BadInput` where that leaves no channel. The product is taken in
+    decimal (each multiplier as written, e.g. 1.1 = 11/10), so 5 x 1.1 is exactly 5.5 -> 6
+    whatever the float rounding."""
     exact = Fraction(base)
-    for name in (EVERYWHERE, *names):
-        if name in widths:
-            exact *= Fraction(repr(widths[name]))
-    return max(1, math.floor(exact + Fraction(1, 2)))
+    used = {name: widths[name] for name in (EVERYWHERE, *names) if name in widths}
+    for multiplier in used.values():
+        exact *= Fraction(repr(multiplier))
+    width = math.floor(exact + Fraction(1, 2))
+    if width < 1:
+        spec = " x ".join(f"{name}={m:g}" for name, m in used.items())
+        raise BadInput(
+            f"width spec {spec} makes a layer of {base} channels {float(exact):.3g} channels "
+            f"wide, which rounds to none; choose multipliers whose product is at least "
+            f"{0.5 / base:.3g} (half a channel)"
+        )
+    return width

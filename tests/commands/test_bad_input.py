@@ -31,12 +31,21 @@ def run(tmp_path_factory):
     ckpt["state_dict"]["fc.weight"][0, 0] = float("nan")
     torch.save(ckpt, root / "nan.pt")
     (root / "a_file").write_text("not a folder")
+    (root / "bad.yaml").write_text("epochs: [1\n")
+    (root / "empty.yaml").write_text("")
     return root
 
 
 PRUNE = ["prune", "--model", "resnet20", "--dataset", "digits", "--method", "magnitude"]
 DENSE = "{root}/dense/model.pt"
 MASK = "{root}/pruned/mask.json"
+SOSP_H = [*PRUNE[:-1], "sosp_h", "--checkpoint", DENSE, "--n-samples", "8"]
+COUNT = ["count", "--model", "resnet20", "--dataset", "digits"]
+TRAIN = ["train", "--model", "resnet20", "--dataset", "digits", "--no-progress", "--device",
+         "cpu", "--set", "epochs=1", "--out", "{out}"]  # fmt: skip
+BOTTLENECKS = ["bottlenecks", "--mask", MASK, "--out", "{out}/widths.json"]
+IMPORT = ["import", "--model", "resnet20", "--dataset", "digits", "--weights", "{root}/state.pt",
+          "--out", "{out}"]  # fmt: skip
 
 # (what is wrong, the command line ({root}: the fixture's folder), what the message says)
 ROWS = [
@@ -101,6 +110,99 @@ ROWS = [
         [*PRUNE, "--checkpoint", "{root}/nan.pt", "--ratio", "0.3", "--out", "{out}"],
         "holds non-finite values: fc.weight has 1 NaN or infinite entries of 640",
     ),
+    (
+        "prune with batch size 0",
+        [*PRUNE, "--checkpoint", DENSE, "--ratio", "0.3", "--batch-size", "0", "--out", "{out}"],
+        "--batch-size must be at least 1, not 0",
+    ),
+    (
+        "evaluate with batch size 0",
+        ["evaluate", "--checkpoint", DENSE, "--batch-size", "0", "--out", "{out}/eval.json"],
+        "--batch-size must be at least 1, not 0",
+    ),
+    (
+        "a method option of the wrong type",
+        [*SOSP_H, "--ratio", "0.3", "--option", "hessian=maybe", "--out", "{out}"],
+        "method 'sosp_h' option hessian must be true or false, not 'maybe'",
+    ),
+    (
+        "an invalid recipe file",
+        [*TRAIN, "--recipe-file", "{root}/bad.yaml"],
+        "bad.yaml is not valid YAML: expected ',' or ']', but got '<stream end>' at line 2",
+    ),
+    (
+        "an empty recipe file",
+        [*TRAIN, "--recipe-file", "{root}/empty.yaml"],
+        "empty.yaml is empty; write recipe keys in it, e.g. epochs: 10",
+    ),
+    (
+        "a negative prune seed",
+        [*PRUNE, "--checkpoint", DENSE, "--ratio", "0.3", "--seed", "-1", "--out", "{out}"],
+        "--seed must be at least 0, not -1",
+    ),
+    ("a negative training seed", [*TRAIN, "--seed", "-1"], "--seed must be at least 0, not -1"),
+    (
+        "a width multiplier that rounds widths to none",
+        [*COUNT, "--widths", "*=0.01"],
+        "width spec *=0.01 makes a layer of 16 channels 0.16 channels wide, which rounds to none",
+    ),
+    (
+        "an absurd width multiplier",
+        [*COUNT, "--widths", "*=1e6"],
+        "width multiplier of '*' must be > 0 and at most 16, not 1000000.0",
+    ),
+    (
+        "a width unit given twice",
+        [*COUNT, "--widths", "layer2=2", "layer2=3"],
+        "--widths gives layer2 twice; keep one",
+    ),
+    (
+        "a width unit without its multiplier",
+        [*COUNT, "--widths", "layer2"],
+        "--widths layer2: no such file; pass UNIT=MULT items (e.g. layer2=2 or '*=1.1')",
+    ),
+    (
+        "a sparsity of 0",
+        [*TRAIN, "--sparse", "gmp", "--sparsity", "0"],
+        "--sparsity must lie in (0, 1), not 0.0",
+    ),
+    (
+        "a sparsity without gmp",
+        [*TRAIN, "--sparse", "str", "--sparsity", "0.5"],
+        "--sparsity is the final sparsity of --sparse gmp; add --sparse gmp",
+    ),
+    (
+        "a retraining sparsity of 0",
+        ["retrain", "--checkpoint", DENSE, "--sparsity", "0", "--budget", "1", "--out", "{out}"],
+        "--sparsity must lie in (0, 1), not 0.0",
+    ),
+    (
+        "a bottleneck count of 0",
+        [*BOTTLENECKS, "--count", "0"],
+        "bottleneck count must be a whole number of units, at least 1, not 0",
+    ),
+    (
+        "a bottleneck multiplier of 0",
+        [*BOTTLENECKS, "--multiplier", "0"],
+        "bottleneck multiplier must be > 0 and at most 16, not 0.0",
+    ),
+    (
+        "a sha256 of 6 digits",
+        [*IMPORT, "--sha256", "0676ba"],
+        "--sha256 '0676ba' is not a sha256: pass its first 8 to 64 hex digits (0-9, a-f)",
+    ),
+    (
+        "a sha256 that is not hex",
+        [*IMPORT, "--sha256", "resnet50-0676ba61"],
+        "--sha256 'resnet50-0676ba61' is not a sha256",
+    ),
+    (
+        "a ratio beyond what every layer keeping one structure allows",
+        [*PRUNE, "--checkpoint", DENSE, "--ratio", "0.999", "--n-samples", "8", "--out", "{out}"],
+        "no mask can prune 783 of 784 structures: every layer keeps at least one structure (more "
+        "with max_layer_fraction or round_to) and excluded layers keep all, so at most 763 can "
+        "go; pass a ratio of at most 0.973",
+    ),
 ]
 
 
@@ -123,6 +225,24 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, args, says):
     assert says.format(root=run) in lines[0]
     assert not out.exists()
     assert _snapshot(run) == before  # the inputs untouched, nothing written beside them
+
+
+def test_exclude_patterns_that_match_nothing_are_warned_about(run, tmp_path):
+    """`--exclude` patterns that match no conv or linear layer prune as if not given (a config
+    gives one list to several models, so this is no error) but a one-line warning names them
+    and how patterns match; a preset is not warned about."""
+    out = tmp_path / "out"
+    args = [*PRUNE, "--checkpoint", DENSE.format(root=run), "--ratio", "0.3", "--n-samples", "8"]
+    r = run_sosp(*args, "--exclude", "layer1", "nothing*", "resnet_downsample", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == (
+        "sosp prune: warning: --exclude pattern(s) 'layer1', 'nothing*' match no conv or linear "
+        "layer of resnet20, so they exclude nothing; a pattern matches whole layer names such "
+        "as 'conv1', 'fc' (fnmatch: 'layer1.*' for a stage)"
+    )
+    assert (out / "mask.json").is_file()
+    r = run_sosp(*args, "--exclude", "layer1.*", "--out", str(tmp_path / "out2"))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")

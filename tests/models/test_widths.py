@@ -71,11 +71,22 @@ def test_neutral_spec_is_the_default_model(name):
 
 def test_rounding_is_half_up_in_decimal():
     """Widths round half up on the decimal product (45 x 0.7 = 31.5 -> 32, though the float
-    product is 31.4999...), multipliers compose, and a width is at least 1."""
+    product is 31.4999...), multipliers compose, and half a channel rounds up to one."""
     assert scaled_width(45, {"*": 0.7}) == 32
     assert scaled_width(16, {"*": 1.03125}) == 17  # round() would give 16
     assert scaled_width(16, {"*": 1.1, "a": 2.0, "b": 3.0}, "a") == 35  # 35.2
-    assert scaled_width(3, {"*": 0.01}) == 1
+    assert scaled_width(4, {"*": 0.125}) == 1
+
+
+def test_a_width_rounded_to_no_channel_is_refused():
+    """A spec that makes a layer narrower than half a channel is refused with the product it
+    gives and the smallest product that keeps one channel, not built with a width of 1."""
+    with pytest.raises(BadInput, match=r"\*=0.01 makes a layer of 3 channels 0.03 channels wide"):
+        scaled_width(3, {"*": 0.01})
+    with pytest.raises(BadInput, match=r"\*=0.5 x a=0.05 .* at least 0.0312 \(half a channel"):
+        scaled_width(16, {"*": 0.5, "a": 0.05}, "a")
+    with pytest.raises(BadInput, match="rounds to none"):
+        tiny("resnet20", widths={"*": 0.01})
 
 
 def test_spec_is_recorded_and_json_serializable():
@@ -103,6 +114,8 @@ def test_widened_model_prunes():
         ("resnet20", {"layer2.1.conv2": 2.0}, "residual stream; widen its stage 'layer2'"),
         ("resnet20", {"conv1": 2.0}, "stage 'layer1'"),
         ("resnet20", {"layer2": 0.0}, "must be > 0"),
+        ("resnet20", {"*": 1e6}, "must be > 0 and at most 16, not 1000000.0"),
+        ("vgg11_quarter", {"*": float("inf")}, "at most 16, not inf"),
         ("resnet20", {"layer2": "2"}, "must be a number"),
         ("vgg11_quarter", {"features.3": 2.0}, "features.0, features.4"),
     ],
