@@ -10,6 +10,8 @@ command's own settings), `origin` finds a network's method, ratio and budget fro
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -111,7 +113,9 @@ def check_ready(mode: str) -> None:
         return
     import wandb
 
-    if not wandb.login(verify=False, prompt=False):
+    with contextlib.redirect_stderr(io.StringIO()):  # its lines about where the key is from
+        found = wandb.login(verify=False, prompt=False)
+    if not found:
         raise BadInput(_refused(mode, "no API key configured"))
 
 

@@ -197,8 +197,15 @@ def check_out_folder(folder: str | os.PathLike, flag: str = "--out") -> None:
     folder another command is writing is refused). The check tries to create the folder (and
     its missing parents) and a temporary file in it, then removes what the try created, so a
     refused command leaves nothing behind."""
+    _refuse_empty(folder, flag)
     _check_writable(folder, flag)
     io.claim_folder(folder, flag)
+
+
+def _refuse_empty(path: str | os.PathLike, flag: str) -> None:
+    """Refuse an empty path, which would name the current folder."""
+    if not str(path).strip():
+        raise BadInput(f"{flag} is empty; pass the path to write")
 
 
 def _check_writable(folder: str | os.PathLike, flag: str) -> None:
@@ -235,6 +242,7 @@ def check_out_file(path: str | os.PathLike, flag: str = "--out") -> None:
     """`check_out_folder` for an output file, without the claim (commands write many files
     into one folder at once): its folder must be writable and the path, where it exists, a
     regular file."""
+    _refuse_empty(path, flag)
     path = Path(path)
     if path.is_dir():
         raise BadInput(f"{flag} {path} is a folder; give the path of a file")
