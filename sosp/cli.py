@@ -6,8 +6,12 @@ run is imported: `sosp --help` and `sosp --version` do not import torch."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import sosp
 from sosp.commands import registry
@@ -34,15 +38,106 @@ def parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `sosp` with `argv` (default: the command line); returns the exit code, 2 with a
-    one-line message for a user error."""
+    """Run `sosp` with `argv` (default: the command line); returns the exit code: 2 with a
+    one-line message for a user error; 130 (143) with one line saying what was kept after
+    Ctrl-C (SIGTERM), at any point, imports included."""
     argv = sys.argv[1:] if argv is None else argv
-    args = parser(only=[a for a in argv[:1] if a in registry.names()]).parse_args(argv)
+    only = [a for a in argv[:1] if a in registry.names()]
+    with _stops_on_sigterm():
+        try:
+            with _signals_deferred():  # torch's import swallows an interrupt of numpy's
+                command = parser(only=only)
+            return _run(command.parse_args(argv))
+        except KeyboardInterrupt as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            how = "interrupted" if signum == signal.SIGINT else f"stopped by {signum.name}"
+            print(f"{' '.join(['sosp', *only])}: {how}; {_kept()}", file=sys.stderr)
+            return 128 + signum
+        finally:
+            if io := _io():
+                io.release_folders()
+
+
+def _kept() -> str:
+    """What an interrupted command leaves (`sosp.commands.base.what_was_kept`)."""
+    folders = io.claimed_folders() if (io := _io()) else []
+    if not folders:
+        return "no file is half-written; re-run the same command"
+    from sosp.commands.base import what_was_kept
+
+    return what_was_kept(folders)
+
+
+def _io():
+    """`sosp.io` where it was imported whole, else None (then no folder was claimed): an
+    interrupt may come while it imports torch."""
+    io = sys.modules.get("sosp.io")
+    return io if hasattr(io, "release_folders") else None
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's exit code, its start-up checks first; a user error told in one line."""
+    from sosp.commands.base import check_startup
+
     try:
+        check_startup(args)
         return args.run(args)
     except SospError as e:
         print(f"sosp {args.command}: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal arrived (SIGTERM, or SIGINT held while starting): unwinds like Ctrl-C
+    (temporary files removed, locks released)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signal.Signals(signum)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Within the block SIGINT and SIGTERM (those not ignored) are held; the first that
+    arrived is raised as `Stopped` when it ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN]
+    previous = {s: signal.signal(s, lambda signum, _frame: arrived.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if arrived:
+        raise Stopped(arrived[0])
+
+
+@contextmanager
+def _stops_on_sigterm() -> Iterator[None]:
+    """Within the block SIGTERM raises `Stopped` in this process (not in the workers it forks,
+    which keep the default); `sosp.train.fit` turns it into a stop after the step meanwhile."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    ):
+        yield
+        return
+    owner = os.getpid()
+
+    def stop(signum: int, _frame) -> None:
+        if os.getpid() != owner:  # a forked worker: die as it would have
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Stopped(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from torch import nn
 from sosp import data, models
 from sosp.api import apply_mask
 from sosp.errors import BadInput
-from sosp.io import atomic_save, atomic_write_text, load_checkpoint
+from sosp.io import atomic_save, atomic_write_text, load_checkpoint, refuse_folder
 from sosp.surgery import Mask
 
 LAST_CHECKPOINT = "last.pt"
@@ -162,6 +162,7 @@ def load_model(path: PathLike) -> nn.Module:
 
 def read_model_file(path: PathLike) -> dict:
     """`sosp.io.load_checkpoint` for a model file, naming a mask file passed in its place."""
+    refuse_folder(path, (MODEL, PRUNED), "model")
     refuse_mask_file(path)
     return load_checkpoint(path)
 
@@ -226,8 +227,30 @@ def load_weights(net: nn.Module, path: PathLike, name: str = "the model") -> Non
     """Load the weights of `path` (a state dict, or a dict holding 'state_dict' such as a
     model file) into `net` (`name`: the model's name, for the message); a one-line error
     when they do not fit."""
+    refuse_folder(path, (MODEL,), "checkpoint")
     ckpt = load_checkpoint(path)
+    refuse_pruned(ckpt, path, name)
     load_state(net, ckpt.get("state_dict", ckpt), f"checkpoint {path}", name)
+
+
+def refuse_pruned(ckpt: dict, path: PathLike, name: str = "the model") -> None:
+    """Refuse a pruned network's model file (one with a mask) where dense weights belong,
+    naming the dense file it was pruned from where the report beside it tells. Its surgery
+    modules (`sosp.shortcuts`) do not trace, so a pruned network is not pruned again."""
+    if not ckpt.get("mask"):
+        return
+    beside = report(Path(path).parent)
+    try:
+        found = json.loads(beside.read_text()) if beside.is_file() else {}
+    except (OSError, ValueError):
+        found = {}
+    dense = found.get("checkpoint") or f"the dense {MODEL} it was pruned from"
+    at = f" (this one was pruned at {found['ratio']:g})" if found.get("ratio") else ""
+    raise BadInput(
+        f"checkpoint {path} holds an already pruned {name}, not dense weights, and a pruned "
+        f"network is not pruned again: prune {dense} at the total --ratio you want{at}, or "
+        f"fine-tune this one with `sosp finetune --pruned {path}`"
+    )
 
 
 def load_state(net: nn.Module, state: dict, what: str, name: str = "the model") -> None:
@@ -300,6 +323,7 @@ def load_mask(path: PathLike) -> Mask:
 
 def read_mask_file(path: PathLike) -> dict:
     """The whole mask file: {"mask": {layer: channels}, "model", "dataset", "exclude", ...}."""
+    refuse_folder(path, (MASK,), "mask")
     try:
         doc = json.loads(Path(path).read_text())
         doc["mask"] = {str(k): [int(c) for c in v] for k, v in doc["mask"].items()}

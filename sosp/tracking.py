@@ -10,6 +10,8 @@ command's own settings), `origin` finds a network's method, ratio and budget fro
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -102,15 +104,18 @@ def _read(path: Path) -> dict:
 
 def check_ready(mode: str) -> None:
     """Refuse, before any work, a `mode` W&B would refuse when a run starts: online with no
-    API key or login (read locally; nothing is sent). For commands that start their W&B runs
-    only once their results exist (prune, evaluate)."""
+    API key or login (read locally; nothing is sent). Every command with --wandb runs it
+    before any work (`sosp.commands.base.check_startup`): prune and evaluate start their W&B
+    runs only once their results exist, train only once its data is loaded."""
     if mode not in MODES:
         raise BadInput(f"--wandb must be one of {', '.join(MODES)}, not {mode!r}")
     if mode != "online" or os.environ.get("WANDB_MODE"):  # the environment overrides --wandb
         return
     import wandb
 
-    if not wandb.login(verify=False, prompt=False):
+    with contextlib.redirect_stderr(io.StringIO()):  # its lines about where the key is from
+        found = wandb.login(verify=False, prompt=False)
+    if not found:
         raise BadInput(_refused(mode, "no API key configured"))
 
 
@@ -156,7 +161,7 @@ class Logger:
                 config=config or {},
                 reinit="finish_previous",
             )
-        except wandb.errors.UsageError as e:  # no API key, no login, a bad setting
+        except wandb.errors.Error as e:  # no API key or login, a bad setting, no network
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BadInput(_refused(mode, first)) from e
 

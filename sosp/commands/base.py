@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sosp import data, models, tracking
+from sosp import data, io, models, paths, tracking
 from sosp.errors import BadInput
 from sosp.settings import RATIO_BOUNDS, PruneSettings, check_number
 
@@ -244,16 +245,35 @@ def resolve_device(device: str, check: bool = True) -> str:
 
 
 def check_out_folder(folder: str | os.PathLike, flag: str = "--out") -> None:
-    """Refuse an output folder that cannot be written, before any computing: try to create it
-    (and its missing parents) and a temporary file in it, then remove what the try created,
-    so a refused or failing command leaves nothing behind."""
+    """Refuse an output folder that cannot be written, before any computing, then claim it
+    for this command (`sosp.io.claim_folder`: created and locked until the command ends; a
+    folder another command is writing is refused). The check tries to create the folder (and
+    its missing parents) and a temporary file in it, then removes what the try created, so a
+    refused command leaves nothing behind."""
+    _refuse_empty(folder, flag)
+    _check_writable(folder, flag)
+    io.claim_folder(folder, flag)
+
+
+def _refuse_empty(path: str | os.PathLike, flag: str) -> None:
+    """Refuse an empty path, which would name the current folder."""
+    if not str(path).strip():
+        raise BadInput(f"{flag} is empty; pass the path to write")
+
+
+def _check_writable(folder: str | os.PathLike, flag: str) -> None:
+    """Refuse (`BadInput`) a `folder` in which no file can be created, leaving nothing
+    behind: see `check_out_folder`."""
     folder = Path(folder)
     missing, probe = [], folder
     while not probe.exists() and probe != probe.parent:
         missing.append(probe)
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        raise BadInput(f"{flag} {folder}: {probe} is a file, not a folder; choose another path")
+        raise BadInput(
+            f"{flag} {folder}: {probe} is a {io.file_kind(probe)}, not a folder; choose "
+            "another path"
+        )
     created = []
     try:
         for d in reversed(missing):
@@ -272,9 +292,53 @@ def check_out_folder(folder: str | os.PathLike, flag: str = "--out") -> None:
 
 
 def check_out_file(path: str | os.PathLike, flag: str = "--out") -> None:
-    """`check_out_folder` for an output file: its folder must be writable and the path must
-    not be a folder."""
+    """`check_out_folder` for an output file, without the claim (commands write many files
+    into one folder at once): its folder must be writable and the path, where it exists, a
+    regular file."""
+    _refuse_empty(path, flag)
     path = Path(path)
     if path.is_dir():
         raise BadInput(f"{flag} {path} is a folder; give the path of a file")
-    check_out_folder(path.parent, flag)
+    io.refuse_special(path)
+    _check_writable(path.parent, flag)
+
+
+def check_startup(args: argparse.Namespace) -> None:
+    """The checks of the shared options that need no work done, made before a command starts
+    any: a W&B login for `--wandb online` (`tracking.check_ready`)."""
+    if hasattr(args, "wandb"):
+        tracking.check_ready(args.wandb)
+
+
+def what_was_kept(folders: list[Path]) -> str:
+    """What an interrupted command leaves in the run `folders` it claimed, as the rest of its
+    one-line message: per folder the epoch its last checkpoint holds (re-running resumes
+    there), else the files it wrote (whole: every write is atomic) or that it wrote none."""
+    return "; ".join(_kept_in(folder) for folder in folders)
+
+
+def _kept_in(folder: Path) -> str:
+    last = paths.last_checkpoint(folder)
+    if last.is_file():
+        return f"{last} holds epoch {_epochs_of(folder)}: re-run the same command to resume"
+    written = [str(p) for p in io.written_since_claimed(folder)]
+    if not written:
+        return f"nothing written to {folder}; re-run the same command"
+    shown = ", ".join(written[:4]) + (f" and {len(written) - 4} more" if len(written) > 4 else "")
+    return f"wrote {shown} in {folder} (whole files), not the rest; re-run the same command"
+
+
+def _epochs_of(folder: Path) -> str:
+    """'N of M': the epoch a run folder's last checkpoint holds, of the run's metrics' total;
+    read without loading the tensors ('?' where a file is unreadable)."""
+    try:
+        epoch = torch.load(
+            paths.last_checkpoint(folder), mmap=True, weights_only=True, map_location="cpu"
+        )["epoch"]
+    except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError):
+        epoch = "?"
+    try:
+        total = json.loads(paths.metrics(folder).read_text())["epochs_total"]
+    except (OSError, ValueError, KeyError):
+        return str(epoch)
+    return f"{epoch} of {total}"

@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     extra = parse_options(args.record, "--record")
     if args.out:
         check_out_file(args.out)
-    tracking.check_ready(args.wandb)
     test_sets: dict[str, Iterable] = {}  # dataset name -> test batches, read once per call
 
     def test_batches(meta: data.DatasetInfo) -> Iterable:
@@ -83,16 +82,18 @@ def run(args: argparse.Namespace) -> int:
         return test_sets[meta.name]
 
     progress = show_progress(args)
-    records = []
+    records, origins = [], []
     for c in args.checkpoint:
         record, origin = _evaluate_one(
             Path(c), extra, device, test_batches, progress, args.convention
         )
         print(result_line(record), flush=True)  # as each is done: progress in a log too
-        _log(args, record, origin, extra)
         records.append(record)
+        origins.append(origin)
     if args.out:
         atomic_write_json(args.out, records)
+    for record, origin in zip(records, origins, strict=True):  # a W&B failure loses no result
+        _log(args, record, origin, extra)
     return 0
 
 

@@ -111,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     folders = paths.ratio_folders(args.out, args.ratio)  # every check before any work
     check_out_folder(args.out)
-    tracking.check_ready(args.wandb)
     model = model.to(device)  # every step of the pruning runs there
     samples = _samples(meta, args, settings.seed)
     progress = show_progress(args)  # a bar on a terminal only, never into a log
@@ -124,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
     reports = [
         _write(folder, r, arch, run_info, shape) for folder, r in zip(folders, results, strict=True)
     ]
-    for report in reports:
-        _log(args, settings, options, report)
     atomic_write_text(paths.reports(args.out), json.dumps(reports, indent=1))
+    for report in reports:  # after every file is written: a W&B failure loses no result
+        _log(args, settings, options, report)
     return 0
 
 
