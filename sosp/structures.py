@@ -227,9 +227,13 @@ class _Tracer(fx.Tracer):
     Linear). Other subclasses are traced into: their forward differs (a weight-standardized
     conv)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module | None = None):
+        # `model` is optional: unpickling a GraphModule re-traces its code with its tracer's
+        # class called without arguments (torch.load of a pruned network); it then keeps
+        # every module as a leaf itself.
         super().__init__()
-        self.leaves = {id(m) for m in model.modules() if _is_ruled_leaf(m)}  # before tracing
+        leaves = model.modules() if model is not None else ()
+        self.leaves = {id(m) for m in leaves if _is_ruled_leaf(m)}  # before tracing
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return id(m) in self.leaves or super().is_leaf_module(m, qualname)
