@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from sosp.curvature import take_samples
+from sosp.curvature import check_differentiable, take_samples
 from sosp.errors import BadInput
 from sosp.methods.base import Context, Saliency, generator, per_layer_scores
 from sosp.modes import eval_mode
@@ -27,6 +27,7 @@ CHUNK_ELEMENTS = 2**24  # per-example gradients held at once (64 MiB in float32)
 def c_obd(ctx: Context) -> Saliency:
     if ctx.loss != "cross_entropy":
         raise BadInput("c_obd samples labels from the softmax; use loss='cross_entropy'")
+    check_differentiable(ctx.graph)  # the Fisher's gradients flow through the pruned layers
     modules = {n: layer.module for n, layer in ctx.graph.layers.items() if layer.prunable}
     fisher = fisher_diagonal(modules, ctx.model, ctx.batches, ctx.n_samples, generator(ctx), ctx)
 

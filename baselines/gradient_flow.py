@@ -18,13 +18,14 @@ g and H are the gradient and Hessian of the mean loss over the N' samples, logit
 
 from __future__ import annotations
 
-from sosp.curvature import flow_terms
+from sosp.curvature import check_differentiable, flow_terms
 from sosp.methods.base import Context, Saliency, per_layer_scores
 
 GRASP_TEMPERATURE = 200.0
 
 
 def _terms(ctx: Context, temperature: float, hessian: bool):
+    check_differentiable(ctx.graph)  # g and H g of every pruned layer's weight
     return flow_terms(
         ctx.graph.gm,
         ctx.batches,

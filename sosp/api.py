@@ -9,13 +9,15 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.fx.passes.shape_prop import TensorMetadata
+from torch.utils.data import Dataset, IterableDataset
 
 from sosp import batchnorm, counting, methods
-from sosp.curvature import Batch, first_samples
+from sosp.curvature import BATCH_HINT, Batch, check_targets, first_samples
 from sosp.errors import BadInput
 from sosp.selection import Saliency, layer_caps, order, prefix_for_budget, rounded, shuffled
 from sosp.settings import PruneSettings, check_ratios
-from sosp.structures import StructureGraph, analyze
+from sosp.structures import StructureGraph, analyze, check_model
 from sosp.surgery import Mask, build_pruned, indices_from_mask, mask_from_indices
 from sosp.timing import StepTimer
 
@@ -46,6 +48,13 @@ def prune(
     """Prune `ratio` of `model` by `method`, judged on the first `n_samples` samples of `data`
     (an iterable of (inputs, labels) batches).
 
+    `model`: an `nn.Module` returning logits [B, D] (the network itself, not its
+    `DataParallel` wrapper). `data`: e.g. a DataLoader, or [(x, y)]; labels are class indices
+    [B] in 0..D-1 or float targets [B, D]. Methods that differentiate the loss with respect to
+    the pruned layers' parameters (sosp_h, c_obd, the gradient-flow ones) need those to
+    require grad; frozen layers that are excluded, and the classifier, may stay frozen.
+    Anything else stops with one `BadInput` line saying how to fix it, before any saliency.
+
     `ratio` is a fraction, in (0, 1), of the `budget` quantity removed. `loss`, `exclude` and
     every other keyword that names a `sosp.settings.PruneSettings` field (n_samples, budget,
     scope, ...: see there for each one's meaning and default) are the settings; `progress`
@@ -73,6 +82,8 @@ def prune_ratios(
     return prune_with(model, method, ratios, data, settings, options, progress)
 
 
+@torch.inference_mode(False)  # the saliencies differentiate, whatever the caller's grad mode
+@torch.enable_grad()
 def prune_with(
     model: nn.Module,
     method: str,
@@ -86,7 +97,10 @@ def prune_with(
     dict. Each report's `seconds` counts the shared saliency time plus its own selection and
     surgery."""
     start = time.perf_counter()
+    _check_model(model)
     options = methods.registry.checked_options(method, options or {})
+    if not ratios:
+        raise BadInput("no ratio to prune at: pass at least one ratio in (0, 1), e.g. [0.5]")
     check_ratios(ratios)
     batches = _materialize(data, settings.n_samples)
     timer = StepTimer(_device_of(model))
@@ -96,6 +110,22 @@ def prune_with(
     shared = _shared_report(method, options, settings, recalibration, batches, ranking)
     seconds = time.perf_counter() - start
     return [_prune_at(ranking, ratio, settings, shared, seconds, timer.copy()) for ratio in ratios]
+
+
+def _check_model(model: nn.Module) -> None:
+    """`structures.check_model`, and parameters that hold values (not on the meta device)
+    that autograd may use (not made under inference mode)."""
+    check_model(model)
+    if any(p.is_meta for p in model.parameters()):
+        raise BadInput(
+            "the model's parameters are on the meta device and hold no values; materialize "
+            "them first (model.to_empty(device='cpu'), then load_state_dict(...))"
+        )
+    if any(p.is_inference() for p in model.parameters()):
+        raise BadInput(
+            "the model was created under torch.inference_mode, so autograd cannot use its "
+            "parameters; create (or load) it outside that mode, or use torch.no_grad there"
+        )
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -141,6 +171,7 @@ def _rank(
     input_shape = tuple(batches[0][0].shape[1:])
     with timer.step("tracing"):
         graph = analyze(model, input_shape, settings.exclude, settings.coupling)
+    check_targets(batches, _classes(model, graph))
     with timer.step("counting"):
         dense = counting.count(graph.gm, input_shape)  # what eval runs (no aux heads)
     ctx = methods.Context(
@@ -255,12 +286,53 @@ def _channels(graph: StructureGraph, pruned: list[int]) -> dict[str, list[int]]:
     }
 
 
+def _classes(model: nn.Module, graph: StructureGraph) -> int:
+    """D, the width of the logits [B, D] that `model` returns (`graph` traced from it);
+    `BadInput` for any other output."""
+    out = next(n for n in reversed(graph.gm.graph.nodes) if n.op == "output")
+    meta = out.meta.get("tensor_meta")
+    if isinstance(meta, TensorMetadata) and len(meta.shape) == 2:
+        return meta.shape[1]
+    if isinstance(meta, TensorMetadata):
+        what = f"a tensor of shape {tuple(meta.shape)} for one sample"
+    elif isinstance(meta, dict):
+        what = f"a dict (keys {', '.join(map(repr, meta))})"
+    else:
+        what = f"a {type(meta).__name__}" if meta is not None else "no tensor"
+    raise BadInput(
+        f"{type(model).__name__} returns {what}; sosp prunes a classifier returning logits "
+        "[batch, classes]: wrap it so that forward returns that one tensor (e.g. out['logits'] "
+        "or out[0])"
+    )
+
+
 def _materialize(data: Iterable[Batch], n_samples: int) -> list[Batch]:
     """The batches holding the first `n_samples` samples, as a list (read more than once)."""
+    _check_iterable_of_batches(data)
     out = list(first_samples(data, n_samples))
     if not out:
         raise BadInput("no data to prune on: pass data=an iterable of (inputs, labels) batches")
     return out
+
+
+def _check_iterable_of_batches(data: object) -> None:
+    """Refuse, before reading it, data that is not an iterable of batches but a map-style
+    dataset (of single samples), a tensor, or one (inputs, labels) batch."""
+    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
+        raise BadInput(
+            f"data is a dataset ({type(data).__name__}) of single samples; {BATCH_HINT}: "
+            "pass data=torch.utils.data.DataLoader(dataset, batch_size=100)"
+        )
+    if isinstance(data, torch.Tensor):
+        raise BadInput(
+            f"data is one tensor of shape {tuple(data.shape)}; {BATCH_HINT}: pass data=[(x, y)] "
+            "with the labels y, or a DataLoader"
+        )
+    if isinstance(data, tuple | list) and data and isinstance(data[0], torch.Tensor):
+        raise BadInput(
+            "data is one batch (a sequence of tensors), not an iterable of batches; "
+            "pass data=[(x, y)]"
+        )
 
 
 def layer_index(graph: StructureGraph) -> tuple[torch.Tensor, list[int]]:

@@ -63,14 +63,123 @@ def output_residual(loss: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tens
 
 
 def first_samples(batches: Iterable[Batch], n_samples: int) -> Iterator[Batch]:
-    """The batches holding the first `n_samples` samples of `batches`, the last one cut."""
+    """The batches holding the first `n_samples` samples of `batches`, the last one cut, each
+    checked by `checked_batch`."""
     seen = 0
-    for x, y in batches:
+    for i, batch in enumerate(batches):
         if seen >= n_samples:
             return
+        x, y = checked_batch(batch, i)
         x, y = x[: n_samples - seen], y[: n_samples - seen]
         seen += len(x)
         yield x, y
+
+
+BATCH_HINT = "each batch must be a pair (inputs [B, ...], labels [B]) of tensors"
+
+
+def checked_batch(batch: object, i: int) -> Batch:
+    """Batch number `i` of the pruning data as (inputs, labels), integer labels as int64;
+    `BadInput` saying how to adapt anything else (a dict, one sample, unequal lengths)."""
+    if isinstance(batch, dict):
+        keys = list(batch)
+        pair = ", ".join(f"b[{k!r}]" for k in keys) if len(keys) == 2 else "b[INPUTS], b[LABELS]"
+        raise BadInput(
+            f"batch {i} is a dict (keys {', '.join(map(repr, keys))}); {BATCH_HINT}: pass "
+            f"data=(({pair}) for b in loader)"
+        )
+    if not isinstance(batch, tuple | list) or len(batch) != 2:
+        what = f"a {len(batch)}-tuple" if isinstance(batch, tuple | list) else type(batch).__name__
+        raise BadInput(
+            f"batch {i} is {what}; {BATCH_HINT}: pass data=an iterable of them, e.g. a "
+            "DataLoader over a dataset of (input, label) samples, or [(x, y)]"
+        )
+    x, y = batch
+    if isinstance(y, int | float) or (isinstance(y, torch.Tensor) and y.dim() == 0):
+        raise BadInput(
+            f"batch {i} holds a {_described(x)} and the label {_described(y)}: one sample, not "
+            f"a batch; {BATCH_HINT}: batch the samples, e.g. "
+            "data=torch.utils.data.DataLoader(dataset, batch_size=100)"
+        )
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise BadInput(
+            f"batch {i} holds a {_described(x)} and a {_described(y)}; {BATCH_HINT}: convert "
+            "them with torch.as_tensor"
+        )
+    if len(x) != len(y):
+        raise BadInput(f"batch {i} has {len(x)} inputs but {len(y)} labels; {BATCH_HINT}")
+    if x.is_meta or y.is_meta:
+        raise BadInput(f"batch {i} is on the meta device and holds no values; pass real data")
+    if not y.is_floating_point() and y.dtype != torch.long:
+        y = y.long()  # int32, uint8 class indices: what the losses and one_hot take
+    if x.is_inference() or y.is_inference():  # made under torch.inference_mode: autograd
+        x, y = x.clone(), y.clone()  # cannot save them, a copy outside the mode it can
+    return x, y
+
+
+def _described(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"tensor of shape {tuple(value.shape)}"
+    return repr(value) if isinstance(value, int | float) else type(value).__name__
+
+
+def check_targets(batches: Iterable[Batch], classes: int) -> None:
+    """Raise `BadInput` unless every batch's labels fit a network of `classes` outputs: class
+    indices [B] in 0 .. classes-1, or float targets [B, classes] (one-hot, probabilities)."""
+    fix = (
+        f"pass class indices 0..{classes - 1} of shape [B] or float targets of shape [B, {classes}]"
+    )
+    for i, (_, y) in enumerate(batches):
+        if y.is_floating_point():
+            if tuple(y.shape[1:]) != (classes,):
+                raise BadInput(
+                    f"batch {i} has float labels of shape {tuple(y.shape)} for a model of "
+                    f"{classes} outputs; {fix} (class indices as floats: y.long())"
+                )
+        elif y.dim() != 1:
+            raise BadInput(f"batch {i} has labels of shape {tuple(y.shape)}; {fix}")
+        elif len(y) and not 0 <= int(y.min()) <= int(y.max()) < classes:
+            lo, hi = int(y.min()), int(y.max())
+            raise BadInput(
+                f"batch {i} has label {lo if lo < 0 else hi}, outside the model's {classes} "
+                f"classes 0..{classes - 1}; create the model with as many classes as the data has "
+                "(num_classes=...), or map the labels into that range"
+            )
+
+
+def check_differentiable(graph: StructureGraph) -> None:
+    """Raise `BadInput` naming the parameters that hold a structure's theta_s and have
+    requires_grad=False, for methods that differentiate the loss with respect to them.
+    Frozen parameters elsewhere (excluded layers, the classifier) are constants and fine."""
+    frozen, layers = [], set()
+    for sl in graph.theta:
+        m = graph.gm.get_submodule(sl.module)
+        for attr in ("weight", "bias"):
+            p = getattr(m, attr, None)
+            if p is not None and not p.requires_grad:
+                frozen.append(f"{sl.module}.{attr}")
+                layers.update(graph.structures[s][0] for s in sl.structures)
+    if not frozen:
+        return
+    need = "this method needs the loss's gradient with respect to the pruned layers' parameters"
+    if not any(p.requires_grad for p in graph.gm.parameters()):
+        raise BadInput(
+            f"every parameter of the model has requires_grad=False (a frozen model), but {need}"
+            "; call model.requires_grad_(True) before pruning (sosp_i, magnitude, slimming "
+            "and random need no gradients)"
+        )
+    raise BadInput(
+        f"{len(frozen)} parameters of pruned layers have requires_grad=False "
+        f"({_listed(frozen)}), but {need}; make them trainable (model.requires_grad_(True)) "
+        f"or leave those layers unpruned (exclude={_listed(sorted(layers), quoted=True)}); "
+        "frozen layers that are excluded are fine"
+    )
+
+
+def _listed(names: list[str], quoted: bool = False, most: int = 4) -> str:
+    shown = [repr(n) if quoted else n for n in names[:most]]
+    more = f", ... ({len(names) - most} more)" if len(names) > most else ""
+    return ("[" if quoted else "") + ", ".join(shown) + more + ("]" if quoted else "")
 
 
 def take_samples(
@@ -244,6 +353,7 @@ def hessian_terms(
 ) -> HessianTerms:
     """lambda_1 [S] and theta_s . (H theta_struc) [S] (zeros when `hessian=False`), with H the
     exact Hessian of L by double backpropagation, theta_struc the weights of all structures."""
+    check_differentiable(graph)
     params, theta = _theta_struc(graph)
     grad_sum = [torch.zeros_like(p) for p in params]
     hv_sum = [torch.zeros_like(p) for p in params]

@@ -227,9 +227,13 @@ class _Tracer(fx.Tracer):
     Linear). Other subclasses are traced into: their forward differs (a weight-standardized
     conv)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module | None = None):
+        # `model` is optional: unpickling a GraphModule re-traces its code with its tracer's
+        # class called without arguments (torch.load of a pruned network); it then keeps
+        # every module as a leaf itself.
         super().__init__()
-        self.leaves = {id(m) for m in model.modules() if _is_ruled_leaf(m)}  # before tracing
+        leaves = model.modules() if model is not None else ()
+        self.leaves = {id(m) for m in leaves if _is_ruled_leaf(m)}  # before tracing
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return id(m) in self.leaves or super().is_leaf_module(m, qualname)
@@ -267,6 +271,7 @@ def _computes_as_base(m: nn.Module) -> bool:
 def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     """fx GraphModule of `model` (sharing its modules) with tensor shapes of one sample
     [1, *input_shape] recorded on every node."""
+    check_model(model)
     tracer = _Tracer(model)
     try:
         with eval_mode(model):  # training-only branches (drop paths) are not analysed
@@ -281,18 +286,37 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     p = next(model.parameters())
     x = torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device)
     with eval_mode(model):
-        try:
-            ShapeProp(gm).propagate(x)
-        except RuntimeError as e:  # fx wraps the module's error in a page of graph dump
-            cause = e.__cause__ or e
-            first = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
+        try:  # run once first: ShapeProp prints the traceback of an error before wrapping it
+            with torch.no_grad():
+                gm(x)
+        except Exception as e:  # whatever the model's own code raises on this shape
+            first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
             raise BadInput(
                 f"{type(model).__name__} does not run on inputs of shape {tuple(input_shape)} "
                 f"(one sample; {first}); create the model for this data, e.g. "
                 "models.create(name, num_classes, in_channels=C, image_size=H) with the data's "
                 "C and H (digits: in_channels=1, image_size=8)"
             ) from e
+        ShapeProp(gm).propagate(x)
     return gm
+
+
+def check_model(model: object) -> None:
+    """Raise `BadInput` unless `model` is a network sosp can trace: an `nn.Module` with
+    parameters, not wrapped for data parallelism (whose forward scatters over devices)."""
+    if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+        raise BadInput(
+            f"the model is wrapped in {type(model).__name__}; pass the network inside it "
+            "(model.module) and wrap the pruned network again to train it in parallel"
+        )
+    if not isinstance(model, nn.Module):
+        hint = f": create it first, sosp.models.create({model!r}, ...)" * isinstance(model, str)
+        raise BadInput(f"model must be a torch.nn.Module, not {type(model).__name__}{hint}")
+    if next(model.parameters(), None) is None:
+        raise BadInput(
+            f"{type(model).__name__} has no parameters, so nothing to prune; pass a network "
+            "with Conv2d or Linear layers"
+        )
 
 
 def exclusion_patterns(exclude: str | Sequence[str] | None) -> list[str]:

@@ -181,3 +181,29 @@ def test_pruned_resnet_keeps_channels_last_through_every_conv():
         layouts_cl, layouts[:] = list(layouts), []
         torch.testing.assert_close(out, small(x), rtol=1e-4, atol=1e-4)
     assert layouts_cl and all(layouts_cl)
+
+
+def _saved_and_loaded(net: nn.Module, path) -> nn.Module:
+    torch.save(net, path)
+    return torch.load(path, weights_only=False)
+
+
+def test_pruned_network_saves_and_loads_with_torch(tmp_path):
+    """A pruned network round-trips through torch.save(model) / torch.load as any PyTorch
+    model does (its GraphModule re-traces its code on unpickling with the tracer's class
+    called without arguments) and computes exactly what it computed: a resnet20 pruned by
+    `sosp.prune` on digits-shaped data, and one whose random mask (nothing excluded) needs
+    both an IndexAdd and a ChannelScatter."""
+    torch.manual_seed(0)
+    model = models.create("resnet20", 10, 1, 8).eval()
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(10, (16,))
+    r = sosp.prune(model, "sosp_h", 0.5, [(x, y)], exclude="resnet_downsample", n_samples=16)
+    graph = analyze(model, (1, 8, 8))
+    scattered = build_pruned(graph, random_mask(graph, random.Random(0)))
+    kinds = {type(m) for m in scattered.modules()}
+    assert IndexAdd in kinds and ChannelScatter in kinds
+    for i, net in enumerate([r.model.eval(), scattered.eval()]):
+        back = _saved_and_loaded(net, tmp_path / f"{i}.pt").eval()
+        assert [type(m) for m in back.modules()][1:] == [type(m) for m in net.modules()][1:]
+        with torch.no_grad():
+            assert torch.equal(back(x), net(x))
