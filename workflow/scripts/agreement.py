@@ -89,7 +89,7 @@ def verdict(rows: pd.DataFrame) -> str:
         "seeds' spread"
     )
     missing = int((~judged).sum())
-    return line + (f" ({missing} cells not in the reference)" if missing else "")
+    return line + (f" ({missing} not in the reference)" if missing else "")
 
 
 def disagreements(rows: pd.DataFrame) -> list[str]:
@@ -112,12 +112,18 @@ def _std(s: float) -> str:
 def read(path: Path, what: str, fix: str) -> pd.DataFrame:
     """The CSV at `path`, or exit 2 with one line saying what is missing and how to fix it."""
     if not path.is_file():
-        raise SystemExit(f"agreement.py: error: no {what} {path}; {fix}")
+        fail(f"no {what} {path}; {fix}")
     frame = pd.read_csv(path)
     missing = [c for c in CELL + COLUMNS if c not in frame.columns]
     if missing:
-        raise SystemExit(f"agreement.py: error: {path} lacks columns {', '.join(missing)}; {fix}")
+        fail(f"{path} lacks the columns {', '.join(missing)}; {fix}")
     return frame
+
+
+def fail(message: str) -> None:
+    """Exit 2 with `message` as one line, as `sosp` reports a user error."""
+    print(f"agreement.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main() -> None:
