@@ -22,6 +22,8 @@ $(BIN)/.installed: pyproject.toml
 DEMO := results/demo
 SNAKEMAKE := PATH="$(abspath $(BIN)):$$PATH" snakemake --cores all
 
+# results/demo/reference.csv holds the committed summary's cells (summary.csv itself is rewritten
+# by the run); after committing new records, renew it: agreement.py ... --snapshot
 demo: $(BIN)/.installed
 	$(SNAKEMAKE) --forcerun evaluate
 	$(BIN)/python workflow/scripts/agreement.py --summary $(DEMO)/summary.csv \
