@@ -18,6 +18,30 @@ def test_digits_split_is_fixed_and_complete():
     assert set(test.tensors[1].tolist()) == set(range(10))
 
 
+def test_digits_cache_holds_scikit_learns_split_and_a_damaged_cache_is_remade(
+    tmp_path, monkeypatch
+):
+    """The cached split equals the one scikit-learn makes, element for element; a cache file
+    that is damaged is ignored and written anew; a cache folder that cannot be written is
+    skipped without an error."""
+    from sosp.data import digits
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    made = digits.made_split(0, 0.2)
+    first = digits.digits_split()  # made and cached
+    path = digits.cache_file(0, 0.2)
+    assert path.is_file()
+    cached = digits.digits_split()  # read back
+    for a, b, c in zip(made, first, cached, strict=True):
+        assert (a == b).all() and (a == c).all() and a.dtype == c.dtype
+    path.write_bytes(b"not an npz")
+    assert all((a == b).all() for a, b in zip(made, digits.digits_split(), strict=True))
+    assert path.read_bytes()[:2] == b"PK"  # rewritten as an npz (a zip)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a_file"))
+    (tmp_path / "a_file").write_text("a file where the cache folder would go")
+    assert all((a == b).all() for a, b in zip(made, digits.digits_split(), strict=True))
+
+
 def test_digits_normalization_constants_match_the_training_split():
     """The documented mean/std are those of the training split (to 4 decimals)."""
     x = data.load("digits", "train").tensors[0]
