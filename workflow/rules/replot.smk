@@ -33,15 +33,19 @@ def replot_skipped(records, retraining):
 
 def replot_check(wildcards):
     """No input (replot reads no file another rule makes, so nothing upstream reruns); where the
-    config has no results on disk at all, ends the run in one line saying what to run first."""
+    config has no results on disk at all, ends the run in one line saying what to run first (a
+    dry run prints that line and goes on)."""
     if not replot_records() and not replot_retraining():
         files = [f"--configfile {shlex.quote(shown(f))}" for f in workflow.overwrite_configfiles]
         run = " ".join(["snakemake", *files])
-        fail(
+        message = (
             f"nothing to replot: no records of config {NAME!r} in {RESULTS}/runs/ or "
             f"{RETRAIN_RESULTS}/runs.csv (under {os.getcwd()}); run `{run}` first, which trains "
             "and evaluates them"
         )
+        if not workflow.dryrun:
+            fail(message)
+        print(f"replot: {message}")
     return []
 
 
