@@ -19,6 +19,8 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores all --forcerun evaluate
 
+# every table and figure the committed records in results/demo/ make (the SOSP comparison,
+# expand-pruning, the gradient-flow and the retraining studies), training nothing
 replot: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" snakemake replot
 

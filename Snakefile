@@ -153,7 +153,8 @@ def schema_error(error):
     if error.validator == "minItems":
         return f"{key_path(path)}: empty; list at least {allowed} value(s)"
     if error.validator in BOUNDS:
-        bounds = " and ".join(f"{op} {error.schema[k]}" for k, op in BOUNDS.items() if k in error.schema)
+        bounds = [f"{op} {error.schema[k]}" for k, op in BOUNDS.items() if k in error.schema]
+        bounds = " and ".join(bounds)
         return f"{key_path(path)}: {short_repr(value)} is out of range; set a value {bounds}"
     if error.validator == "pattern":
         return (
