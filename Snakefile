@@ -7,6 +7,7 @@
 # Every rule calls the `sosp` command; see README.md. `--cores all` is the default: the workflow
 # profile profiles/default (a link into workflow/profiles/) sets it.
 import difflib
+import importlib.util
 import json
 import os
 import reprlib
@@ -20,40 +21,25 @@ from snakemake.utils import min_version, validate
 
 import torch
 
-from sosp import counting, data, methods, models, recipes
+from sosp import methods, models, recipes
 from sosp.errors import SospError
-from sosp.settings import PruneSettings, ratio_schema
 
 min_version("9.0")
 
-# The prune settings an experiment sets (and model_settings/method_settings override); their
-# schema, defaults included, comes from sosp.settings.PruneSettings. Each is part of every prune
-# job's hashed settings (common.smk): a name added here renames every prune run folder.
-SELECTION_SETTINGS = ("budget", "scope", "max_layer_fraction", "kernel_scaling", "n_samples")
-# Settings an experiment (or an override) may set, hashed into a prune job's settings only
-# where set, so that adding one renames no existing run folder.
-OPTIONAL_SETTINGS = ("coupling", "round_to", "shuffle_within_layers")
+
+def _load(name, path):
+    """The module in file `path` (beside this Snakefile) as `name`; not `import workflow.X`,
+    which would rebind this file's `workflow`, snakemake's workflow object."""
+    spec = importlib.util.spec_from_file_location(name, Path(workflow.basedir, path))
+    loaded = importlib.util.module_from_spec(spec)  # (`module` is a snakemake keyword)
+    spec.loader.exec_module(loaded)
+    return loaded
 
 
-def config_schema():
-    """workflow/schemas/config.schema.json completed from sosp: each experiment's selection
-    settings with their defaults, $defs/selection_settings without (an override names only
-    what differs), $defs/ratio, the datasets of sosp.data's registry (of the SOSP and the
-    retraining experiments) and the MAC conventions of sosp.counting's."""
-    path = Path(workflow.basedir, "workflow/schemas/config.schema.json")
-    schema = json.loads(path.read_text())
-    defs = schema["$defs"]
-    for kind in ("experiment", "retraining_experiment"):
-        defs[kind]["properties"]["dataset"] = {"enum": data.names()}
-    others = sorted(set(counting.CONVENTIONS) - {"actual"})
-    defs["experiment"]["properties"]["mac_conventions"]["items"] = {"enum": others}
-    defs["ratio"] = ratio_schema()
-    every = SELECTION_SETTINGS + OPTIONAL_SETTINGS
-    defs["selection_settings"] = PruneSettings.json_schema(every, defaults=False)
-    experiment = PruneSettings.json_schema(SELECTION_SETTINGS)["properties"]
-    experiment.update(PruneSettings.json_schema(OPTIONAL_SETTINGS, defaults=False)["properties"])
-    defs["experiment"]["properties"].update(experiment)
-    return schema
+# the config's schema, completed from sosp's registries (also read by the docs' config reference)
+_schema = _load("config_schema", "workflow/config_schema.py")
+config_schema = _schema.config_schema
+SELECTION_SETTINGS, OPTIONAL_SETTINGS = _schema.SELECTION_SETTINGS, _schema.OPTIONAL_SETTINGS
 
 
 class ConfigError(ValueError):
