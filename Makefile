@@ -33,6 +33,8 @@ demo: $(BIN)/.installed
 demo-all: demo
 	$(SNAKEMAKE) --forcerun evaluate retraining_report --configfile config/demo_studies.yaml
 
+# every table and figure the committed records in results/demo/ make (the SOSP comparison,
+# expand-pruning, the gradient-flow and the retraining studies), training nothing
 replot: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" snakemake replot
 

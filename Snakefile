@@ -7,8 +7,11 @@
 # Every rule calls the `sosp` command; see README.md. `--cores all` is the default: the workflow
 # profile profiles/default (a link into workflow/profiles/) sets it.
 import difflib
+import importlib.util
 import json
+import os
 import reprlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -16,43 +19,47 @@ from jsonschema.exceptions import ValidationError, best_match
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from sosp import counting, data, methods, models, recipes
-from sosp.settings import PruneSettings, ratio_schema
+import torch
+
+from sosp import methods, models, recipes
+from sosp.errors import SospError
 
 min_version("9.0")
 
-# The prune settings an experiment sets (and model_settings/method_settings override); their
-# schema, defaults included, comes from sosp.settings.PruneSettings. Each is part of every prune
-# job's hashed settings (common.smk): a name added here renames every prune run folder.
-SELECTION_SETTINGS = ("budget", "scope", "max_layer_fraction", "kernel_scaling", "n_samples")
-# Settings an experiment (or an override) may set, hashed into a prune job's settings only
-# where set, so that adding one renames no existing run folder.
-OPTIONAL_SETTINGS = ("coupling", "round_to", "shuffle_within_layers")
+
+def _load(name, path):
+    """The module in file `path` (beside this Snakefile) as `name`; not `import workflow.X`,
+    which would rebind this file's `workflow`, snakemake's workflow object."""
+    spec = importlib.util.spec_from_file_location(name, Path(workflow.basedir, path))
+    loaded = importlib.util.module_from_spec(spec)  # (`module` is a snakemake keyword)
+    spec.loader.exec_module(loaded)
+    return loaded
 
 
-def config_schema():
-    """workflow/schemas/config.schema.json completed from sosp: each experiment's selection
-    settings with their defaults, $defs/selection_settings without (an override names only
-    what differs), $defs/ratio, the datasets of sosp.data's registry and the MAC conventions
-    of sosp.counting's."""
-    path = Path(workflow.basedir, "workflow/schemas/config.schema.json")
-    schema = json.loads(path.read_text())
-    defs = schema["$defs"]
-    defs["experiment"]["properties"]["dataset"] = {"enum": data.names()}
-    others = sorted(set(counting.CONVENTIONS) - {"actual"})
-    defs["experiment"]["properties"]["mac_conventions"]["items"] = {"enum": others}
-    defs["ratio"] = ratio_schema()
-    every = SELECTION_SETTINGS + OPTIONAL_SETTINGS
-    defs["selection_settings"] = PruneSettings.json_schema(every, defaults=False)
-    experiment = PruneSettings.json_schema(SELECTION_SETTINGS)["properties"]
-    experiment.update(PruneSettings.json_schema(OPTIONAL_SETTINGS, defaults=False)["properties"])
-    defs["experiment"]["properties"].update(experiment)
-    return schema
+# the config's schema, completed from sosp's registries (also read by the docs' config reference)
+_schema = _load("config_schema", "workflow/config_schema.py")
+config_schema = _schema.config_schema
+SELECTION_SETTINGS, OPTIONAL_SETTINGS = _schema.SELECTION_SETTINGS, _schema.OPTIONAL_SETTINGS
 
 
 class ConfigError(ValueError):
-    """A bad config; its message is one line that names the key (raised below as a
-    WorkflowError, which snakemake prints with the traceback of where it was raised)."""
+    """A bad config; its message is one line that names the key and the fix (`fail` prints
+    it)."""
+
+
+def shown(path):
+    """`path` (a config file) relative to the working directory where it lies below it."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def fail(message):
+    """End the run on a bad config: one line, `sosp workflow: error: <config files>: <message>`,
+    and exit status 2, as sosp's commands end on a user error (a WorkflowError would print the
+    traceback of where it was raised). The job tables (common.smk, retraining.smk) call it too."""
+    files = ", ".join(map(shown, workflow.configfiles)) or "the config"
+    print(f"sosp workflow: error: {files}: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def validate_config(config):
@@ -89,6 +96,15 @@ def short_repr(value):
     return short.repr(value)
 
 
+# a schema's bounds of a number, as the error message writes them
+BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+
+
+def repeated(values):
+    """The first of `values` equal to an earlier one (None if none is)."""
+    return next((v for i, v in enumerate(values) if v in values[:i]), None)
+
+
 def schema_error(error):
     """One line for a jsonschema ValidationError: the key path, the bad value and what is
     allowed there."""
@@ -118,6 +134,19 @@ def schema_error(error):
         typo = difflib.get_close_matches(missing, unknown, n=1)
         hint = f"; is {key_path(path + typo)} a typo of it?" if typo else ""
         return f"{key_path(path + [missing])}: missing (required){hint}"
+    if error.validator == "uniqueItems":
+        return f"{key_path(path)}: {short_repr(repeated(value))} is listed twice; list it once"
+    if error.validator == "minItems":
+        return f"{key_path(path)}: empty; list at least {allowed} value(s)"
+    if error.validator in BOUNDS:
+        bounds = [f"{op} {error.schema[k]}" for k, op in BOUNDS.items() if k in error.schema]
+        bounds = " and ".join(bounds)
+        return f"{key_path(path)}: {short_repr(value)} is out of range; set a value {bounds}"
+    if error.validator == "pattern":
+        return (
+            f"{key_path(path)}: {short_repr(value)} does not match the pattern {allowed}; use "
+            "only the characters it allows"
+        )
     if error.validator == "type":
         types = " or ".join(allowed) if isinstance(allowed, list) else allowed
         return f"{key_path(path)}: {short_repr(value)} is a {type(value).__name__}, not {types}"
@@ -126,9 +155,10 @@ def schema_error(error):
 
 
 def check_names(config):
-    """Every model, method and recipe preset the experiments name is registered in sosp (a
-    dataset is checked by the schema): an unknown name fails here, at `snakemake -n`, not
-    inside a job. The error names the key, the bad name, the close ones and the known ones."""
+    """Every model, method and recipe preset the experiments (and the retraining study's) name
+    is registered in sosp (a dataset is checked by the schema): an unknown name fails here, at
+    `snakemake -n`, not inside a job. The error names the key, the bad name, the close ones
+    and the known ones."""
     known = {"model": models.names(), "method": methods.names(), "recipe": list(recipes.PRESETS)}
 
     def check(kind, name, path):
@@ -140,24 +170,70 @@ def check_names(config):
                 f"known {kind}s: {', '.join(known[kind])}"
             )
 
-    for exp_name, exp in config["experiments"].items():
-        at = ["experiments", exp_name]
+    for at, exp in experiment_paths(config):
         for i, model in enumerate(exp["models"]):
             check("model", model, at + ["models", i])
-        for i, method in enumerate(exp["methods"]):
+        for i, method in enumerate(exp.get("methods", [])):
             check("method", method, at + ["methods", i])
-        if isinstance(exp["ratios"], dict):
+        if isinstance(exp.get("ratios"), dict):
             for model in exp["ratios"]:
                 check("model", model, at + ["ratios", model])
         for key in ("model_settings", "weights"):
-            for model in exp[key]:
+            for model in exp.get(key, {}):
                 check("model", model, at + [key, model])
         for key in ("method_settings", "method_options"):
-            for method in exp[key]:
+            for method in exp.get(key, {}):
                 check("method", method, at + [key, method])
         for key in ("train", "finetune"):
-            if exp[key].get("preset") is not None:
+            if exp.get(key, {}).get("preset") is not None:
                 check("recipe", exp[key]["preset"], at + [key, "preset"])
+
+
+def experiment_paths(config):
+    """(key path, experiment) of every experiment: the SOSP ones, then the retraining study's."""
+    for name, exp in config["experiments"].items():
+        yield ["experiments", name], exp
+    for name, exp in config["retraining"]["experiments"].items():
+        yield ["retraining", "experiments", name], exp
+
+
+def check_recipes(config):
+    """Every experiment's train and finetune recipe resolves for each of its models (a `set`
+    key sosp's recipes lack, or a value out of range, fails here rather than in every job)."""
+    for at, exp in experiment_paths(config):
+        for key in ("train", "finetune"):
+            spec = exp.get(key) or {}
+            for model in exp["models"]:
+                preset = spec.get("preset") or recipes.default_preset(model, exp["dataset"])
+                try:
+                    recipes.resolve(preset, spec.get("set", {}))
+                except SospError as e:
+                    raise ConfigError(f"{key_path(at + [key])}: {e}") from None
+
+
+def check_runnable(config):
+    """The config asks for some work, on a device torch knows, and the published tables it
+    sets beside its cells are there."""
+    if not (config["experiments"] or config["retraining"]["experiments"] or config["mask_time"]):
+        raise ConfigError(
+            "no experiments: add one under `experiments:` (config/demo.yaml's `digits` is an "
+            "example) or under `retraining: experiments:`"
+        )
+    if config["device"] != "auto":
+        try:
+            torch.device(config["device"])
+        except (RuntimeError, ValueError):
+            raise ConfigError(
+                f"{key_path(['device'])}: {config['device']!r} is not a device; "
+                "set cpu, cuda, cuda:N or auto"
+            ) from None
+    there = sorted(p.name for p in Path(workflow.basedir, "results/published").glob("*.csv"))
+    for i, name in enumerate(config["published"]):
+        if name not in there:
+            raise ConfigError(
+                f"{key_path(['published', i])}: no file {name!r} in results/published/"
+                f"{close_to(name, there)}; there are: {', '.join(there)}"
+            )
 
 
 if not config:  # the embedded default; --configfile FILE replaces it (not merged into it)
@@ -170,8 +246,10 @@ try:
     config.setdefault("experiments", {})  # a config of retraining experiments alone
     validate_config(config)
     check_names(config)
+    check_recipes(config)
+    check_runnable(config)
 except ConfigError as e:
-    raise WorkflowError(str(e)) from None
+    fail(str(e))
 
 
 include: "workflow/rules/resources.smk"
@@ -183,6 +261,7 @@ include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/retraining.smk"
+include: "workflow/rules/replot.smk"
 
 
 localrules:

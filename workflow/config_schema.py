@@ -23,11 +23,12 @@ OPTIONAL_SETTINGS = ("coupling", "round_to", "shuffle_within_layers")
 def config_schema() -> dict:
     """schemas/config.schema.json completed from sosp: each experiment's selection settings
     with their defaults, $defs/selection_settings without (an override names only what
-    differs), $defs/ratio, the datasets of sosp.data's registry and the MAC conventions of
-    sosp.counting's."""
+    differs), $defs/ratio, the datasets of sosp.data's registry (of the SOSP and the retraining
+    experiments) and the MAC conventions of sosp.counting's."""
     schema = json.loads(SCHEMA.read_text())
     defs = schema["$defs"]
-    defs["experiment"]["properties"]["dataset"] = {"enum": data.names()}
+    for kind in ("experiment", "retraining_experiment"):
+        defs[kind]["properties"]["dataset"] = {"enum": data.names()}
     others = sorted(set(counting.CONVENTIONS) - {"actual"})
     defs["experiment"]["properties"]["mac_conventions"]["items"] = {"enum": others}
     defs["ratio"] = ratio_schema()

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.workflow.test_workflow import REPO, snakemake
+from tests.workflow.test_workflow import REPO, RUNS_DIR, snakemake
 
 
 @pytest.mark.xdist_group("end_to_end")  # one worker runs the shared snakemake run
@@ -27,8 +27,8 @@ def test_imported_weights_prune_finetune_evaluate_report(end_to_end):
     assert float(star["macs_ccp_removed_mean"]) > float(star["macs_removed_mean"]) > 0
     assert "ccp MACs removed (%)" in (tmp_path / "results/tiny/tables.md").read_text()
     assert (tmp_path / "figures/tiny/table2_star_before_after.png").exists()
-    assert list((tmp_path / "runs").glob("pretrained/resnet18-imagenette-pretrained-*"))
-    trained = {p.name.split("-")[0] for p in (tmp_path / "runs").glob("dense/*")}
+    assert list((tmp_path / RUNS_DIR).glob("pretrained/resnet18-imagenette-pretrained-*"))
+    trained = {p.name.split("-")[0] for p in (tmp_path / RUNS_DIR).glob("dense/*")}
     assert trained == {"resnet20"}, "imported weights are not trained"
 
 

@@ -50,6 +50,9 @@ TINY_ONE_CPU = TINY.replace(
 )
 
 
+RUNS_DIR = "my runs"  # the end-to-end run's runs_dir (conftest.py): a space, as a folder may hold
+
+
 def snakemake(workdir: Path, *args: str, env=None) -> subprocess.CompletedProcess:
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     env = {
@@ -162,14 +165,27 @@ def test_unknown_name_fails_the_dry_run(tmp_path, old, new, bad, close, known):
     assert "['experiments']['mini']" in line and close in line and known in line, line
 
 
-def test_replot_needs_no_cores(tmp_path):
+def test_replot_redraws_every_committed_figure_and_names_what_it_skips(tmp_path):
     """`snakemake replot` as the README writes it, without --cores (the workflow profile sets
-    them), rebuilds the demo's tables and figures from its committed records."""
-    shutil.copytree(REPO / "results/demo/runs", tmp_path / "results/demo/runs")
-    r = snakemake(tmp_path, "replot")
+    them), redraws from the demo's committed records and CSVs every committed figure (the SOSP
+    experiments', the gradient-flow study's and the retraining study's), training nothing, but
+    those of an experiment whose records are gone, which it names. Its folder and temporary
+    folder hold a space (its commands quote their paths)."""
+    work = tmp_path / "re plot"
+    for results in ("runs", "retraining"):
+        shutil.copytree(REPO / "results/demo" / results, work / "results/demo" / results)
+    shutil.rmtree(work / "results/demo/runs/expand")
+    (tmp_path / "tmp dir").mkdir()
+    r = snakemake(work, "replot", env={"TMPDIR": str(tmp_path / "tmp dir")})
     assert r.returncode == 0, r.stderr[-3000:]
-    assert (tmp_path / "results/demo/tables.md").exists()
-    assert (tmp_path / "figures/demo/digits_layerwise.png").exists()
+    out = r.stdout + r.stderr
+    assert "replot: skipped expand: no results under results/demo/ yet" in out, out[-3000:]
+    assert "rule train" not in out
+    assert (work / "results/demo/tables.md").exists()
+    committed = {p.name for p in (REPO / "figures/demo").glob("*.png")}
+    drawn = {p.name for p in (work / "figures/demo").glob("*.png")}
+    assert drawn == {name for name in committed if not name.startswith("expand_")}
+    assert "retraining_collapse_layer_sparsity.png" in drawn
 
 
 def test_generated_schema_checks_overrides_and_fills_defaults(tmp_path):

@@ -10,4 +10,4 @@ rule bottlenecks:
     log:
         f"{RUNS}/logs/bottlenecks/{{key}}.log",
     shell:
-        "{params.cmd} > {log} 2>&1"
+        "{params.cmd} > {log:q} 2>&1"

@@ -31,12 +31,16 @@ def _recipe(spec, model, dataset):
 
 
 def _ratios(name, exp, model):
+    """The experiment's ratios of `model`, ascending (the schema lets no ratio repeat)."""
     ratios = exp["ratios"]
     if isinstance(ratios, dict):
         if model not in ratios:
-            raise ValueError(f"experiments.{name}.ratios has no entry for model {model!r}")
+            fail(
+                f"{key_path(['experiments', name, 'ratios'])}: no ratios for model {model!r}; "
+                f"add {model}: [...] to it, or give one list for every model"
+            )
         ratios = ratios[model]
-    return sorted(set(ratios))
+    return sorted(ratios)
 
 
 def dense_folder(key):
@@ -272,9 +276,10 @@ def _expanded_jobs(name, exp, model, prune_at, method, pkeys):
     spec = {**EXPAND_DEFAULTS, **exp["expand"]}  # (a null-default object gets no schema defaults)
     ratio = spec["ratio"]
     if ratio not in _ratios(name, exp, model):
-        raise WorkflowError(
-            f"experiments.{name}.expand.ratio {ratio} is not among the experiment's ratios "
-            f"for {model}: the bottlenecks are read from those masks"
+        fail(
+            f"{key_path(['experiments', name, 'expand', 'ratio'])}: {ratio:g} is not among the "
+            f"experiment's ratios for {model}, whose masks the bottlenecks are read from; set "
+            f"it to one of {', '.join(f'{r:g}' for r in _ratios(name, exp, model))}"
         )
     by = {k: spec[k] for k in ("level", "count", "threshold", "multiplier") if k in spec}
     masks = [mask_file(pkey, ratio) for pkey in pkeys.values()]
@@ -297,6 +302,12 @@ for _name, _exp in config["experiments"].items():
 
 
 # -- command lines ---------------------------------------------------------------------------
+
+
+def shell_words(args):
+    """`args` as one shell command line for a rule's `shell:` or a `run:` block's shell(): each
+    word quoted (a path may hold spaces), braces doubled against snakemake's formatting."""
+    return shlex.join(map(str, args)).replace("{", "{{").replace("}", "}}")
 
 
 def _common_flags():

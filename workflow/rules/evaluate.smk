@@ -15,4 +15,4 @@ rule evaluate:
     resources:
         **rule_resources("evaluate"),
     shell:
-        "OMP_NUM_THREADS={threads} {params.cmd} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.cmd} > {log:q} 2>&1"

@@ -14,4 +14,4 @@ rule finetune:
     resources:
         **rule_resources("finetune"),
     shell:
-        "OMP_NUM_THREADS={threads} {params.cmd} --workers {params.workers} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.cmd} --workers {params.workers} > {log:q} 2>&1"

@@ -15,4 +15,4 @@ rule prune:
     resources:
         **rule_resources("prune"),
     shell:
-        "OMP_NUM_THREADS={threads} {params.cmd} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.cmd} > {log:q} 2>&1"

@@ -1,5 +1,4 @@
 import json
-import os
 
 REPORT_SPEC = {
     name: {"title": exp.get("title", name), "dataset": exp["dataset"], "figures": exp["figures"]}
@@ -8,15 +7,25 @@ REPORT_SPEC = {
 RECORDS = [f"{RESULTS}/runs/{key}.json" for key in EVALUATE]
 
 
-def report_cmd(records):
-    """The report script's command line (braces escaped for snakemake's shell formatting)."""
+def report_cmd(records, experiments=None):
+    """The report script's command line on `records` for `experiments` (default: every one
+    of the config's; name -> title, dataset, figures)."""
     published = [f"{workflow.basedir}/results/published/{p}" for p in config["published"]]
     args = ["python", f"{workflow.basedir}/workflow/scripts/report.py"]
     args += ["--results", RESULTS, "--figures", FIGURES]
-    args += ["--experiments", json.dumps(REPORT_SPEC)]
+    args += ["--experiments", json.dumps(REPORT_SPEC if experiments is None else experiments)]
     args += [arg for path in published for arg in ("--published", path)]
     args += ["--records", *records]
-    return shlex.join(args).replace("{", "{{").replace("}", "}}")
+    return shell_words(args)
+
+
+def mask_time_cmd():
+    """Fig. 2's timing script's command line."""
+    spec = config["mask_time"]
+    args = ["python", f"{workflow.basedir}/benchmarks/mask_time.py"]
+    args += ["--widths", *map(str, spec["widths"]), "--n-samples", str(spec["n_samples"])]
+    args += ["--device", spec.get("device", "cuda")]
+    return shlex.join(args + ["--out", f"{RESULTS}/fig2_mask_time_vs_width"])
 
 
 rule report:
@@ -29,14 +38,7 @@ rule report:
     log:
         f"{RUNS}/logs/report/{NAME}.log",
     shell:
-        report_cmd(RECORDS) + " > {log} 2>&1"
-
-
-rule replot:
-    """Rebuild every table and figure from the config's records already in results/<name>/runs/,
-    training nothing: `snakemake replot`."""
-    shell:
-        report_cmd([path for path in RECORDS if os.path.exists(path)])
+        report_cmd(RECORDS) + " > {log:q} 2>&1"
 
 
 rule mask_time:
@@ -44,15 +46,11 @@ rule mask_time:
     output:
         f"{RESULTS}/fig2_mask_time_vs_width.csv",
     params:
-        widths=lambda wc: " ".join(map(str, config["mask_time"]["widths"])),
-        n=lambda wc: config["mask_time"]["n_samples"],
-        device=lambda wc: config["mask_time"].get("device", "cuda"),
+        cmd=lambda wc: mask_time_cmd(),
     log:
         f"{RUNS}/logs/mask_time/{NAME}.log",
     threads: rule_threads("mask_time")
     resources:
         **rule_resources("mask_time"),
     shell:
-        f"OMP_NUM_THREADS={{threads}} python {workflow.basedir}/benchmarks/mask_time.py "
-        "--widths {params.widths} --n-samples {params.n} "
-        "--device {params.device} --out {RESULTS}/fig2_mask_time_vs_width > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.cmd} > {log:q} 2>&1"

@@ -48,14 +48,14 @@ def claim_resources(rule, key, exp_name=None, exp=None, ratios=1):
         if mine is None or mine == value:
             res[name] = value
         elif isinstance(value, str) or isinstance(mine, str):
-            raise WorkflowError(
+            fail(
                 f"{where}: {rule} job {key} is shared with another experiment that sets "
                 f"{name}={value!r}, this one {mine!r}; set the same {name} in both"
             )
         else:
             res[name] = max(value, mine)
     if res.get("gpu") and "gpu" in res.get("gres", ""):
-        raise WorkflowError(
+        fail(
             f"{where}: {rule} jobs get gpu={res['gpu']} and gres={res['gres']!r}, both GPU "
             "requests (snakemake-executor-plugin-slurm takes one): set gpu: 0 beside gres"
         )

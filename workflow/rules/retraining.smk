@@ -39,9 +39,10 @@ def _retrain_dense(name, exp, model, seed):
 
 def _per_cycle(name, budget, cycles):
     if budget % cycles:
-        raise WorkflowError(
-            f"retraining.{name}: budget {budget} does not split into {cycles} equal cycles; "
-            "choose budgets divisible by every entry of cycles"
+        fail(
+            f"{key_path(['retraining', 'experiments', name, 'budgets'])}: budget {budget} does "
+            f"not split into {cycles} equal cycles; choose budgets divisible by every entry of "
+            "cycles"
         )
     return budget // cycles
 
@@ -166,7 +167,7 @@ rule retrain:
     resources:
         **rule_resources("retrain"),
     shell:
-        "OMP_NUM_THREADS={threads} {params.cmd} --workers {threads} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.cmd} --workers {threads} > {log:q} 2>&1"
 
 
 rule sparse_train:
@@ -182,7 +183,7 @@ rule sparse_train:
     resources:
         **rule_resources("sparse_train"),
     shell:
-        "OMP_NUM_THREADS={threads} {params.cmd} --workers {threads} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.cmd} --workers {threads} > {log:q} 2>&1"
 
 
 def _retraining_spec():
@@ -195,11 +196,22 @@ def _retraining_spec():
         before = str(paths.sparsity(sparse_folder(stable))) if stable else None
         runs.append({**labels, "key": key, "counts": str(paths.sparsity(retrain_folder(key))),
                      "before": before})  # fmt: skip
-    experiments = {
+    return {"experiments": _retraining_experiments(), "runs": runs}
+
+
+def _retraining_experiments():
+    """name -> {title, figures} of each retraining experiment, as the report script reads it."""
+    return {
         name: {"title": exp.get("title", name), "figures": exp["figures"]}
         for name, exp in RETRAINING.get("experiments", {}).items()
     }
-    return {"experiments": experiments, "runs": runs}
+
+
+def retraining_report_cmd(spec, *flags):
+    """The retraining report script's command line (for shell() in a `run:` block)."""
+    args = ["python", f"{workflow.basedir}/workflow/scripts/retraining_report.py"]
+    args += ["--spec", spec, "--results", RETRAIN_RESULTS, "--figures", FIGURES, *flags]
+    return shell_words(args)
 
 
 rule retraining_report:
@@ -214,10 +226,7 @@ rule retraining_report:
         spec = f"{RETRAIN_RESULTS}/jobs.json"
         Path(RETRAIN_RESULTS).mkdir(parents=True, exist_ok=True)
         Path(spec).write_text(json.dumps(_retraining_spec(), indent=1))
-        shell(
-            f"python {workflow.basedir}/workflow/scripts/retraining_report.py --spec {spec} "
-            f"--results {RETRAIN_RESULTS} --figures {FIGURES} > {log} 2>&1"
-        )
+        shell(retraining_report_cmd(spec) + " > {log:q} 2>&1")
 
 
 rule gpu_hours:

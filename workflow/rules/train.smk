@@ -16,7 +16,7 @@ rule train:
     resources:
         **rule_resources("train"),
     shell:
-        "OMP_NUM_THREADS={threads} {params.cmd} --workers {params.workers} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.cmd} --workers {params.workers} > {log:q} 2>&1"
 
 
 rule import_weights:
@@ -30,4 +30,4 @@ rule import_weights:
     log:
         f"{RUNS}/logs/import/{{key}}.log",
     shell:
-        "{params.cmd} > {log} 2>&1"
+        "{params.cmd} > {log:q} 2>&1"
