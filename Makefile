@@ -35,8 +35,10 @@ demo-all: demo
 
 # every table and figure the committed records in results/demo/ make (the SOSP comparison,
 # expand-pruning, the gradient-flow and the retraining studies), training nothing
+# every table and figure the committed records make: the SOSP comparison and the studies
 replot: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" snakemake replot
+	PATH="$(abspath $(BIN)):$$PATH" snakemake replot --configfile config/demo_studies.yaml
 
 # one pytest worker per CPU, one thread each (tests/conftest.py); the two end-to-end tests that
 # share a snakemake run stay on one worker (--dist loadgroup)

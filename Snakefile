@@ -4,7 +4,7 @@
 #   snakemake --profile slurm --configfile config/paper.yaml   # the paper, on a SLURM cluster
 #   snakemake replot                                        # tables and figures from cached results
 #
-# Every rule calls the `sosp` command; see README.md. `--cores all` is the default: the workflow
+# Every rule calls the `sosp` command; see docs/guide/workflow.md. `--cores all` is the default: the workflow
 # profile profiles/default (a link into workflow/profiles/) sets it.
 import difflib
 import importlib.util
