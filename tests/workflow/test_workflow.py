@@ -504,4 +504,4 @@ def test_expand_pruning_adds_bottlenecks_and_widened_chains(tmp_path):
     assert sum("--widths" in c for c in prunes) == 4  # 2 methods x (expanded, widened)
     bad = text.replace("expand: {ratio: 0.3}", "expand: {ratio: 0.5}")
     r = snakemake(tmp_path, "-n", "--configfile", str(write_config(tmp_path, bad)))
-    assert r.returncode != 0 and "expand.ratio 0.5 is not among" in r.stdout + r.stderr
+    assert r.returncode != 0 and "['expand']['ratio']: 0.5 is not among" in r.stdout + r.stderr
