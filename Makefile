@@ -33,9 +33,9 @@ demo: $(BIN)/.installed
 demo-all: demo
 	$(SNAKEMAKE) --forcerun evaluate retraining_report --configfile config/demo_studies.yaml
 
-# every table and figure the committed records in results/demo/ make (the SOSP comparison,
-# expand-pruning, the gradient-flow and the retraining studies), training nothing
-# every table and figure the committed records make: the SOSP comparison and the studies
+# every table and figure the committed records make, training nothing: the SOSP comparison
+# (results/demo/), then expand-pruning, the gradient-flow and the retraining studies
+# (results/demo_studies/)
 replot: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" snakemake replot
 	PATH="$(abspath $(BIN)):$$PATH" snakemake replot --configfile config/demo_studies.yaml

@@ -166,26 +166,30 @@ def test_unknown_name_fails_the_dry_run(tmp_path, old, new, bad, close, known):
 
 
 def test_replot_redraws_every_committed_figure_and_names_what_it_skips(tmp_path):
-    """`snakemake replot` as the README writes it, without --cores (the workflow profile sets
-    them), redraws from the demo's committed records and CSVs every committed figure (the SOSP
-    experiments', the gradient-flow study's and the retraining study's), training nothing, but
-    those of an experiment whose records are gone, which it names. Its folder and temporary
-    folder hold a space (its commands quote their paths)."""
+    """`snakemake replot` as `make replot` runs it on the studies' config, without --cores (the
+    workflow profile sets them), redraws from their committed records and CSVs every committed
+    figure (the gradient-flow study's and the retraining study's), training nothing, but those
+    of an experiment whose records are gone, which it names. Its folder and temporary folder
+    hold a space (its commands quote their paths)."""
     work = tmp_path / "re plot"
     for results in ("runs", "retraining"):
-        shutil.copytree(REPO / "results/demo" / results, work / "results/demo" / results)
-    shutil.rmtree(work / "results/demo/runs/expand")
+        shutil.copytree(REPO / STUDIES / results, work / STUDIES / results)
+    shutil.rmtree(work / STUDIES / "runs/expand")
     (tmp_path / "tmp dir").mkdir()
-    r = snakemake(work, "replot", env={"TMPDIR": str(tmp_path / "tmp dir")})
+    cfg = str(REPO / "config/demo_studies.yaml")
+    r = snakemake(work, "replot", "--configfile", cfg, env={"TMPDIR": str(tmp_path / "tmp dir")})
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
-    assert "replot: skipped expand: no results under results/demo/ yet" in out, out[-3000:]
+    assert f"replot: skipped expand: no results under {STUDIES}/ yet" in out, out[-3000:]
     assert "rule train" not in out
-    assert (work / "results/demo/tables.md").exists()
-    committed = {p.name for p in (REPO / "figures/demo").glob("*.png")}
-    drawn = {p.name for p in (work / "figures/demo").glob("*.png")}
+    assert (work / STUDIES / "tables.md").exists()
+    committed = {p.name for p in (REPO / "figures/demo_studies").glob("*.png")}
+    drawn = {p.name for p in (work / "figures/demo_studies").glob("*.png")}
     assert drawn == {name for name in committed if not name.startswith("expand_")}
     assert "retraining_collapse_layer_sparsity.png" in drawn
+
+
+STUDIES = "results/demo_studies"  # the companion studies' committed records (make demo-all)
 
 
 def test_generated_schema_checks_overrides_and_fills_defaults(tmp_path):
