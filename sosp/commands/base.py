@@ -297,9 +297,12 @@ def check_out_file(path: str | os.PathLike, flag: str = "--out") -> None:
     regular file."""
     _refuse_empty(path, flag)
     path = Path(path)
-    if path.is_dir():
-        raise BadInput(f"{flag} {path} is a folder; give the path of a file")
-    io.refuse_special(path)
+    try:
+        io.refuse_special(path)  # a folder, a device, a FIFO
+    except OSError as e:  # a name too long, a folder on the way not searchable
+        raise BadInput(
+            f"{flag} {path} cannot be written ({e.strerror}); choose another path"
+        ) from None
     _check_writable(path.parent, flag)
 
 

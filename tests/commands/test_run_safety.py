@@ -241,6 +241,15 @@ def test_atomic_writes_never_replace_what_is_not_a_regular_file(tmp_path):
     assert list(tmp_path.glob(".*.tmp")) == []
 
 
+def test_evaluate_out_named_too_long_is_refused_before_work(run, tmp_path):
+    """A file name over the limit (300 characters): one line, before evaluating."""
+    out = tmp_path / ("n" * 300 + ".json")
+    model = str(run / "dense" / "model.pt")
+    r = run_sosp("evaluate", "--checkpoint", model, "--device", "cpu", "--out", str(out))
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert "cannot be written (File name too long); choose another path" in _one_line(r.stderr)
+
+
 def test_evaluate_out_that_is_a_fifo_is_refused_before_work(run, tmp_path):
     """`sosp evaluate --out FIFO` stops before evaluating, in one line, the FIFO kept."""
     fifo = _special_paths(tmp_path)["FIFO (named pipe)"]
@@ -262,7 +271,7 @@ def test_a_second_train_into_the_same_out_stops_at_once(tmp_path):
     first = _start(*TRAIN, *LONG, "--out", str(out))
     try:
         _wait_for(out / "last.pt", first)
-        r = run_sosp(*TRAIN, *LONG, "--out", str(out))
+        r = run_sosp(*TRAIN, "--set", "epochs=1", "--out", str(out))  # stops at once, or not
         assert r.returncode == 2, r.stderr
         assert _one_line(r.stderr) == (
             f"sosp train: error: --out {out} is being written by another sosp command "
