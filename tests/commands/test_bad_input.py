@@ -163,7 +163,7 @@ ROWS = [
     ),
     (
         "a sparsity of 0",
-        [*TRAIN, "--sparse", "gmp", "--sparsity", "0"],
+        [*TRAIN, "--sparsity", "0"],
         "--sparsity must lie in (0, 1), not 0.0",
     ),
     (
