@@ -34,6 +34,7 @@ def test_digits_cache_holds_scikit_learns_split_and_a_damaged_cache_is_remade(
     cached = digits.digits_split()  # read back
     for a, b, c in zip(made, first, cached, strict=True):
         assert (a == b).all() and (a == c).all() and a.dtype == c.dtype
+        assert a.strides == b.strides == c.strides  # one layout: a conv rounds by layout
     path.write_bytes(b"not an npz")
     assert all((a == b).all() for a, b in zip(made, digits.digits_split(), strict=True))
     assert path.read_bytes()[:2] == b"PK"  # rewritten as an npz (a zip)
