@@ -35,22 +35,23 @@ def random_mask(graph, rng):
 @pytest.mark.parametrize("coupling", ["filter", "stream"])
 @pytest.mark.parametrize("name", models.names())
 def test_pruned_network_equals_soft_mask(name, coupling):
-    """Eval-mode outputs of the pruned network equal the soft-masked network's to 1e-5, for
+    """Eval-mode outputs of the pruned network equal the soft-masked network's to 1e-9 in float64
+    (float32 rounding through ResNet-110's 110 layers reached 4e-5 of outputs near 3), for
     per-filter structures (downsampling excluded) and for coupled residual streams (nothing
     excluded), whose pruned networks hold no scatter, and an index-add only where a zero-padding
     shortcut adds into the middle of a wider stream."""
     shape = input_shape(name)
-    model = randomized(models.create(name, 10, shape[0], shape[1]), dtype=torch.float32)
+    model = randomized(models.create(name, 10, shape[0], shape[1]), dtype=torch.float64)
     exclude = "resnet_downsample" if coupling == "filter" else None
     graph = analyze(model, shape, exclude=exclude, coupling=coupling)
     rng = random.Random(0)
-    x = torch.randn(2, *shape)
+    x = torch.randn(2, *shape, dtype=torch.float64)
     for _ in range(2):
         pruned = random_mask(graph, rng)
         small = build_pruned(graph, pruned).eval()
         with torch.no_grad():
             expected = soft_masked(model, graph, pruned).eval()(x)
-            torch.testing.assert_close(small(x), expected, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(small(x), expected, rtol=1e-9, atol=1e-9)
         assert counting.count_params(small) < counting.count_params(model)
         if coupling == "stream":
             assert not [m for m in small.modules() if isinstance(m, ChannelScatter)]

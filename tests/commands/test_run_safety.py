@@ -27,6 +27,9 @@ DIGITS = ["--model", "resnet20", "--dataset", "digits"]
 TRAIN = ["train", *DIGITS, "--no-progress", "--device", "cpu"]
 PRUNE = ["prune", *DIGITS, "--method", "magnitude", "--n-samples", "32", "--device", "cpu"]
 LONG = ["--set", "epochs=500"]  # seconds per epoch on digits: a run to stop, never finished
+# a prune of seconds, not a fraction of one: SOSP-I's Jacobians over every training sample, so
+# a signal sent once it holds its --out arrives while it works, on an idle machine too
+SLOW_PRUNE = ["prune", *DIGITS, "--method", "sosp_i", "--n-samples", "1437", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +125,9 @@ def test_stopping_prune_leaves_whole_files_or_none(run, tmp_path, signum, code, 
     there loads, no temporary or lock file is left."""
     out = tmp_path / "p"
     dense = str(run / "dense" / "model.pt")
-    p = _start(*PRUNE, "--checkpoint", dense, "--ratio", "0.3", "0.5", "0.7", "--out", str(out))
+    p = _start(
+        *SLOW_PRUNE, "--checkpoint", dense, "--ratio", "0.3", "0.5", "0.7", "--out", str(out)
+    )
     _wait_for(out / io.LOCK, p)
     p.send_signal(signum)
     _, err = p.communicate(timeout=120)
