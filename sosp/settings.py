@@ -120,7 +120,7 @@ class PruneSettings:
         """The `exclude` patterns that match no conv or linear layer (the layers a structure
         is cut from) of `model`, so exclude nothing; presets are not checked, since one
         names layers only some models have (VGGs have no downsampling)."""
-        layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+        layers = cut_layers(model)
         return [
             p
             for p in self.exclude
@@ -212,6 +212,12 @@ class PruneSettings:
 def ratio_schema() -> dict:
     """The JSON schema of one pruning ratio."""
     return {"type": "number", **RATIO_BOUNDS}
+
+
+def cut_layers(model: nn.Module) -> list[str]:
+    """The names of `model`'s conv and linear layers, the layers structures are cut from (what
+    an `exclude` pattern is matched against)."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
 
 def check_ratios(ratios: Sequence[float]) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from sosp import data, io, models, paths, tracking
 from sosp.errors import BadInput
-from sosp.settings import RATIO_BOUNDS, PruneSettings, check_number
+from sosp.settings import RATIO_BOUNDS, PruneSettings, check_number, cut_layers
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def warn_unmatched_exclusions(
     patterns that match no conv or linear layer of `model`."""
     unmatched = settings.unmatched_exclusions(model)
     if unmatched:
-        layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+        layers = cut_layers(model)
         warn(
             args,
             f"{flag} pattern(s) {', '.join(map(repr, unmatched))} match no conv or linear "
