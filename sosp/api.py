@@ -12,9 +12,11 @@ from torch import nn
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.utils.data import Dataset, IterableDataset
 
-from sosp import batchnorm, counting, methods
+from sosp import batchnorm, counting, latency, methods
 from sosp.curvature import BATCH_HINT, Batch, check_targets, first_samples
 from sosp.errors import BadInput
+from sosp.latency_budget import LatencyModel, select
+from sosp.latency_table import LatencyTable
 from sosp.selection import Saliency, layer_caps, order, prefix_for_budget, rounded, shuffled
 from sosp.settings import PruneSettings, check_ratios
 from sosp.structures import StructureGraph, analyze, check_model
@@ -145,6 +147,10 @@ class _Ranking:
     layer_of: list[int]  # [S] the layer number of each structure
     sizes: list[int]  # structures per layer
     exchangeable: list[list[tuple[int, ...]]] | None  # with shuffle_within_layers
+    saliency: Saliency  # what the method computed (a latency budget selects from it)
+    caps: torch.Tensor  # [layers] the most structures each may lose
+    scale: torch.Tensor | None  # [S] with kernel_scaling
+    latency: LatencyModel | None  # with a latency table
 
 
 def _recalibrated(
@@ -169,9 +175,11 @@ def _rank(
 ) -> _Ranking:
     """The structures of `model` in the order `method` prunes them under `settings`."""
     input_shape = tuple(batches[0][0].shape[1:])
+    table = _table(settings, model)
     with timer.step("tracing"):
         graph = analyze(model, input_shape, settings.exclude, settings.coupling)
     check_targets(batches, _classes(model, graph))
+    predictor = LatencyModel(table, graph, input_shape) if table else None
     with timer.step("counting"):
         dense = counting.count(graph.gm, input_shape)  # what eval runs (no aux heads)
     ctx = methods.Context(
@@ -187,7 +195,30 @@ def _rank(
         full = order(saliency, layer_of, caps, settings.scope, scale)
         exchangeable = graph.exchangeable() if settings.shuffle_within_layers else None
     scores = _scores(graph, saliency, scale)
-    return _Ranking(graph, full, scores, dense, input_shape, layer_of.tolist(), sizes, exchangeable)
+    return _Ranking(
+        graph,
+        full,
+        scores,
+        dense,
+        input_shape,
+        layer_of.tolist(),
+        sizes,
+        exchangeable,
+        saliency,
+        caps,
+        scale,
+        predictor,
+    )
+
+
+def _table(settings: PruneSettings, model: nn.Module) -> LatencyTable | None:
+    """The latency table of `settings`, checked against the device `model` is on: a latency
+    holds only where it was measured."""
+    if settings.latency_table is None:
+        return None
+    table = LatencyTable.load(settings.latency_table)
+    table.check_device(_device_of(model), f"latency table {settings.latency_table}")
+    return table
 
 
 def _shared_report(
@@ -208,6 +239,7 @@ def _shared_report(
         "kernel_scaling": settings.kernel_scaling,
         "coupling": settings.coupling,
         "round_to": settings.round_to,
+        "latency_table": settings.latency_table,
         "shuffle_within_layers": settings.shuffle_within_layers,
         "recalibrate_bn": settings.recalibrate_bn,
         "bn_recalibration": recalibration,
@@ -233,16 +265,8 @@ def _prune_at(
     holds the shared steps and gets this ratio's)."""
     t0 = time.perf_counter()
     graph, dense, input_shape = ranking.graph, ranking.dense, ranking.input_shape
-    budget, k = settings.budget, settings.round_to
     with timer.step("selection"):  # for params/MACs budgets, counts candidate networks
-        pruned = prefix_for_budget(
-            ranking.order,
-            ratio,
-            budget,
-            len(graph.structures),
-            lambda p: removed_fraction(graph, p, dense, input_shape, budget),
-            None if k is None else lambda p: rounded(p, ranking.layer_of, ranking.sizes, k),
-        )
+        pruned = _selected(ranking, ratio, settings)
     unshuffled = None
     if ranking.exchangeable is not None:
         with timer.step("counting"):
@@ -253,6 +277,10 @@ def _prune_at(
         small = build_pruned(graph, pruned)
     with timer.step("counting"):
         after = counting.count(small, input_shape)
+    latency_report = None
+    if ranking.latency is not None:
+        with timer.step("latency"):
+            latency_report = _latency_report(ranking, pruned, small, ratio, settings)
     report = {
         **shared,
         "ratio": ratio,
@@ -262,6 +290,7 @@ def _prune_at(
         "params_removed": 1 - after.params / dense.params,
         "macs_removed": 1 - after.macs / dense.macs,
         "unshuffled": unshuffled,
+        "latency": latency_report,
         "channels": _channels(graph, pruned),
         "seconds_saliency": seconds_saliency,
         "seconds": seconds_saliency + time.perf_counter() - t0,
@@ -274,6 +303,65 @@ def _prune_at(
         ranking.scores,
         report,
     )
+
+
+def _selected(ranking: _Ranking, ratio: float, settings: PruneSettings) -> list[int]:
+    """The structures pruned at `ratio` of the budget: with a latency budget and global scope
+    the latency knapsack (`latency_budget.select`), else the shortest prefix of the order."""
+    graph, budget, k = ranking.graph, settings.budget, settings.round_to
+    if budget == "latency" and settings.scope == "global":
+        layers = list(graph.layer_structures().values())
+        target = (1 - ratio) * ranking.latency.table.dense_ms
+        return select(
+            ranking.saliency, ranking.latency, layers, ranking.caps, target, k, ranking.scale
+        )
+    if budget == "latency":
+        dense_ms = ranking.latency.table.dense_ms
+        removed = lambda p: 1 - ranking.latency.predict(p) / dense_ms  # noqa: E731
+    else:
+        removed = lambda p: removed_fraction(  # noqa: E731
+            graph, p, ranking.dense, ranking.input_shape, budget
+        )
+    return prefix_for_budget(
+        ranking.order,
+        ratio,
+        budget,
+        len(graph.structures),
+        removed,
+        None if k is None else lambda p: rounded(p, ranking.layer_of, ranking.sizes, k),
+    )
+
+
+def _latency_report(
+    ranking: _Ranking, pruned: list[int], small: nn.Module, ratio: float, settings: PruneSettings
+) -> dict:
+    """The pruned network's latency as the table predicts it and as measured now, beside the
+    dense network's (timed in turn, in the table's precision, layout and batch), in ms."""
+    table = ranking.latency.table
+    on = table.measured_on
+    device = _device_of(small)
+    dense_model = copy.deepcopy(ranking.graph.gm)
+    forwards = {
+        name: latency.deployed(
+            copy.deepcopy(m), device, on["precision"], on["layout"], on["fold_bn"]
+        )
+        for name, m in (("dense", dense_model), ("pruned", small))
+    }
+    x = latency.sample_input((on["batch"], *ranking.input_shape), device, on["layout"])
+    measured = latency.interleaved_ms(forwards, x, device)
+    predicted = ranking.latency.predict(pruned)
+    return {
+        "measured_on": on,
+        "requested_removed": ratio if settings.budget == "latency" else None,
+        "dense_table_ms": table.dense_ms,
+        "predicted_ms": predicted,
+        "predicted_removed": 1 - predicted / table.dense_ms,
+        "dense_ms": measured["dense"],
+        "measured_ms": measured["pruned"],
+        "measured_removed": 1 - measured["pruned"] / measured["dense"],
+        "speedup_predicted": table.dense_ms / predicted,
+        "speedup_measured": measured["dense"] / measured["pruned"],
+    }
 
 
 def _channels(graph: StructureGraph, pruned: list[int]) -> dict[str, list[int]]:

@@ -4,9 +4,10 @@ A method yields either per-structure `scores` (prune the smallest first) or the 
 `q` (greedy Eq. 4). Selection is `global` (one order over all structures) or `local` (each
 layer ranked on its own; the orders interleave so that a prefix prunes the same fraction of
 every layer). Every layer keeps at least one structure and at most `max_layer_fraction` of
-its structures are pruned. The budget is a fraction of structures, of parameters or of MACs
-removed; for the latter two the shortest prefix of the order that removes at least that
-fraction of the exact count of the pruned architecture is taken (binary search). With
+its structures are pruned. The budget is a fraction of structures, of parameters, of MACs or
+of predicted latency removed (a latency budget with global scope is `sosp.latency_budget`'s
+knapsack instead of a prefix); for the others the shortest prefix of the order that removes
+at least that fraction of the exact count of the pruned architecture is taken (binary search). With
 `round_to=k` every layer keeps a multiple of k structures (or all): each prefix prunes, per
 layer, only as many of its structures as that allows (`rounded`), and the search runs over
 the rounded masks. `shuffled` exchanges a mask's structures at random among those that sit
@@ -23,7 +24,7 @@ import torch
 
 from sosp.errors import BadInput
 
-BUDGETS = ("structures", "params", "macs")
+BUDGETS = ("structures", "params", "macs", "latency")
 SCOPES = ("global", "local")
 
 
@@ -167,7 +168,7 @@ def prefix_for_budget(
 ) -> list[int]:
     """The structures to prune: the shortest prefix of `full_order` meeting the budget.
 
-    `removed_fraction(pruned)` gives the fraction of params or MACs a mask removes.
+    `removed_fraction(pruned)` gives the fraction of params, MACs or latency a mask removes.
     `chosen(prefix)` maps a prefix to the structures really pruned (e.g. `rounded`; it must
     grow with the prefix); the shortest prefix whose choice meets the budget is taken.
     """

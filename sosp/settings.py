@@ -48,7 +48,8 @@ class PruneSettings:
     )
     budget: str = setting(
         "structures",
-        "what the ratio is a fraction of, removed: structures (channels), params or macs",
+        "what the ratio is a fraction of, removed: structures (channels), params, macs, or "
+        "latency (the dense network's, as --latency-table predicts it on its device)",
         choices=BUDGETS,
     )
     scope: str = setting(
@@ -91,6 +92,12 @@ class PruneSettings:
         "the budget is met with the rounded masks",
         minimum=1,
     )
+    latency_table: str | None = setting(
+        None,
+        "a latency table (JSON, from sosp latency-table) measured on the device this runs on: "
+        "needed by --budget latency; with any budget, the report gives the pruned network's "
+        "predicted and measured latency",
+    )
     shuffle_within_layers: bool = setting(
         False,
         "keep how many structures the method prunes in each layer but choose which ones at "
@@ -110,6 +117,11 @@ class PruneSettings:
         object.__setattr__(self, "exclude", _patterns(self.exclude))
         for f in fields(self):
             _check(f.name, getattr(self, f.name), _hint(f.name), f.metadata)
+        if self.budget == "latency" and self.latency_table is None:
+            raise BadInput(
+                "budget latency needs latency_table: the JSON file sosp latency-table measures "
+                "on the device the network will run on"
+            )
 
     @property
     def exclude_list(self) -> list[str] | None:

@@ -49,6 +49,7 @@ SUMMARY = (
     "structures",
     "seconds",
     "seconds_saliency",
+    "latency",
 )
 
 
@@ -178,7 +179,20 @@ def _write(folder, r: PruneResult, arch: dict, run_info: dict, shape: dict) -> d
         f"{rep['after']['params']:,}, MACs {rep['before']['macs']:,} -> "
         f"{rep['after']['macs']:,}; {rep['seconds']:.1f} s. Wrote {folder}/"
     )
+    if rep["latency"]:
+        print("  " + latency_line(rep["latency"]))
     return {**report, "folder": str(folder)}
+
+
+def latency_line(lat: dict) -> str:
+    """The report's latency as one line: predicted by the table, and measured."""
+    on = lat["measured_on"]
+    return (
+        f"latency ({on['device_name']}, {on['precision']} {on['layout']}, batch {on['batch']}): "
+        f"predicted {lat['predicted_ms']:.3g} ms of the table's dense {lat['dense_table_ms']:.3g} "
+        f"({lat['speedup_predicted']:.2f}x); measured {lat['measured_ms']:.3g} ms of "
+        f"{lat['dense_ms']:.3g} dense ({lat['speedup_measured']:.2f}x)"
+    )
 
 
 COMMAND = Command(add_arguments, run)

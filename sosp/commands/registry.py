@@ -28,6 +28,11 @@ class Entry:
 ENTRIES: tuple[Entry, ...] = (
     Entry("models", "list the model zoo, or (--timm) which CNN families prune", "models:COMMAND"),
     Entry("count", "count the parameters and MACs of a (pruned) architecture", "count:COMMAND"),
+    Entry(
+        "latency-table",
+        "measure each operation's latency on this device (for --budget latency)",
+        "latency_table:COMMAND",
+    ),
     Entry("prune", "compute a pruning mask and the physically pruned network", "prune:COMMAND"),
     Entry(
         "import",

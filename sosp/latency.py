@@ -1,0 +1,115 @@
+"""Forward latency of a network on a device, as a user deploys it: eval mode, no autograd, a
+precision (fp32, or bf16 autocast) and a memory layout (nchw, or nhwc = channels_last).
+
+What it was measured on goes with every figure (`measured_on`): a latency means nothing
+without the device, torch version, threads, precision, layout and batch.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sosp.errors import BadInput
+from sosp.exporting import folded_batchnorm
+from sosp.timing import timed
+
+PRECISIONS = ("fp32", "bf16")
+LAYOUTS = ("nchw", "nhwc")
+
+
+def device_name(device: torch.device | str) -> str:
+    """The GPU's name, or the CPU's model with the thread count torch uses."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def measured_on(
+    device: torch.device | str, precision: str, layout: str, batch: int, fold_bn: bool
+) -> dict:
+    """What a latency depends on besides the network: {device, device_name, torch, precision,
+    layout, batch, fold_bn}."""
+    if precision not in PRECISIONS:
+        raise BadInput(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if layout not in LAYOUTS:
+        raise BadInput(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    return {
+        "device": torch.device(device).type,
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "precision": precision,
+        "layout": layout,
+        "batch": batch,
+        "fold_bn": fold_bn,
+    }
+
+
+def memory_format(layout: str) -> torch.memory_format:
+    return torch.channels_last if layout == "nhwc" else torch.contiguous_format
+
+
+def autocast_for(device: torch.device | str, precision: str) -> torch.autocast:
+    """bf16 autocast on `device` where `precision` is bf16, else off; without the cast cache
+    (a CUDA graph must not capture casts it would then skip)."""
+    kind = torch.device(device).type
+    return torch.autocast(kind, torch.bfloat16, enabled=precision == "bf16", cache_enabled=False)
+
+
+def sample_input(
+    shape: tuple[int, ...], device: torch.device | str, layout: str, seed: int = 0
+) -> torch.Tensor:
+    """A random input [*shape] (its batch first) on `device` in `layout` (4-d tensors only)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g).to(device)
+    return x.contiguous(memory_format=memory_format(layout)) if x.dim() == 4 else x
+
+
+def deployed(
+    model: nn.Module, device: torch.device | str, precision: str, layout: str, fold_bn: bool
+) -> Callable:
+    """One forward of `model` as it is timed: in eval mode, BatchNorm folded into the convs
+    before it where `fold_bn` (as `sosp export --fold-bn` writes it), in `layout`, under
+    `precision`'s autocast and `torch.inference_mode`. `model` may be changed in place."""
+    if fold_bn:
+        model = folded_batchnorm(model)
+    model.eval().to(memory_format=memory_format(layout))
+
+    @torch.inference_mode()
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with autocast_for(device, precision):
+            return model(x)
+
+    return forward
+
+
+def interleaved_ms(
+    forwards: dict[str, Callable],
+    x: torch.Tensor,
+    device: torch.device | str,
+    repeats: int = 15,
+    warmup: int = 3,
+) -> dict[str, float]:
+    """{name: median ms} of each forward on `x`: `warmup` calls each, then `repeats` rounds
+    taken in turn, so that load on a shared machine hits every forward alike."""
+    for forward in forwards.values():
+        for _ in range(warmup):
+            forward(x)
+    times: dict[str, list[float]] = {name: [] for name in forwards}
+    for _ in range(repeats):
+        for name, forward in forwards.items():
+            times[name].append(timed(device, forward, x)[1] * 1e3)
+    return {name: statistics.median(ms) for name, ms in times.items()}

@@ -1,0 +1,472 @@
+"""A latency lookup table: what each operation of a network costs on one device at each count
+of kept channels, measured once, so that a mask's latency is predicted without building it.
+
+HALP's table (Shen et al., NeurIPS 2022), over every operation of the traced graph whose
+channels pruning can change: a conv or linear layer is measured over a grid of (kept input,
+kept output) channels; any other operation (BatchNorm, activation, residual add, pooling, a
+depthwise conv) over its kept input channels, its output following. Each is measured in
+isolation: the operation rebuilt for those channels by its channel rule's `shrink` (or, for a
+function, called on inputs of those channels), on random inputs of the batch, in the table's
+precision and layout; every grid point of an operation and the whole dense network are timed
+in turn for `repeats` rounds, and each operation's medians are scaled by the dense network's
+median in its rounds over its median in all rounds (a shared machine's speed drifts between
+operations). Operations alike (the same module, shapes and arguments) share one grid. With
+`fold_bn` (the default) the network is timed as deployed, each BatchNorm after a conv folded
+into it, and those BatchNorms cost nothing.
+
+Operations in isolation do not sum to the network: in place, their inputs come from other
+operations' outputs (caches), and each isolated call carries the timing's own cost. So the
+sum is calibrated on whole networks: `calibrate` times uniformly pruned networks (every layer
+at 1/2, 1/4, 1/8 of its structures, coupled streams shrunk too) against the dense one and fits
+one offset c:
+
+    predicted(mask) = dense_ms * (c + S(mask)) / (c + S(dense)),
+    S = sum over operations of op_ms(kept in, kept out),
+
+with kept counts between grid points interpolated linearly. The grid holds 1, every multiple
+of `step` and the full count; `step` is the device's channel granularity
+(`benchmarks/channel_steps.py` finds it: flat stretches of a conv's time as its channels
+shrink), coarsened so that no grid has more than `MAX_POINTS` points.
+
+A table is JSON (`save`, `load`) holding what it was measured on; `check_device` refuses one
+measured on another device, thread count or torch version, and `check_network` one measured on
+another network.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from sosp import latency
+from sosp.channel_rules import module_rule
+from sosp.errors import BadInput
+from sosp.io import atomic_write_json, read_json
+from sosp.structures import StructureGraph, analyze
+from sosp.timing import timed
+
+FORMAT = 1
+MAX_POINTS = 17  # per grid dimension
+
+
+@dataclass
+class OpTable:
+    """One operation's median ms at each grid point: `ms[i][j]` at `inputs[i]` kept input
+    channels and `outputs[j]` kept outputs (`outputs` None: one column, the output follows
+    the input)."""
+
+    inputs: list[int]
+    outputs: list[int] | None
+    ms: list[list[float]]
+
+    def at(self, kept_in: int, kept_out: int) -> float:
+        """ms at (kept_in, kept_out), linear between grid points (bilinear on a 2-d grid)."""
+        i, wi = _bracket(self.inputs, kept_in)
+        if self.outputs is None:
+            return _mix(self.ms[i][0], self.ms[i + 1][0] if wi else 0.0, wi)
+        j, wj = _bracket(self.outputs, kept_out)
+        row = [_mix(r[j], r[j + 1] if wj else 0.0, wj) for r in self.ms[i : i + 2]]
+        return _mix(row[0], row[1] if wi else 0.0, wi)
+
+
+def _bracket(grid: list[int], k: int) -> tuple[int, float]:
+    """(i, w): k lies at grid[i] + w * (grid[i+1] - grid[i]), clamped to the grid."""
+    if k <= grid[0]:
+        return 0, 0.0
+    if k >= grid[-1]:
+        return len(grid) - 1, 0.0
+    i = bisect_right(grid, k) - 1
+    return i, (k - grid[i]) / (grid[i + 1] - grid[i])
+
+
+def _mix(a: float, b: float, w: float) -> float:
+    return a if w == 0 else (1 - w) * a + w * b
+
+
+@dataclass
+class NodeEntry:
+    """An operation of the table's network: its grid `op`, the tensor node its input channels
+    are counted on (`input`; None: none vary), and its dense channel counts."""
+
+    op: str
+    input: str | None
+    in_channels: int
+    out_channels: int
+
+
+@dataclass
+class LatencyTable:
+    """Per-operation latency grids of one network on one device (module docstring)."""
+
+    measured_on: dict  # latency.measured_on(...)
+    input_shape: list[int]  # of one sample
+    step: int
+    dense_ms: float  # the whole dense network, measured
+    ops: dict[str, OpTable]
+    nodes: dict[str, NodeEntry]
+    ops_dense_ms: float = 0.0  # the operations' isolated times summed at full width
+    offset_ms: float = 0.0  # fitted to whole pruned networks (`calibrate`)
+    calibration: list[dict] = field(default_factory=list)  # what the offset was fitted to
+    unmodeled: dict[str, str] = field(default_factory=dict)  # node -> why it has no grid
+    network: dict = field(default_factory=dict)  # what the caller says it is (model, widths)
+
+    # -- prediction ----------------------------------------------------------------------------
+
+    def node_ms(self, node: str, kept_in: int, kept_out: int) -> float:
+        return self.ops[self.nodes[node].op].at(kept_in, kept_out)
+
+    def ops_ms(self, kept: Callable[[str], int]) -> float:
+        """The operations' isolated ms summed, `kept(tensor_node)` giving each tensor's kept
+        channels."""
+        total = 0.0
+        for name, entry in self.nodes.items():
+            kin = kept(entry.input) if entry.input is not None else entry.in_channels
+            total += self.node_ms(name, kin, kept(name))
+        return total
+
+    def predicted_ms(self, ops_ms: float) -> float:
+        """The whole network's ms for operations summing to `ops_ms` in isolation:
+        dense_ms * (offset + ops_ms) / (offset + ops_dense_ms)."""
+        return self.dense_ms * (self.offset_ms + ops_ms) / (self.offset_ms + self.ops_dense_ms)
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(path, {"format": FORMAT, **asdict(self)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        doc = read_json(path)
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise BadInput(
+                f"{path} is not a latency table of this sosp version (format {FORMAT}); make it "
+                "again with sosp latency-table"
+            )
+        try:
+            doc.pop("format")
+            doc["ops"] = {k: OpTable(**v) for k, v in doc["ops"].items()}
+            doc["nodes"] = {k: NodeEntry(**v) for k, v in doc["nodes"].items()}
+            return cls(**doc)
+        except (KeyError, TypeError) as e:
+            raise BadInput(
+                f"{path} is not a complete latency table ({e}); make it again with "
+                "sosp latency-table"
+            ) from e
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def check_device(self, device: torch.device | str, what: str = "the latency table") -> None:
+        """Refuse a table measured on another device, thread count or torch version than
+        `device` here has: its times would not hold."""
+        here = {"device_name": latency.device_name(device), "torch": torch.__version__}
+        for key, value in here.items():
+            if self.measured_on.get(key) != value:
+                raise BadInput(
+                    f"{what} was measured with {key} {self.measured_on.get(key)!r}, but this "
+                    f"run has {value!r}; measure one here with sosp latency-table --device "
+                    f"{torch.device(device).type} (a latency holds only where it was measured)"
+                )
+
+    def check_network(self, graph: StructureGraph, input_shape: tuple[int, ...]) -> None:
+        """Refuse a table of another network or input shape than `graph`'s."""
+        hint = "make one for this model with sosp latency-table"
+        if list(input_shape) != list(self.input_shape):
+            raise BadInput(
+                f"the latency table was measured on inputs of shape {tuple(self.input_shape)}, "
+                f"not {tuple(input_shape)}; {hint}"
+            )
+        here = {n.name: n for n in graph.gm.graph.nodes}
+        for name, entry in self.nodes.items():
+            node = here.get(name)
+            if node is None or _signature(graph.gm, node, 1) is None:
+                raise BadInput(
+                    f"the latency table has operation {name!r}, which this model lacks; {hint}"
+                )
+            if _channels(graph, node) != (entry.in_channels, entry.out_channels):
+                raise BadInput(
+                    f"the latency table has {name!r} with {entry.in_channels} -> "
+                    f"{entry.out_channels} channels, this model {_channels(graph, node)}; {hint}"
+                )
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+def measure(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    layout: str = "nchw",
+    batch: int = 64,
+    step: int = 8,
+    fold_bn: bool = True,
+    repeats: int = 15,
+    warmup: int = 3,
+    progress: Callable[[Iterator], Iterator] = iter,
+) -> LatencyTable:
+    """The latency table of `model` (unchanged) on inputs [batch, *input_shape] on `device`.
+    `progress` wraps the iteration over the operations' grids (e.g. a tqdm)."""
+    if step < 1 or batch < 1 or repeats < 1:
+        raise BadInput("step, batch and repeats must each be at least 1")
+    on = latency.measured_on(device, precision, layout, batch, fold_bn)
+    model = model.to(device)
+    graph = analyze(model, input_shape)
+    varies = _varying_tensors(graph)
+    nodes, grids, unmodeled = {}, {}, {}
+    for node in graph.gm.graph.nodes:
+        sig = _signature(graph.gm, node, batch)
+        if sig is None or (fold_bn and _folded(graph.gm, node)):
+            continue  # not an operation on channels, or none once BatchNorm is folded
+        cin, cout = _channels(graph, node)
+        inp = _first_tensor_arg(node)
+        in_varies = inp is not None and varies.get(inp.name, False)
+        if not (in_varies or varies.get(node.name, False)):
+            continue  # no pruning changes it: a fixed part of dense_ms
+        two_d = _is_writer(graph.gm, node)
+        if not two_d and not in_varies:
+            unmodeled[node.name] = "its output channels vary but its input channels do not"
+            continue
+        grids.setdefault(sig, (node, cin, cout, two_d, in_varies))
+        nodes[node.name] = NodeEntry(sig, inp.name if in_varies else None, cin, cout)
+    forward = latency.deployed(copy.deepcopy(model), device, precision, layout, fold_bn)
+    x = latency.sample_input((batch, *input_shape), device, layout)
+    whole = lambda: forward(x)  # noqa: E731
+    ops, drift = {}, []  # the dense network's ms in each operation's rounds
+    for sig, (node, cin, cout, two_d, in_varies) in progress(list(grids.items())):
+        inputs = grid(cin, step) if in_varies else [cin]
+        outputs = None  # one column: the output follows the input
+        if two_d:
+            outputs = grid(cout, step) if varies.get(node.name, False) else [cout]
+        points = [(i, o) for i in inputs for o in outputs] if outputs else [(i, i) for i in inputs]
+        try:
+            calls = [
+                _op_call(graph, node, kin, kout, batch, device, precision, layout)
+                for kin, kout in points
+            ]
+        except Exception as e:  # an operation its rule cannot rebuild at fewer channels
+            reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
+            for name, entry in list(nodes.items()):
+                if entry.op == sig:
+                    unmodeled[name] = reason
+                    del nodes[name]
+            continue
+        *ms, dense_here = interleaved_calls_ms([*calls, whole], device, repeats, warmup)
+        drift.append(dense_here)
+        width = len(outputs) if outputs else 1
+        ops[sig] = OpTable(inputs, outputs, [ms[i : i + width] for i in range(0, len(ms), width)])
+    if not drift:  # no operation varies
+        drift = interleaved_calls_ms([whole], device, repeats, warmup)
+    dense = statistics.median(drift)
+    for op, here in zip(ops.values(), drift, strict=True):  # as if all measured at one speed
+        op.ms = [[t * dense / here for t in row] for row in op.ms]
+    table = LatencyTable(on, list(input_shape), step, dense, ops, nodes, unmodeled=unmodeled)
+    table.ops_dense_ms = table.ops_ms(lambda name: len(graph.sources[name]))
+    if nodes:
+        calibrate(table, model, input_shape, repeats, warmup)
+    return table
+
+
+CALIBRATION = (0.5, 0.25, 0.125)  # kept fractions of the uniformly pruned networks
+
+
+def calibrate(
+    table: LatencyTable, model: nn.Module, input_shape: tuple[int, ...], repeats: int, warmup: int
+) -> None:
+    """Fit `table.offset_ms` to whole networks: every layer keeps each fraction of
+    `CALIBRATION` of its structures (under stream coupling, so streams shrink), each network
+    timed in turn with the dense one; c minimizes the squared error of the predicted fraction
+    of the dense latency, over c > -min S (module docstring)."""
+    from sosp.latency_budget import LatencyModel  # it reads tables: imported when used
+    from sosp.surgery import build_pruned
+
+    on, device = table.measured_on, next(model.parameters()).device
+    graph = analyze(model, input_shape, coupling="stream")
+    predictor = LatencyModel(table, graph, input_shape)
+    deploy = lambda m: latency.deployed(  # noqa: E731
+        copy.deepcopy(m), device, on["precision"], on["layout"], on["fold_bn"]
+    )
+    x = latency.sample_input((on["batch"], *input_shape), device, on["layout"])
+    points = []
+    for fraction in CALIBRATION:
+        pruned = [
+            s
+            for idx in graph.layer_structures().values()
+            for s in idx[max(1, round(fraction * len(idx))) :]
+        ]
+        forwards = {"dense": deploy(model), "pruned": deploy(build_pruned(graph, pruned))}
+        ms = latency.interleaved_ms(forwards, x, device, repeats, warmup)
+        points.append(
+            {
+                "kept_fraction": fraction,
+                "ops_ms": predictor.ops_of(pruned),
+                "measured_fraction": ms["pruned"] / ms["dense"],
+            }
+        )
+    table.calibration = points
+    table.offset_ms = _fitted_offset(table.ops_dense_ms, points)
+
+
+def _fitted_offset(dense_ops: float, points: list[dict]) -> float:
+    """The c minimizing sum ((c + S) / (c + S_dense) - measured fraction)^2, scanned over
+    c from just above -min S to 10 S_dense."""
+    low = -min(p["ops_ms"] for p in points) * 0.99
+    candidates = [low + (10 * dense_ops - low) * i / 4000 for i in range(4001)]
+
+    def error(c: float) -> float:
+        return sum(
+            ((c + p["ops_ms"]) / (c + dense_ops) - p["measured_fraction"]) ** 2 for p in points
+        )
+
+    return min(candidates, key=error)
+
+
+def grid(n: int, step: int) -> list[int]:
+    """1, the multiples of `step` below n, and n; `step` coarsened to ceil(n / (MAX_POINTS - 2))
+    where finer would give more than MAX_POINTS points."""
+    step = max(step, math.ceil(n / (MAX_POINTS - 2)))
+    return sorted({1, n, *range(step, n, step)})
+
+
+def _varying_tensors(graph: StructureGraph) -> dict[str, bool]:
+    """Tensor node -> whether pruning can remove one of its channels: a channel whose writers
+    all lie in prunable layers (the classifier's outputs and the input's channels cannot go)."""
+    prunable = [_prunable_writer(graph, w) for w in range(graph.num_writers)]
+    return {
+        name: type(src) is list and any(ws and all(prunable[w] for w in ws) for ws in src)
+        for name, src in graph.sources.items()
+    }
+
+
+def _prunable_writer(graph: StructureGraph, w: int) -> bool:
+    try:
+        return graph.layers[graph.writer_channel(w)[0]].prunable
+    except KeyError:  # an input channel
+        return False
+
+
+def _first_tensor_arg(node: fx.Node) -> fx.Node | None:
+    return next((a for a in node.args if isinstance(a, fx.Node) and _shape(a)), None)
+
+
+def _shape(node: fx.Node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape) if hasattr(meta, "shape") else None
+
+
+def _channels(graph: StructureGraph, node: fx.Node) -> tuple[int, int]:
+    """(dense channels of its first tensor input, dense channels of its output)."""
+    inp = _first_tensor_arg(node)
+    cout = _shape(node)[1]
+    return (_shape(inp)[1] if inp is not None else cout), cout
+
+
+def _folded(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """A BatchNorm that `exporting.folded_batchnorm` folds: right after a conv it alone reads."""
+    if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), nn.BatchNorm2d):
+        return False
+    (x,) = node.args[:1]
+    return (
+        isinstance(x, fx.Node)
+        and x.op == "call_module"
+        and isinstance(gm.get_submodule(x.target), nn.Conv2d)
+        and len(x.users) == 1
+    )
+
+
+def _is_writer(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """A conv (not grouped) or linear module: input and output channels vary apart."""
+    if node.op != "call_module":
+        return False
+    m = gm.get_submodule(node.target)
+    return isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)
+
+
+def _signature(gm: fx.GraphModule, node: fx.Node, batch: int) -> str | None:
+    """What its time depends on (module or function, its arguments, the input shapes); None
+    for a node that is not an operation on channel tensors [B, C, ...]."""
+    shape = _shape(node)
+    if node.op not in ("call_module", "call_function", "call_method") or not shape:
+        return None
+    if len(shape) < 2:
+        return None
+    if node.op == "call_module":
+        what = repr(gm.get_submodule(node.target)).replace("\n", " ")
+    else:
+        what = getattr(node.target, "__name__", str(node.target))
+    args = [
+        f"tensor{list(_shape(a) or ())}" if isinstance(a, fx.Node) else repr(a) for a in node.args
+    ]
+    kwargs = [f"{k}={v!r}" for k, v in node.kwargs.items()]
+    return f"{what}({', '.join(args + kwargs)}) -> {list(shape)}"
+
+
+def interleaved_calls_ms(
+    calls: list[Callable[[], object]], device, repeats: int, warmup: int
+) -> list[float]:
+    """Median ms of each call over `repeats` rounds that take every call in turn (a disturbed
+    stretch of a shared machine hits them alike), after `warmup` rounds."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for call in calls:
+                call()
+        times: list[list[float]] = [[] for _ in calls]
+        for _ in range(repeats):
+            for t, call in zip(times, calls, strict=True):
+                t.append(timed(device, call)[1] * 1e3)
+    return [statistics.median(t) for t in times]
+
+
+def _op_call(
+    graph: StructureGraph,
+    node: fx.Node,
+    kin: int,
+    kout: int,
+    batch: int,
+    device,
+    precision: str,
+    layout: str,
+) -> Callable[[], object]:
+    """`node`'s operation rebuilt for `kin` input and `kout` output channels, on random inputs
+    of the batch, as a call without arguments."""
+    cin = _shape(_first_tensor_arg(node))[1]
+
+    def tensor(a: fx.Node) -> torch.Tensor:
+        shape = [batch, *_shape(a)[1:]]
+        if shape[1] == cin:
+            shape[1] = kin
+        return latency.sample_input(tuple(shape), device, layout)
+
+    def value(a):
+        if isinstance(a, fx.Node):
+            if _shape(a) is None:
+                raise BadInput(f"argument {a.name} is not a tensor")
+            return tensor(a)
+        return a
+
+    args = [value(a) for a in node.args]
+    kwargs = {k: value(v) for k, v in node.kwargs.items()}
+    if node.op == "call_module":
+        m = graph.gm.get_submodule(node.target)
+        rule = module_rule(m)
+        small = rule.shrink(m, list(range(kout)), list(range(kin))) if rule else None
+        fn = (small or m).to(device).eval().to(memory_format=latency.memory_format(layout))
+    elif node.op == "call_method":
+        fn = lambda x, *a, **k: getattr(x, node.target)(*a, **k)  # noqa: E731
+    else:
+        fn = node.target
+
+    def call() -> torch.Tensor:
+        with latency.autocast_for(device, precision):
+            return fn(*args, **kwargs)
+
+    return call
