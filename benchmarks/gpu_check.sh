@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The device checks CPU tests cannot show, in one run that fits in 10 minutes on one GPU, most
 # important first, each step under its own time limit (a slow step cannot starve the rest):
-# the ways of adding a pruned branch into its stream (benchmarks/index_add.py); the time of a
+# ResNet-50 at 224 px, bf16, batch 256 pruned to a latency budget of 0.4 with a latency table
+# measured on the GPU, per-filter and stream-coupled, beside the same ratio as a MAC budget
+# (benchmarks/latency_budget.py: asked, predicted and measured speed-ups); the ways of adding a pruned branch into its stream (benchmarks/index_add.py); the time of a
 # ResNet-50 stage-1 conv against its channel counts (benchmarks/channel_steps.py); dense vs pruned
 # forward latency of ResNet-50 at 224 px (eager and CUDA-graph replay, BatchNorm kept and
 # folded, global and per-layer scope, round_to 8/32/64, per conv (benchmarks/layer_latency.py),
@@ -42,6 +44,8 @@ if [ "${SMALL:-0}" = 1 ]; then
     layer_latency="--batch-size 2 --n-samples 8 --warmup 1 --repeats 1"
     compiled_in="--batch-sizes 2 --repeats 2 --n-samples 8 --precisions fp32"
     compiled="--batch-sizes 2 --repeats 2 --n-samples 16 --coupling stream --round-to 8"
+    latency_budget="--batch-size 2 --ratios 0.2 --n-samples 8 --step 1024 --repeats 1"
+    latency_budget="$latency_budget --budgets latency --coupling stream"
 else
     n=1000; n_in=1000; widths="1 2 3 4"; steps=30; epochs=2
     jpeg="--images 1000 --batch-size 256 --steps 12 --warmup 3 --workers 14"
@@ -53,6 +57,8 @@ else
     layer_latency="--precision bf16 --layouts nhwc --batch-size 256"
     compiled_in="--precisions bf16 --batch-sizes 256 --repeats 20"
     compiled="--batch-sizes 128 1024 --coupling filter stream --round-to 8"
+    latency_budget="--precision bf16 --layout nhwc --batch-size 256 --ratios 0.4 --n-samples 64"
+    latency_budget="$latency_budget --step 32 --repeats 7"
 fi
 modes="--modes eager"
 [ "${device%%:*}" = cuda ] && modes="--modes eager graph"
@@ -71,6 +77,8 @@ step() {  # step NAME SECONDS COMMAND...: run under a time limit, log to OUT/NAM
 }
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
 torch.cuda.get_device_name() if torch.cuda.is_available() else '')" | tee "$out/device.txt"
+step latency_budget_imagenet 240 python3 benchmarks/latency_budget.py --device "$device" \
+    --imagenet $latency_budget --out "$out/latency_budget_resnet50.csv"
 # The ways of adding a pruned branch into its residual stream (what per-filter structures pay
 # per block), then ResNet-50 dense vs pruned: the four maskings of the paper's global ranking, eagerly and
 # replayed as CUDA graphs, BatchNorm kept and folded; then the same fraction of every layer

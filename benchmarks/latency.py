@@ -41,7 +41,6 @@ import copy
 import itertools
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -57,6 +56,7 @@ from sosp import batchnorm, counting, data, models
 from sosp.errors import SospError
 from sosp.exporting import folded_batchnorm
 from sosp.io import atomic_write_csv
+from sosp.latency import PRECISIONS, autocast_for, device_name, memory_format
 from sosp.structures import analyze
 from sosp.surgery import indices_from_mask, soft_masked
 from sosp.timing import timed
@@ -64,7 +64,6 @@ from sosp.timing import timed
 MODES = ("eager", "graph", "compile")
 BATCHNORM = ("kept", "folded")
 LAYOUTS = ("auto", "nchw", "nhwc")
-PRECISIONS = ("fp32", "bf16")
 COLUMNS = [
     "network",
     "input_shape",
@@ -318,10 +317,6 @@ def layout_for(layout: str, precision: str) -> str:
     return layout
 
 
-def memory_format(layout: str) -> torch.memory_format:
-    return torch.channels_last if layout == "nhwc" else torch.contiguous_format
-
-
 def prepared(
     model: nn.Module,
     mode: str,
@@ -343,13 +338,6 @@ def prepared(
             return model(x)
 
     return graphed(forward, device) if mode == "graph" else forward
-
-
-def autocast_for(device: str, precision: str) -> torch.autocast:
-    """bf16 autocast on `device` where `precision` is bf16, else off; without the cast cache
-    (a CUDA graph must not capture casts it would then skip)."""
-    kind = torch.device(device).type
-    return torch.autocast(kind, torch.bfloat16, enabled=precision == "bf16", cache_enabled=False)
 
 
 def graphed(forward, device: str):
@@ -420,20 +408,6 @@ def load_1min() -> float | None:
 def first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else ""
-
-
-def device_name(device: str) -> str:
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(torch.device(device))
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {torch.get_num_threads()} threads"
 
 
 def print_table(rows: list[dict]) -> None:

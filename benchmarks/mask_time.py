@@ -24,6 +24,7 @@ import torch.nn.functional as F
 import sosp
 from sosp import counting, data, models
 from sosp.io import atomic_write_csv
+from sosp.latency import device_name
 from sosp.models.cifar_resnet import CifarResNet
 from sosp.timing import timed
 
@@ -102,12 +103,6 @@ def network(args, width: int) -> tuple[torch.nn.Module, tuple[int, ...], int]:
     if args.imagenet:
         return models.create("resnet50", 1000, 3, 224), (3, 224, 224), 1000
     return CifarResNet(args.depth, 10, width=16 * width), (3, 32, 32), 10
-
-
-def device_name(device: str) -> str:
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({platform.processor() or platform.machine()})"
 
 
 def plot(rows, path: Path) -> None:

@@ -248,9 +248,10 @@ def measure(
         if two_d:
             outputs = grid(cout, step) if varies.get(node.name, False) else [cout]
         points = [(i, o) for i in inputs for o in outputs] if outputs else [(i, i) for i in inputs]
+        tensors: dict[tuple[int, ...], torch.Tensor] = {}  # inputs shared by the grid's calls
         try:
             calls = [
-                _op_call(graph, node, kin, kout, batch, device, precision, layout)
+                _op_call(graph, node, kin, kout, batch, device, precision, layout, tensors)
                 for kin, kout in points
             ]
         except Exception as e:  # an operation its rule cannot rebuild at fewer channels
@@ -435,6 +436,7 @@ def _op_call(
     device,
     precision: str,
     layout: str,
+    tensors: dict[tuple[int, ...], torch.Tensor],
 ) -> Callable[[], object]:
     """`node`'s operation rebuilt for `kin` input and `kout` output channels, on random inputs
     of the batch, as a call without arguments."""
@@ -444,7 +446,9 @@ def _op_call(
         shape = [batch, *_shape(a)[1:]]
         if shape[1] == cin:
             shape[1] = kin
-        return latency.sample_input(tuple(shape), device, layout)
+        if tuple(shape) not in tensors:  # made once per shape: memory on a GPU
+            tensors[tuple(shape)] = latency.sample_input(tuple(shape), device, layout)
+        return tensors[tuple(shape)]
 
     def value(a):
         if isinstance(a, fx.Node):
