@@ -9,15 +9,15 @@ operation's time at its kept counts.
 one layer (a group of structures, `StructureGraph.layer_structures`) from its kept count down to
 a lower allowed count (a multiple of the table's step and of `round_to`, or 1, within the cap);
 it removes the layer's next structures in the method's own order (ascending score; for SOSP-I
-the next of Eq. 4's greedy within the layer, given everything pruned so far, so the
-correlations count), at a cost of their saliency (SOSP-I: their increase of Eq. 4's objective)
+those of least Eq. 4 criterion given everything pruned so far, so the correlations count), at
+a cost of their saliency (SOSP-I: the exact increase of Eq. 4's objective)
 and a gain of the predicted milliseconds saved, with every other layer's kept counts as they
 are (a conv's time depends on its input and output counts, two layers' choices). The move
 with the least cost per millisecond is taken, or, once one move alone reaches the budget, the
 cheapest such move; until the predicted latency is within budget. Considering every lower
-count, not only the next one, steps over the flat stretches a device's kernels leave (a conv
-as fast with 9 channels as with 16). `tests/test_latency_budget.py` compares it with an exact
-knapsack on small cases.
+count within `LOOKAHEAD` structures, not only the next one, steps over the flat stretches a
+device's kernels leave (a conv as fast with 9 channels as with 16).
+`tests/test_latency_budget.py` compares it with an exact knapsack on small cases.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from sosp.errors import BadInput
 from sosp.latency_table import LatencyTable
 from sosp.selection import Saliency
 from sosp.structures import StructureGraph
+
+LOOKAHEAD = 256  # structures: a move removes at most this many (or down to the next count)
 
 
 class LatencyModel:
@@ -138,42 +140,42 @@ def allowed_kept(n: int, cap: int, step: int, round_to: int | None) -> list[int]
 
 
 class _Costs:
-    """The saliency lost by each layer's next structures, in the method's order: scores (with
-    `scale`) ascending, or SOSP-I's criterion Q_ss + 2 sum_{s' pruned} Q_ss' (times scale),
-    re-run within the layer after every move."""
+    """The saliency lost by each layer's next structures: scores (times `scale`) ascending;
+    or for SOSP-I the structures of least criterion Q_ss + 2 sum_{s' pruned} Q_ss' (times
+    scale) given everything pruned so far, at the exact increase of Eq. 4's objective that
+    pruning them in that order adds (their pairwise terms included)."""
 
     def __init__(self, sal: Saliency, layers: list[list[int]], scale: torch.Tensor | None):
         self.sal, self.layers = sal, layers
-        n = len(sal.q) if sal.q is not None else len(sal.scores)
-        self.scale = torch.ones(n, dtype=torch.float64) if scale is None else scale.double().cpu()
+        values = sal.scores if sal.q is None else sal.q
+        device = values.device
+        n = len(values)
+        ones = torch.ones(n, dtype=torch.float64, device=device)
+        self.scale = ones if scale is None else scale.to(device, torch.float64)
         if sal.q is None:
-            scores = sal.scores.double().cpu() * self.scale
-            self.scores = scores.tolist()
-            self.ranked = [sorted(idx, key=lambda s: (self.scores[s], s)) for idx in layers]
-        else:
-            self.q = sal.q.double().cpu()
-            self.crit = self.q.diagonal() * self.scale
+            scores = (sal.scores.double() * self.scale).tolist()
+            self.scores = scores
+            self.ranked = [sorted(idx, key=lambda s: (scores[s], s)) for idx in layers]
+        else:  # on q's device, as the greedy of Eq. 4 (q may be large: never copied)
+            self.crit = sal.q.diagonal().double() * self.scale
 
     def next(self, layer: int, pruned_in_layer: set[int], m: int) -> tuple[list[int], list[float]]:
         """(the layer's next `m` structures, the cumulative cost after each)."""
         if self.sal.q is None:
             rest = [s for s in self.ranked[layer] if s not in pruned_in_layer][:m]
             return rest, _cumsum(self.scores[s] for s in rest)
-        idx = torch.tensor([s for s in self.layers[layer] if s not in pruned_in_layer])
-        local = self.crit[idx].clone()
-        step = 2 * self.scale[idx]
-        chosen, costs = [], []
-        for _ in range(min(m, len(idx))):
-            j = int(local.argmin())
-            chosen.append(int(idx[j]))
-            costs.append(float(local[j]))
-            local += self.q[idx[j], idx] * step
-            local[j] = math.inf
-        return chosen, _cumsum(costs)
+        rest = [s for s in self.layers[layer] if s not in pruned_in_layer]
+        idx = torch.tensor(rest, device=self.crit.device)
+        crit, pos = torch.topk(self.crit[idx], min(m, len(idx)), largest=False, sorted=True)
+        order = idx[pos]
+        pairs = self.sal.q[order][:, order].double() * (2 * self.scale[order])  # [i, j]: 2 q s_j
+        steps = crit + torch.triu(pairs, diagonal=1).sum(0)  # j's terms with those before it
+        return order.tolist(), torch.cumsum(steps, 0).tolist()
 
     def pruned(self, structures: list[int]) -> None:
         if self.sal.q is not None:
-            self.crit += 2 * self.q[structures].sum(0) * self.scale
+            rows = self.sal.q[torch.tensor(structures, device=self.crit.device)]
+            self.crit += 2 * rows.double().sum(0) * self.scale
 
 
 def _cumsum(values: Iterable[float]) -> list[float]:
@@ -240,6 +242,8 @@ def _best_move(costs, model, layers, allowed, in_layer, gains, target_ms):
         if not counts:
             continue
         kept = len(layers[layer]) - len(in_layer[layer])
+        reach = max(LOOKAHEAD, kept - counts[-1])  # at least the next count
+        counts = [k for k in counts if kept - k <= reach]
         chunk, cum = costs.next(layer, in_layer[layer], kept - counts[0])
         for k in counts:
             m = kept - k

@@ -170,9 +170,10 @@ def test_label_sampling_option():
 
 REPORT_KEYS = [
     "method", "options", "budget", "scope", "max_layer_fraction", "kernel_scaling",
-    "coupling", "round_to", "shuffle_within_layers", "recalibrate_bn", "bn_recalibration",
-    "loss", "exclude", "n_samples", "structures", "ratio", "pruned_structures", "before", "after",
-    "params_removed", "macs_removed", "unshuffled", "channels",
+    "coupling", "round_to", "latency_table", "shuffle_within_layers", "recalibrate_bn",
+    "bn_recalibration", "loss", "exclude", "n_samples", "structures", "ratio",
+    "pruned_structures", "before", "after", "params_removed", "macs_removed", "unshuffled",
+    "latency", "channels",
     "seconds_saliency", "seconds", "seconds_by_step",
 ]  # fmt: skip
 
