@@ -153,3 +153,32 @@ def test_rounds_and_probes_run_on_the_device_of_the_model(device):
     assert {p.device for p in model.parameters()} == {here}
     assert all(keep.device == here for _, keep in pruner.keep)
     assert -1 <= probe.records[0]["correlation"]["hg_vs_g"]["pearson"] <= 1
+
+
+@pytest.mark.parametrize("method", ["sosp_i", "sosp_h"])
+def test_latency_budget_on_the_device_it_was_given(method, device, tmp_path):
+    """A latency table measured on the test device, and a latency budget pruned with it there:
+    every input the table times, the selection from saliencies on the device (SOSP-I's Q
+    included) and the report's measurement follow the model's device."""
+    from sosp.latency_table import measure
+
+    torch.manual_seed(0)
+    model = models.create("resnet20", 10, 1, 8).to(device)
+    table = measure(model, (1, 8, 8), device, batch=4, step=8, repeats=1, warmup=0)
+    for op in table.ops.values():  # times that grow with the channels, whatever the noise
+        outs = op.outputs or [1]
+        op.ms = [[0.01 * i * o for o in outs] for i in op.inputs]
+    table.ops_dense_ms = sum(
+        table.node_ms(name, e.in_channels, e.out_channels) for name, e in table.nodes.items()
+    )
+    table.offset_ms, table.dense_ms = 1.0, 1.0 + table.ops_dense_ms  # predicted = 1 ms + S
+    table.save(tmp_path / "table.json")
+    r = sosp.prune(
+        model, method, 0.1, cpu_batches(), n_samples=16, coupling="stream",
+        budget="latency", latency_table=str(tmp_path / "table.json"),
+    )  # fmt: skip
+    here = torch.empty(0, device=device).device
+    assert {p.device for p in r.model.parameters()} == {here}
+    lat = r.report["latency"]
+    assert lat["measured_on"]["device"] == here.type
+    assert lat["predicted_removed"] >= 0.1 and lat["measured_ms"] > 0

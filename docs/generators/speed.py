@@ -176,6 +176,14 @@ TABLES: dict[str, Table] = {
         ("varied",),
         "ms_per_full",
     ),
+    "latency_budget_resnet56_cpu": Table(
+        "ResNet-56 by SOSP-H to latency budgets and to MAC budgets, fp32, NHWC, batch 64: "
+        "speed-ups asked, predicted by the table and measured",
+        "python benchmarks/latency_budget.py --threads 2",
+        ("coupling", "budget", "ratio"),
+        (),
+        ("speedup_asked", "speedup_predicted", "speedup_measured", "macs_removed"),
+    ),
     "index_add_cpu": Table(
         "Adding a pruned branch into its residual stream (ms, fp32)",
         "python benchmarks/index_add.py --threads 2 --repeats 40",
