@@ -85,8 +85,9 @@ def test_every_method_meets_a_latency_budget(table_path, method, coupling):
 @pytest.mark.parametrize("scope, round_to", [("global", 4), ("local", None), ("local", 4)])
 def test_round_to_and_local_scope_meet_a_latency_budget(table_path, scope, round_to, coupling):
     """With round_to=4 every pruned conv keeps a multiple of 4 channels (or all); with local
-    scope the shortest prefix of the interleaved per-layer orders is taken; either way the
-    predicted budget of 40% is met and the network is the soft-masked one."""
+    scope the shortest prefix of the interleaved per-layer orders is taken (without
+    round_to, the prefix one structure shorter is predicted to remove less than 40%); either
+    way the predicted budget of 40% is met and the network is the soft-masked one."""
     model = resnet20()
     r = sosp.prune(
         model,
@@ -101,6 +102,12 @@ def test_round_to_and_local_scope_meet_a_latency_budget(table_path, scope, round
         round_to=round_to,
     )
     check_result(r, model, table_path, 0.4, coupling, scope)
+    if scope == "local" and round_to is None:  # the shortest prefix: one structure less falls short
+        table = LatencyTable.load(table_path)
+        graph = analyze(model, SHAPE, coupling=coupling)
+        index = graph.structure_index()
+        shorter = [index[s] for s in r.order[:-1]]
+        assert 1 - brute_ms(table, graph, shorter) / table.dense_ms < 0.4
     for name, (kept, total) in r.report["channels"].items():
         assert r.model.get_submodule(name).out_channels == kept
         if round_to:
