@@ -1,0 +1,170 @@
+"""`sosp.prune(..., budget="latency", latency_table=PATH)` end to end on the digits ResNet-20:
+every method meets the predicted budget and builds the network its mask soft-masks, and a
+missing, foreign or out-of-place table is one BadInput line."""
+
+import json
+
+import pytest
+import torch
+
+import sosp
+from sosp import methods, models
+from sosp.errors import BadInput
+from sosp.latency_table import LatencyTable
+from sosp.structures import analyze
+from sosp.surgery import indices_from_mask, soft_masked
+from tests.latency_nets import brute_ms, mac_like, quick_table, with_grids
+from tests.test_api import batches
+from tests.tiny_nets import randomized
+
+SHAPE = (1, 8, 8)
+
+
+def resnet20(dtype=torch.float32):
+    return randomized(models.create("resnet20", 10, in_channels=1, image_size=8), dtype=dtype)
+
+
+@pytest.fixture(scope="module")
+def table_path(tmp_path_factory):
+    """resnet20's table measured here in one round at batch 2, its grids then overwritten
+    with deterministic MAC-like times (`mac_like`), so that no budget depends on the load of
+    the machine: the path of its JSON file."""
+    torch.manual_seed(0)
+    model = models.create("resnet20", 10, in_channels=1, image_size=8)
+    graph = analyze(model, SHAPE)
+    table = with_grids(quick_table(model, SHAPE, batch=2, step=4), graph, mac_like, offset=0.01)
+    path = tmp_path_factory.mktemp("latency") / "resnet20.json"
+    table.save(path)
+    return path
+
+
+def check_result(r, model, table_path, ratio, coupling, scope="global"):
+    """The report's latency is the table's prediction for the mask (brute force), removes at
+    least `ratio` of the dense prediction, holds a measurement; the pruned network computes
+    what the soft-masked dense one does (eval mode, 1e-5)."""
+    table = LatencyTable.load(table_path)
+    graph = analyze(model, SHAPE, coupling=coupling)
+    lat = r.report["latency"]
+    assert r.report["budget"] == "latency" and r.report["scope"] == scope
+    assert lat["requested_removed"] == ratio and lat["dense_table_ms"] == table.dense_ms
+    predicted = brute_ms(table, graph, indices_from_mask(graph, r.mask))
+    assert lat["predicted_ms"] == pytest.approx(predicted, rel=1e-9)
+    assert lat["predicted_removed"] == pytest.approx(1 - predicted / table.dense_ms, rel=1e-9)
+    assert lat["predicted_removed"] >= ratio - 1e-12
+    assert lat["speedup_predicted"] == pytest.approx(table.dense_ms / predicted, rel=1e-9)
+    assert lat["measured_ms"] > 0 and lat["dense_ms"] > 0
+    assert lat["measured_on"] == table.measured_on
+    plain = analyze(model, SHAPE)
+    soft = soft_masked(model, plain, indices_from_mask(plain, r.mask))
+    x = torch.randn(4, *SHAPE, dtype=next(model.parameters()).dtype)
+    with torch.no_grad():
+        torch.testing.assert_close(r.model.eval()(x), soft.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("coupling", ["filter", "stream"])
+@pytest.mark.parametrize("method", methods.names())
+def test_every_method_meets_a_latency_budget(table_path, method, coupling):
+    """Every registered method prunes the digits ResNet-20 (N' = 16) to a 30% latency budget
+    under either coupling: the knapsack's mask removes at least 30% of the table's dense
+    latency as the table predicts it (see `check_result`)."""
+    model = resnet20()
+    r = sosp.prune(
+        model,
+        method,
+        0.3,
+        batches(),
+        n_samples=16,
+        budget="latency",
+        latency_table=str(table_path),
+        coupling=coupling,
+    )
+    check_result(r, model, table_path, 0.3, coupling)
+
+
+@pytest.mark.parametrize("coupling", ["filter", "stream"])
+@pytest.mark.parametrize("scope, round_to", [("global", 4), ("local", None), ("local", 4)])
+def test_round_to_and_local_scope_meet_a_latency_budget(table_path, scope, round_to, coupling):
+    """With round_to=4 every pruned conv keeps a multiple of 4 channels (or all); with local
+    scope the shortest prefix of the interleaved per-layer orders is taken (without
+    round_to, the prefix one structure shorter is predicted to remove less than 40%); either
+    way the predicted budget of 40% is met and the network is the soft-masked one."""
+    model = resnet20()
+    r = sosp.prune(
+        model,
+        "sosp_h",
+        0.4,
+        batches(),
+        n_samples=16,
+        budget="latency",
+        latency_table=str(table_path),
+        coupling=coupling,
+        scope=scope,
+        round_to=round_to,
+    )
+    check_result(r, model, table_path, 0.4, coupling, scope)
+    if scope == "local" and round_to is None:  # the shortest prefix: one structure less falls short
+        table = LatencyTable.load(table_path)
+        graph = analyze(model, SHAPE, coupling=coupling)
+        index = graph.structure_index()
+        shorter = [index[s] for s in r.order[:-1]]
+        assert 1 - brute_ms(table, graph, shorter) / table.dense_ms < 0.4
+    for name, (kept, total) in r.report["channels"].items():
+        assert r.model.get_submodule(name).out_channels == kept
+        if round_to:
+            assert kept == total or kept % round_to == 0, (name, kept, total)
+    assert any(kept < total for kept, total in r.report["channels"].values())
+
+
+def test_another_budget_with_a_table_reports_the_latency(table_path):
+    """With a MAC budget and a table, the report holds the mask's predicted and measured
+    latency, and no requested latency."""
+    model = resnet20()
+    r = sosp.prune(
+        model, "magnitude", 0.3, batches(), n_samples=16, budget="macs",
+        latency_table=str(table_path),
+    )  # fmt: skip
+    lat = r.report["latency"]
+    assert r.report["macs_removed"] >= 0.3 and lat["requested_removed"] is None
+    assert 0 < lat["predicted_removed"] < 1 and lat["measured_ms"] > 0
+
+
+def test_latency_budget_without_a_table_is_bad_input():
+    """budget="latency" without latency_table is one BadInput line naming latency_table and
+    `sosp latency-table`."""
+    with pytest.raises(BadInput) as e:
+        sosp.prune(resnet20(), "sosp_h", 0.3, batches(), n_samples=16, budget="latency")
+    assert "latency_table" in str(e.value) and "sosp latency-table" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_table_of_another_network_shape_or_machine_is_bad_input(table_path, tmp_path):
+    """resnet20's table is refused for ResNet-32, for ResNet-20 on 16x16 inputs, and where
+    its measured_on names another torch version or device: one BadInput line each, saying
+    to make a table with `sosp latency-table`."""
+    kw = {"n_samples": 16, "budget": "latency", "latency_table": str(table_path)}
+    cases = [
+        (models.create("resnet32", 10, in_channels=1, image_size=8), batches()),
+        (models.create("resnet20", 10, in_channels=1, image_size=16), batches(shape=(1, 16, 16))),
+    ]
+    for key, value in (("torch", "1.0.0"), ("device_name", "Some GPU 9000")):
+        doc = json.loads(table_path.read_text())
+        doc["measured_on"][key] = value
+        path = tmp_path / f"{key}.json"
+        path.write_text(json.dumps(doc))
+        cases.append((resnet20(), batches(), {**kw, "latency_table": str(path)}))
+    for model, data, *other in cases:
+        with pytest.raises(BadInput) as e:
+            sosp.prune(model, "magnitude", 0.3, data, **(other[0] if other else kw))
+        assert "sosp latency-table" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_float64_model_prunes_to_a_latency_budget(table_path):
+    """A float64 network (as the exactness tests of sosp prune them) prunes to a latency
+    budget like a float32 one: the latency report times it on inputs of its own dtype."""
+    model = resnet20(torch.float64)
+    data = [(x.double(), y) for x, y in batches()]
+    r = sosp.prune(
+        model, "sosp_h", 0.3, data, n_samples=16, budget="latency",
+        latency_table=str(table_path),
+    )  # fmt: skip
+    check_result(r, model, table_path, 0.3, "filter")
