@@ -15,8 +15,8 @@ from torch.utils.data import Dataset, IterableDataset
 from sosp import batchnorm, counting, latency, methods
 from sosp.curvature import BATCH_HINT, Batch, check_targets, first_samples
 from sosp.errors import BadInput
-from sosp.latency_budget import LatencyModel, select
-from sosp.latency_table import LatencyTable
+from sosp.latency_budget import select
+from sosp.latency_table import LatencyModel, LatencyTable
 from sosp.selection import Saliency, layer_caps, order, prefix_for_budget, rounded, shuffled
 from sosp.settings import PruneSettings, check_ratios
 from sosp.structures import StructureGraph, analyze, check_model
@@ -347,7 +347,8 @@ def _latency_report(
         )
         for name, m in (("dense", dense_model), ("pruned", small))
     }
-    x = latency.sample_input((on["batch"], *ranking.input_shape), device, on["layout"])
+    dtype = next(small.parameters()).dtype
+    x = latency.sample_input((on["batch"], *ranking.input_shape), device, on["layout"], dtype)
     measured = latency.interleaved_ms(forwards, x, device)
     predicted = ranking.latency.predict(pruned)
     return {

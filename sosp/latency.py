@@ -70,11 +70,16 @@ def autocast_for(device: torch.device | str, precision: str) -> torch.autocast:
 
 
 def sample_input(
-    shape: tuple[int, ...], device: torch.device | str, layout: str, seed: int = 0
+    shape: tuple[int, ...],
+    device: torch.device | str,
+    layout: str,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
 ) -> torch.Tensor:
-    """A random input [*shape] (its batch first) on `device` in `layout` (4-d tensors only)."""
+    """A random input [*shape] (its batch first) of `dtype` (the model's parameters') on
+    `device` in `layout` (4-d tensors only)."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g).to(device)
+    x = torch.randn(shape, generator=g, dtype=dtype).to(device)
     return x.contiguous(memory_format=memory_format(layout)) if x.dim() == 4 else x
 
 

@@ -1,20 +1,18 @@
 """Pruning to a latency budget: which structures to remove so that a latency table predicts the
 network at (1 - ratio) of its dense latency, losing as little saliency as possible.
 
-`LatencyModel` predicts a mask's latency from a `LatencyTable`, updated structure by structure:
-each tensor's kept channel count (a channel stays while any of its writers is alive) and each
-operation's time at its kept counts.
-
 `select` is HALP's latency knapsack solved by a greedy of saliency per latency: a move takes
 one layer (a group of structures, `StructureGraph.layer_structures`) from its kept count down to
 a lower allowed count (a multiple of the table's step and of `round_to`, or 1, within the cap);
 it removes the layer's next structures in the method's own order (ascending score; for SOSP-I
 those of least Eq. 4 criterion given everything pruned so far, so the correlations count), at
-a cost of their saliency (SOSP-I: the exact increase of Eq. 4's objective)
-and a gain of the predicted milliseconds saved, with every other layer's kept counts as they
-are (a conv's time depends on its input and output counts, two layers' choices). The move
-with the least cost per millisecond is taken, or, once one move alone reaches the budget, the
-cheapest such move; until the predicted latency is within budget. Considering every lower
+a cost of their saliency (SOSP-I: the exact increase of Eq. 4's objective) and a gain of the
+predicted milliseconds saved, with every other layer's kept counts as they are (a conv's time
+depends on its input and output counts, two layers' choices). The move with the least cost
+per millisecond is taken (where none saves time alone, the one losing least time), until the
+predicted latency is within budget; on the way, each step's cheapest move that alone would
+reach the budget completes a candidate mask, and the cheapest mask within budget is the
+answer (the greedy's classic guard against one large last item). Considering every lower
 count within `LOOKAHEAD` structures, not only the next one, steps over the flat stretches a
 device's kernels leave (a conv as fast with 9 channels as with 16).
 `tests/test_latency_budget.py` compares it with an exact knapsack on small cases.
@@ -24,111 +22,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from sosp.errors import BadInput
-from sosp.latency_table import LatencyTable
+from sosp.latency_table import LatencyModel
 from sosp.selection import Saliency
-from sosp.structures import StructureGraph
 
 LOOKAHEAD = 256  # structures: a move removes at most this many (or down to the next count)
-
-
-class LatencyModel:
-    """The predicted ms of `graph`'s network (the table's) as structures are pruned."""
-
-    def __init__(self, table: LatencyTable, graph: StructureGraph, input_shape: tuple[int, ...]):
-        table.check_network(graph, input_shape)
-        self.table = table
-        tensors = {n for n in table.nodes} | {e.input for e in table.nodes.values() if e.input}
-        self.kept = {t: len(graph.sources[t]) for t in tensors}
-        self.readers: dict[str, list[str]] = {t: [] for t in tensors}
-        for name, entry in table.nodes.items():
-            self.readers[name].append(name)
-            if entry.input is not None:
-                self.readers[entry.input].append(name)
-        self.touch, self.alive = _channel_owners(graph, tensors)
-        self.ms = {name: self._node_ms(name) for name in table.nodes}
-        self.ops = sum(self.ms.values())  # the operations' isolated ms, summed
-
-    @property
-    def total(self) -> float:
-        """The predicted ms of the network as it is now pruned."""
-        return self.table.predicted_ms(self.ops)
-
-    def _node_ms(self, name: str) -> float:
-        entry = self.table.nodes[name]
-        kin = self.kept[entry.input] if entry.input is not None else entry.in_channels
-        return self.table.node_ms(name, kin, self.kept[name])
-
-    def nodes_of(self, structures: Iterable[int]) -> set[str]:
-        """The operations whose time the kept counts of these structures' channels set."""
-        return {n for s in structures for t, _ in self.touch[s] for n in self.readers[t]}
-
-    def prune(self, structures: Iterable[int], restore: bool = False) -> set[str]:
-        """Mark `structures` pruned (or, with `restore`, alive again); returns the operations
-        whose time changed."""
-        changed = set()
-        for s in structures:
-            for t, c in self.touch[s]:
-                before = self.alive[c]
-                self.alive[c] += 1 if restore else -1
-                if (before == 0) != (self.alive[c] == 0):  # the channel died or came back
-                    self.kept[t] += 1 if restore else -1
-                    changed.update(self.readers[t])
-        for name in changed:
-            new = self._node_ms(name)
-            self.ops += new - self.ms[name]
-            self.ms[name] = new
-        return changed
-
-    def saved_ms(self, structures: Sequence[int]) -> float:
-        """Predicted ms that pruning `structures` as well would save (nothing kept pruned)."""
-        return self.total - self.table.predicted_ms(self.ops_of(structures))
-
-    def ops_of(self, structures: Iterable[int]) -> float:
-        """The operations' summed isolated ms with `structures` pruned as well (the model is
-        left as it was)."""
-        structures, before = list(structures), self.ops
-        self.prune(structures)
-        out = self.ops
-        self.prune(structures, restore=True)
-        self.ops = before  # no rounding drift
-        return out
-
-    def predict(self, pruned: Iterable[int]) -> float:
-        """Predicted ms with `pruned` pruned as well (the model is left as it was)."""
-        return self.table.predicted_ms(self.ops_of(pruned))
-
-
-def _channel_owners(
-    graph: StructureGraph, tensors: set[str]
-) -> tuple[list[list[tuple[str, int]]], list[int]]:
-    """(per structure, the (tensor, channel id) pairs it writes; per channel id, how many
-    structures writing it are alive). A channel with a writer no structure owns (an excluded
-    or unprunable layer, the input) never goes and gets no id; a follower (a gate's channel)
-    counts as its leaders."""
-    owner = {w: s for s, members in enumerate(graph.members) for w in members}
-
-    def owners(w: int) -> set[int] | None:
-        if w in graph.followers:
-            found = [owners(v) for v in graph.followers[w]]
-            return None if any(o is None for o in found) else set().union(*found)
-        return {owner[w]} if w in owner else None
-
-    touch: list[list[tuple[str, int]]] = [[] for _ in graph.members]
-    alive: list[int] = []
-    for t in sorted(tensors):
-        for writers in graph.sources[t]:
-            found = [owners(w) for w in writers]
-            if not found or any(o is None for o in found):
-                continue
-            structures = set().union(*found)
-            for s in structures:
-                touch[s].append((t, len(alive)))
-            alive.append(len(structures))
-    return touch, alive
 
 
 def allowed_kept(n: int, cap: int, step: int, round_to: int | None) -> list[int]:
@@ -207,37 +109,62 @@ def select(
     gains: dict[tuple[int, int], float] = {}  # (layer, kept count) -> predicted ms saved
     pruned: list[int] = []
     in_layer: list[set[int]] = [set() for _ in layers]
-    start = model.ops
+    start, spent, fastest = model.ops, 0.0, model.total
+    best: tuple[float, list[int]] | None = None  # the cheapest mask found within budget
     try:
         while model.total > target_ms:
-            move = _best_move(costs, model, layers, allowed, in_layer, gains, target_ms)
-            if move is None:
-                raise BadInput(
-                    f"no mask reaches the latency asked for: the table predicts "
-                    f"{model.total:.3g} ms at best, {1 - model.total / model.table.dense_ms:.1%} "
-                    f"less than the dense {model.table.dense_ms:.3g} ms; pass a ratio of at "
-                    f"most {math.floor((1 - model.total / model.table.dense_ms) * 1000) / 1000:g}"
-                )
-            layer, chunk = move
-            changed = model.prune(chunk)
-            costs.pruned(chunk)
-            pruned += chunk
-            in_layer[layer].update(chunk)
-            for key in [k for k in gains if affects[k[0]] & changed or k[0] == layer]:
+            moves = _moves(costs, model, layers, allowed, in_layer, gains)
+            finishing = [m for m in moves if model.total - m.gain <= target_ms]
+            if finishing:  # a complete mask: what was pruned and the cheapest last move
+                last = min(finishing, key=lambda m: m.cost)
+                if best is None or spent + last.cost < best[0]:
+                    best = (spent + last.cost, pruned + last.chunk)
+            saving = [m for m in moves if m.gain > 0]
+            if saving:  # the least saliency per ms saved
+                move = min(saving, key=lambda m: (m.cost / m.gain, m.cost))
+            elif moves:  # none saves time alone (a kernel's step): the one losing least
+                move = max(moves, key=lambda m: (m.gain, -m.cost))
+            else:
+                break
+            changed = model.prune(move.chunk)
+            costs.pruned(move.chunk)
+            pruned += move.chunk
+            spent += move.cost
+            fastest = min(fastest, model.total)
+            in_layer[move.layer].update(move.chunk)
+            for key in [k for k in gains if affects[k[0]] & changed or k[0] == move.layer]:
                 del gains[key]
-            allowed[layer] = [
-                k for k in allowed[layer] if k < len(layers[layer]) - len(in_layer[layer])
-            ]
+            kept = len(layers[move.layer]) - len(in_layer[move.layer])
+            allowed[move.layer] = [k for k in allowed[move.layer] if k < kept]
+        if model.total <= target_ms and (best is None or spent < best[0]):
+            best = (spent, pruned)
     finally:
         model.prune(pruned, restore=True)
         model.ops = start
-    return pruned
+    if best is None:
+        reachable = 1 - fastest / model.table.dense_ms
+        raise BadInput(
+            f"no mask reaches the latency asked for: the table predicts {fastest:.3g} ms at "
+            f"best, {reachable:.1%} less than the dense {model.table.dense_ms:.3g} ms; pass a "
+            f"ratio of at most {math.floor(reachable * 1000) / 1000:g}"
+        )
+    return best[1]
 
 
-def _best_move(costs, model, layers, allowed, in_layer, gains, target_ms):
-    """(layer, structures) of the move with the least cost per ms saved, or the cheapest
-    that alone reaches `target_ms`; None when no move saves time."""
-    best, best_key, finishing, finishing_cost = None, math.inf, None, math.inf
+@dataclass
+class _Move:
+    """Layer `layer` loses `chunk` (its next structures) at saliency `cost`, saving `gain` ms."""
+
+    layer: int
+    chunk: list[int]
+    cost: float
+    gain: float
+
+
+def _moves(costs, model, layers, allowed, in_layer, gains) -> list[_Move]:
+    """Every move: each layer down to each allowed count within `LOOKAHEAD` structures (at
+    least the next count); gains cached in `gains` by (layer, count)."""
+    out = []
     for layer, counts in enumerate(allowed):
         if not counts:
             continue
@@ -249,11 +176,5 @@ def _best_move(costs, model, layers, allowed, in_layer, gains, target_ms):
             m = kept - k
             if (layer, k) not in gains:
                 gains[(layer, k)] = model.saved_ms(chunk[:m])
-            gain, cost = gains[(layer, k)], max(cum[m - 1], 0.0)
-            if gain <= 0:
-                continue
-            if model.total - gain <= target_ms and cost < finishing_cost:
-                finishing, finishing_cost = (layer, chunk[:m]), cost
-            if cost / gain < best_key:
-                best, best_key = (layer, chunk[:m]), cost / gain
-    return finishing if finishing is not None else best
+            out.append(_Move(layer, chunk[:m], max(cum[m - 1], 0.0), gains[(layer, k)]))
+    return out

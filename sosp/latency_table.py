@@ -28,6 +28,10 @@ of `step` and the full count; `step` is the device's channel granularity
 (`benchmarks/channel_steps.py` finds it: flat stretches of a conv's time as its channels
 shrink), coarsened so that no grid has more than `MAX_POINTS` points.
 
+`LatencyModel` predicts a mask's latency from a table, updated structure by structure: each
+tensor's kept channel count (a channel stays while any of its writers is alive) and each
+operation's time at its kept counts.
+
 A table is JSON (`save`, `load`) holding what it was measured on; `check_device` refuses one
 measured on another device, thread count or torch version, and `check_network` one measured on
 another network.
@@ -39,7 +43,7 @@ import copy
 import math
 import statistics
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,6 +56,7 @@ from sosp.channel_rules import module_rule
 from sosp.errors import BadInput
 from sosp.io import atomic_write_json, read_json
 from sosp.structures import StructureGraph, analyze
+from sosp.surgery import build_pruned
 from sosp.timing import timed
 
 FORMAT = 1
@@ -145,7 +150,12 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
-        doc = read_json(path)
+        """The table at `path`; `BadInput` naming `sosp latency-table` for a file that is
+        missing, unreadable or not a whole table of this format."""
+        try:
+            doc = read_json(path)
+        except BadInput as e:
+            raise BadInput(f"{e}; or make it with sosp latency-table") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise BadInput(
                 f"{path} is not a latency table of this sosp version (format {FORMAT}); make it "
@@ -156,7 +166,7 @@ class LatencyTable:
             doc["ops"] = {k: OpTable(**v) for k, v in doc["ops"].items()}
             doc["nodes"] = {k: NodeEntry(**v) for k, v in doc["nodes"].items()}
             return cls(**doc)
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, AttributeError) as e:
             raise BadInput(
                 f"{path} is not a complete latency table ({e}); make it again with "
                 "sosp latency-table"
@@ -184,18 +194,126 @@ class LatencyTable:
                 f"the latency table was measured on inputs of shape {tuple(self.input_shape)}, "
                 f"not {tuple(input_shape)}; {hint}"
             )
-        here = {n.name: n for n in graph.gm.graph.nodes}
-        for name, entry in self.nodes.items():
-            node = here.get(name)
-            if node is None or _signature(graph.gm, node, 1) is None:
+        planned, unmodeled = timed_operations(graph, self.measured_on.get("fold_bn", True))
+        for name in sorted(set(self.nodes) | set(self.unmodeled) | set(planned) | set(unmodeled)):
+            here = name in planned or name in unmodeled
+            if name in self.unmodeled and here:
+                continue  # an operation the table could not time: fixed time, as measured
+            entry = self.nodes.get(name)
+            if entry is None or name not in planned:
+                have = "has" if name in self.nodes or name in self.unmodeled else "lacks"
                 raise BadInput(
-                    f"the latency table has operation {name!r}, which this model lacks; {hint}"
+                    f"the latency table {have} operation {name!r}, unlike this model; {hint}"
                 )
-            if _channels(graph, node) != (entry.in_channels, entry.out_channels):
+            if planned[name].node != entry:
                 raise BadInput(
-                    f"the latency table has {name!r} with {entry.in_channels} -> "
-                    f"{entry.out_channels} channels, this model {_channels(graph, node)}; {hint}"
+                    f"the latency table's {name!r} is {entry.op} with {entry.in_channels} -> "
+                    f"{entry.out_channels} channels; this model's is {planned[name].node.op} "
+                    f"with {planned[name].node.in_channels} -> "
+                    f"{planned[name].node.out_channels}; {hint}"
                 )
+
+
+class LatencyModel:
+    """The predicted ms of `graph`'s network (the table's) as structures are pruned."""
+
+    def __init__(self, table: LatencyTable, graph: StructureGraph, input_shape: tuple[int, ...]):
+        table.check_network(graph, input_shape)
+        self.table = table
+        tensors = {n for n in table.nodes} | {e.input for e in table.nodes.values() if e.input}
+        self.kept = {t: dense_kept(graph, t) for t in tensors}
+        self.readers: dict[str, list[str]] = {t: [] for t in tensors}
+        for name, entry in table.nodes.items():
+            self.readers[name].append(name)
+            if entry.input is not None:
+                self.readers[entry.input].append(name)
+        self.touch, self.alive = _channel_owners(graph, tensors)
+        self.ms = {name: self._node_ms(name) for name in table.nodes}
+        self.ops = sum(self.ms.values())  # the operations' isolated ms, summed
+
+    @property
+    def total(self) -> float:
+        """The predicted ms of the network as it is now pruned."""
+        return self.table.predicted_ms(self.ops)
+
+    def _node_ms(self, name: str) -> float:
+        entry = self.table.nodes[name]
+        kin = self.kept[entry.input] if entry.input is not None else entry.in_channels
+        return self.table.node_ms(name, kin, self.kept[name])
+
+    def nodes_of(self, structures: Iterable[int]) -> set[str]:
+        """The operations whose time the kept counts of these structures' channels set."""
+        return {n for s in structures for t, _ in self.touch[s] for n in self.readers[t]}
+
+    def prune(self, structures: Iterable[int], restore: bool = False) -> set[str]:
+        """Mark `structures` pruned (or, with `restore`, alive again); returns the operations
+        whose time changed."""
+        changed = set()
+        for s in structures:
+            for t, c in self.touch[s]:
+                before = self.alive[c]
+                self.alive[c] += 1 if restore else -1
+                if (before == 0) != (self.alive[c] == 0):  # the channel died or came back
+                    self.kept[t] += 1 if restore else -1
+                    changed.update(self.readers[t])
+        for name in changed:
+            new = self._node_ms(name)
+            self.ops += new - self.ms[name]
+            self.ms[name] = new
+        return changed
+
+    def saved_ms(self, structures: Sequence[int]) -> float:
+        """Predicted ms that pruning `structures` as well would save (nothing kept pruned)."""
+        return self.total - self.table.predicted_ms(self.ops_of(structures))
+
+    def ops_of(self, structures: Iterable[int]) -> float:
+        """The operations' summed isolated ms with `structures` pruned as well (the model is
+        left as it was)."""
+        structures, before = list(structures), self.ops
+        self.prune(structures)
+        out = self.ops
+        self.prune(structures, restore=True)
+        self.ops = before  # no rounding drift
+        return out
+
+    def predict(self, pruned: Iterable[int]) -> float:
+        """Predicted ms with `pruned` pruned as well (the model is left as it was)."""
+        return self.table.predicted_ms(self.ops_of(pruned))
+
+
+def _channel_owners(
+    graph: StructureGraph, tensors: set[str]
+) -> tuple[list[list[tuple[str, int]]], list[int]]:
+    """(per structure, the (tensor, channel id) pairs it writes; per channel id, how many
+    structures writing it are alive). A channel with a writer no structure owns (an excluded
+    or unprunable layer, the input) never goes and gets no id; a follower (a gate's channel)
+    counts as its leaders."""
+    owner = {w: s for s, members in enumerate(graph.members) for w in members}
+
+    def owners(w: int) -> set[int] | None:
+        if w in graph.followers:
+            found = [owners(v) for v in graph.followers[w]]
+            return None if any(o is None for o in found) else set().union(*found)
+        return {owner[w]} if w in owner else None
+
+    touch: list[list[tuple[str, int]]] = [[] for _ in graph.members]
+    alive: list[int] = []
+    for t in sorted(tensors):
+        for writers in graph.sources[t]:
+            found = [owners(w) for w in writers]
+            if not found or any(o is None for o in found):
+                continue
+            structures = set().union(*found)
+            for s in structures:
+                touch[s].append((t, len(alive)))
+            alive.append(len(structures))
+    return touch, alive
+
+
+def dense_kept(graph: StructureGraph, tensor: str) -> int:
+    """Channels of `tensor` with a writer (a zero-padding shortcut's padded channels have none:
+    surgery drops them), with nothing pruned."""
+    return sum(1 for writers in graph.sources[tensor] if writers)
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -221,32 +339,22 @@ def measure(
     on = latency.measured_on(device, precision, layout, batch, fold_bn)
     model = model.to(device)
     graph = analyze(model, input_shape)
-    varies = _varying_tensors(graph)
-    nodes, grids, unmodeled = {}, {}, {}
-    for node in graph.gm.graph.nodes:
-        sig = _signature(graph.gm, node, batch)
-        if sig is None or (fold_bn and _folded(graph.gm, node)):
-            continue  # not an operation on channels, or none once BatchNorm is folded
-        cin, cout = _channels(graph, node)
-        inp = _first_tensor_arg(node)
-        in_varies = inp is not None and varies.get(inp.name, False)
-        if not (in_varies or varies.get(node.name, False)):
-            continue  # no pruning changes it: a fixed part of dense_ms
-        two_d = _is_writer(graph.gm, node)
-        if not two_d and not in_varies:
-            unmodeled[node.name] = "its output channels vary but its input channels do not"
-            continue
-        grids.setdefault(sig, (node, cin, cout, two_d, in_varies))
-        nodes[node.name] = NodeEntry(sig, inp.name if in_varies else None, cin, cout)
+    planned, unmodeled = timed_operations(graph, fold_bn)
+    nodes = {name: p.node for name, p in planned.items()}
+    grids: dict[str, _Planned] = {}
+    for p in planned.values():
+        grids.setdefault(p.node.op, p)
+    dtype = next(model.parameters()).dtype
     forward = latency.deployed(copy.deepcopy(model), device, precision, layout, fold_bn)
-    x = latency.sample_input((batch, *input_shape), device, layout)
+    x = latency.sample_input((batch, *input_shape), device, layout, dtype)
     whole = lambda: forward(x)  # noqa: E731
     ops, drift = {}, []  # the dense network's ms in each operation's rounds
-    for sig, (node, cin, cout, two_d, in_varies) in progress(list(grids.items())):
-        inputs = grid(cin, step) if in_varies else [cin]
+    for sig, p in progress(list(grids.items())):
+        node, cin, cout, two_d = p.fx_node, p.node.in_channels, p.node.out_channels, p.two_d
+        inputs = grid(cin, step) if p.in_varies else [cin]
         outputs = None  # one column: the output follows the input
         if two_d:
-            outputs = grid(cout, step) if varies.get(node.name, False) else [cout]
+            outputs = grid(cout, step) if p.out_varies else [cout]
         points = [(i, o) for i in inputs for o in outputs] if outputs else [(i, i) for i in inputs]
         tensors: dict[tuple[int, ...], torch.Tensor] = {}  # inputs shared by the grid's calls
         try:
@@ -271,7 +379,7 @@ def measure(
     for op, here in zip(ops.values(), drift, strict=True):  # as if all measured at one speed
         op.ms = [[t * dense / here for t in row] for row in op.ms]
     table = LatencyTable(on, list(input_shape), step, dense, ops, nodes, unmodeled=unmodeled)
-    table.ops_dense_ms = table.ops_ms(lambda name: len(graph.sources[name]))
+    table.ops_dense_ms = table.ops_ms(lambda name: dense_kept(graph, name))
     if nodes:
         calibrate(table, model, input_shape, repeats, warmup)
     return table
@@ -287,16 +395,14 @@ def calibrate(
     `CALIBRATION` of its structures (under stream coupling, so streams shrink), each network
     timed in turn with the dense one; c minimizes the squared error of the predicted fraction
     of the dense latency, over c > -min S (module docstring)."""
-    from sosp.latency_budget import LatencyModel  # it reads tables: imported when used
-    from sosp.surgery import build_pruned
-
     on, device = table.measured_on, next(model.parameters()).device
     graph = analyze(model, input_shape, coupling="stream")
     predictor = LatencyModel(table, graph, input_shape)
     deploy = lambda m: latency.deployed(  # noqa: E731
         copy.deepcopy(m), device, on["precision"], on["layout"], on["fold_bn"]
     )
-    x = latency.sample_input((on["batch"], *input_shape), device, on["layout"])
+    dtype = next(model.parameters()).dtype
+    x = latency.sample_input((on["batch"], *input_shape), device, on["layout"], dtype)
     points = []
     for fraction in CALIBRATION:
         pruned = [
@@ -331,6 +437,44 @@ def _fitted_offset(dense_ops: float, points: list[dict]) -> float:
     return min(candidates, key=error)
 
 
+@dataclass
+class _Planned:
+    """An operation `measure` times: its entry, fx node, and which channel counts vary."""
+
+    node: NodeEntry
+    fx_node: fx.Node
+    two_d: bool
+    in_varies: bool
+    out_varies: bool
+
+
+def timed_operations(
+    graph: StructureGraph, fold_bn: bool
+) -> tuple[dict[str, _Planned], dict[str, str]]:
+    """({node: what `measure` times of it}, {node: why it cannot be timed}): every operation
+    on channel tensors whose input or output channels pruning can change, but BatchNorms that
+    folding removes."""
+    varies = _varying_tensors(graph)
+    planned, unmodeled = {}, {}
+    for node in graph.gm.graph.nodes:
+        sig = _signature(graph.gm, node)
+        if sig is None or (fold_bn and _folded(graph.gm, node)):
+            continue  # not an operation on channels, or none once BatchNorm is folded
+        cin, cout = _channels(graph, node)
+        inp = _first_tensor_arg(node)
+        in_varies = inp is not None and varies.get(inp.name, False)
+        out_varies = varies.get(node.name, False)
+        if not (in_varies or out_varies):
+            continue  # no pruning changes it: a fixed part of dense_ms
+        two_d = _is_writer(graph.gm, node)
+        if not two_d and not in_varies:
+            unmodeled[node.name] = "its output channels vary but its input channels do not"
+            continue
+        entry = NodeEntry(sig, inp.name if in_varies else None, cin, cout)
+        planned[node.name] = _Planned(entry, node, two_d, in_varies, out_varies)
+    return planned, unmodeled
+
+
 def grid(n: int, step: int) -> list[int]:
     """1, the multiples of `step` below n, and n; `step` coarsened to ceil(n / (MAX_POINTS - 2))
     where finer would give more than MAX_POINTS points."""
@@ -349,6 +493,10 @@ def _varying_tensors(graph: StructureGraph) -> dict[str, bool]:
 
 
 def _prunable_writer(graph: StructureGraph, w: int) -> bool:
+    """Whether writer channel `w` can go: its layer is prunable (a follower, e.g. a gate's
+    channel: while all it follows can go)."""
+    if w in graph.followers:
+        return all(_prunable_writer(graph, v) for v in graph.followers[w])
     try:
         return graph.layers[graph.writer_channel(w)[0]].prunable
     except KeyError:  # an input channel
@@ -392,7 +540,7 @@ def _is_writer(gm: fx.GraphModule, node: fx.Node) -> bool:
     return isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)
 
 
-def _signature(gm: fx.GraphModule, node: fx.Node, batch: int) -> str | None:
+def _signature(gm: fx.GraphModule, node: fx.Node) -> str | None:
     """What its time depends on (module or function, its arguments, the input shapes); None
     for a node that is not an operation on channel tensors [B, C, ...]."""
     shape = _shape(node)
@@ -447,7 +595,8 @@ def _op_call(
         if shape[1] == cin:
             shape[1] = kin
         if tuple(shape) not in tensors:  # made once per shape: memory on a GPU
-            tensors[tuple(shape)] = latency.sample_input(tuple(shape), device, layout)
+            dtype = next(graph.gm.parameters()).dtype
+            tensors[tuple(shape)] = latency.sample_input(tuple(shape), device, layout, dtype)
         return tensors[tuple(shape)]
 
     def value(a):

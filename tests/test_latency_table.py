@@ -11,8 +11,7 @@ from torch import nn
 
 from sosp import latency, models
 from sosp.errors import BadInput
-from sosp.latency_budget import LatencyModel
-from sosp.latency_table import MAX_POINTS, LatencyTable, OpTable, grid
+from sosp.latency_table import MAX_POINTS, LatencyModel, LatencyTable, OpTable, grid
 from sosp.structures import analyze
 from tests.latency_nets import CHAIN_SHAPE, ChainNet, dense_kept, quick_table
 from tests.tiny_nets import SqueezeExciteNet
