@@ -231,9 +231,10 @@ def test_select_meets_the_target_and_stays_near_the_exact_knapsack(chain):
     of 4, 5, 4, 3 structures; see `random_case`; targets anywhere between the fastest allowed
     mask and the dense network) the greedy meets the target (`check_selection`), leaves the
     model as it was, never loses less saliency than the exact optimum (every combination of
-    allowed kept counts), loses at most 50% more than it on average and at most 10 times
-    as much in any case, and finds the optimum itself in at least 55% of the cases.
-    (Measured: mean 1.216, median 1.000, 90th percentile 1.863, max 3.586, optimal in 65%.)"""
+    allowed kept counts), loses at most 2% more than it on average and at most 25% more in
+    any case, and finds the optimum itself in at least 85% of the cases. (Measured: mean
+    1.004, median 1.000, 90th percentile 1.000, max 1.100, optimal in 92%; before the greedy
+    kept the cheapest mask along its path: mean 1.216, max 3.586, optimal in 65%.)"""
     model, graph, _ = chain
     ratios = []
     for seed in range(100):
@@ -253,9 +254,9 @@ def test_select_meets_the_target_and_stays_near_the_exact_knapsack(chain):
         f"median {statistics.median(ratios):.3f}, 90th percentile "
         f"{sorted(ratios)[89]:.3f}, max {max(ratios):.3f}, optimal in {optimal:.0%}"
     )
-    assert statistics.mean(ratios) <= 1.5
-    assert max(ratios) <= 10
-    assert optimal >= 0.55
+    assert statistics.mean(ratios) <= 1.02
+    assert max(ratios) <= 1.25
+    assert optimal >= 0.85
 
 
 def test_select_reaches_every_reachable_target_of_a_non_monotone_table(chain):
