@@ -1,9 +1,11 @@
 rule prune:
-    """One saliency computation, a mask and a pruned network per ratio (OUT/<ratio>/)."""
+    """One saliency computation, a mask and a pruned network per ratio (OUT/<ratio>/); with a
+    latency table (an experiment's `latency`), each pruned network's latency measured."""
     input:
         lambda wc: (
             widths_inputs(PRUNE[wc.key].get("widths"))
             + ([] if PRUNE[wc.key]["source"] == "init" else [dense_model(PRUNE[wc.key]["source"])])
+            + ([PRUNE[wc.key]["latency_table"]] if "latency_table" in PRUNE[wc.key] else [])
         ),
     output:
         str(paths.reports(prune_folder("{key}"))),
@@ -11,8 +13,8 @@ rule prune:
         cmd=lambda wc: prune_cmd(wc.key),
     log:
         f"{RUNS}/logs/prune/{{key}}.log",
-    threads: rule_threads("prune")
+    threads: timing_threads("prune")  # a job that times: every core, nothing beside it
     resources:
         **rule_resources("prune"),
     shell:
-        "OMP_NUM_THREADS={threads} {params.cmd} > {log:q} 2>&1"
+        "OMP_NUM_THREADS={resources.cpus_per_task} {params.cmd} > {log:q} 2>&1"
