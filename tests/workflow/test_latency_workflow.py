@@ -57,7 +57,8 @@ def test_latency_config_measures_one_table_per_model_for_every_prune_job(tmp_pat
         setup = [value(words, f) for f in ("--device", "--precision", "--layout", "--batch-size")]
         assert setup == ["cpu", "fp32", "nhwc", "256"], words
         assert job["output"] == [value(words, "--out")] and "--force" in words
-        assert words[0] == "OMP_NUM_THREADS=1" and job["resources"]["timing"] == "1", job
+        assert words[:2] == ["OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1"], words
+        assert job["resources"]["timing"] == "1", job
     prunes = [job for job in jobs if job["rule"] == "prune"]
     budgets = [value(job["words"], "--budget") for job in prunes]
     # 2 models x 2 seeds x 2 methods, with either budget
@@ -66,7 +67,8 @@ def test_latency_config_measures_one_table_per_model_for_every_prune_job(tmp_pat
         words = job["words"]
         table = by_model[value(words, "--model")]["output"][0]
         assert value(words, "--latency-table") == table and table in job["input"], words
-        assert value(words, "--device") == "cpu" and words[0] == "OMP_NUM_THREADS=1", words
+        assert value(words, "--device") == "cpu", words
+        assert words[:2] == ["OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1"], words
         assert job["resources"]["timing"] == "1", job
     # nothing else times: the resource is the measuring jobs' alone
     assert all("timing" not in job["resources"] for job in jobs if job["rule"] != "prune"
@@ -84,8 +86,9 @@ import os, sys, time
 from pathlib import Path
 args = sys.argv[1:]
 out = Path(args[args.index("--out") + 1])
+threads = os.environ["OMP_NUM_THREADS"] + "," + os.environ["MKL_NUM_THREADS"]
 with open(os.environ["JOB_TIMES"], "a") as f:
-    f.write(f"start {{args[0]}} {{time.time()}}\\n")
+    f.write(f"start {{args[0]}} {{time.time()}} {{threads}}\\n")
 time.sleep(1.5)
 if args[0] == "train":
     out.mkdir(parents=True, exist_ok=True)
@@ -98,24 +101,25 @@ elif args[0] == "prune":
     out.mkdir(parents=True, exist_ok=True)
     (out / "reports.json").write_text("[]")
 with open(os.environ["JOB_TIMES"], "a") as f:
-    f.write(f"end {{args[0]}} {{time.time()}}\\n")
+    f.write(f"end {{args[0]}} {{time.time()}} {{threads}}\\n")
 """
 
 
-def _intervals(log: Path) -> list[tuple[str, float, float]]:
-    """(command, start, end) of every fake job, from its start and end lines (in the order
-    each command's jobs started and ended: the fake jobs of one command take equally long)."""
+def _intervals(log: Path) -> list[tuple[str, float, float, str]]:
+    """(command, start, end, its OMP and MKL threads) of every fake job, from its start and
+    end lines (in the order each command's jobs started and ended: the fake jobs of one
+    command take equally long)."""
     starts, out = {}, []
     for line in log.read_text().splitlines():
-        kind, command, t = line.split()
+        kind, command, t, threads = line.split()
         if kind == "start":
             starts.setdefault(command, []).append(float(t))
         else:
-            out.append((command, starts[command].pop(0), float(t)))
+            out.append((command, starts[command].pop(0), float(t), threads))
     return out
 
 
-def _fake_run(tmp_path: Path, *args: str) -> list[tuple[str, float, float]]:
+def _fake_run(tmp_path: Path, *args: str) -> list[tuple[str, float, float, str]]:
     """The (command, start, end) of every job of LATENCY_TINY's run up to its prune jobs
     (train, latency-table, two prunes) on 2 cores, each job a fake `sosp` of 1.5 s."""
     bin_dir = tmp_path / "bin"
@@ -130,13 +134,13 @@ def _fake_run(tmp_path: Path, *args: str) -> list[tuple[str, float, float]]:
     )
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     jobs = _intervals(times)
-    assert sorted(command for command, _, _ in jobs) == [
+    assert sorted(job[0] for job in jobs) == [
         "latency-table", "prune", "prune", "train"
     ]  # fmt: skip
     return jobs
 
 
-def _overlap(a: tuple[str, float, float], b: tuple[str, float, float]) -> bool:
+def _overlap(a: tuple, b: tuple) -> bool:
     return a[1] < b[2] and b[1] < a[2]
 
 
@@ -144,11 +148,13 @@ def test_jobs_that_time_run_alone(tmp_path):
     """The jobs that time networks (the latency table, the prune jobs given it) ask for every
     core as their threads, so on two cores none runs beside another job (the table, which
     needs no input, would otherwise run beside the training), though each computes on its one
-    CPU (OMP_NUM_THREADS)."""
+    CPU: OMP_NUM_THREADS and MKL_NUM_THREADS (which snakemake sets to the threads, and torch
+    reads) are 1."""
     jobs = _fake_run(tmp_path)
     for i, job in enumerate(jobs):
         if job[0] != "train":
             assert not any(_overlap(job, other) for other in jobs[:i] + jobs[i + 1 :]), jobs
+            assert job[3] == "1,1", jobs
 
 
 @pytest.mark.parametrize("limit", [None, "2"], ids=["default", "two-at-a-time"])

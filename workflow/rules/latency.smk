@@ -11,10 +11,11 @@ rule latency_table:
         latency_file("{key}"),
     params:
         cmd=lambda wc: latency_table_cmd(wc.key),
+        threads=thread_env("latency_table"),  # OMP_NUM_THREADS (and MKL's where it times)
     log:
         f"{RUNS}/logs/latency_table/{{key}}.log",
     threads: timing_threads("latency_table")  # every core: nothing runs beside it
     resources:
         **rule_resources("latency_table"),
     shell:
-        "OMP_NUM_THREADS={resources.cpus_per_task} {params.cmd} > {log:q} 2>&1"
+        "{params.threads} {params.cmd} > {log:q} 2>&1"

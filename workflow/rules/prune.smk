@@ -11,10 +11,11 @@ rule prune:
         str(paths.reports(prune_folder("{key}"))),
     params:
         cmd=lambda wc: prune_cmd(wc.key),
+        threads=thread_env("prune"),  # OMP_NUM_THREADS (and MKL's where it times)
     log:
         f"{RUNS}/logs/prune/{{key}}.log",
     threads: timing_threads("prune")  # a job that times: every core, nothing beside it
     resources:
         **rule_resources("prune"),
     shell:
-        "OMP_NUM_THREADS={resources.cpus_per_task} {params.cmd} > {log:q} 2>&1"
+        "{params.threads} {params.cmd} > {log:q} 2>&1"

@@ -131,6 +131,20 @@ def timing_threads(rule):
     return threads
 
 
+def thread_env(rule):
+    """`params:` of a rule whose jobs may time: the shell's environment that sets a job's
+    compute threads to its cpus_per_task, OMP_NUM_THREADS; for a job that times (whose
+    `threads`, every core, snakemake also exports as MKL_NUM_THREADS, which torch reads too)
+    MKL_NUM_THREADS as well: a CPU latency holds only for the thread count it was taken with."""
+
+    def env(wildcards, resources):
+        n = resources.cpus_per_task
+        timing = _job(rule, wildcards).get(TIMING)
+        return f"OMP_NUM_THREADS={n}" + (f" MKL_NUM_THREADS={n}" if timing else "")
+
+    return env
+
+
 def rule_resources(rule):
     """`resources:` of `rule`, one callable per key that any of its jobs sets (None, unset,
     where a job does not); cpus_per_task is job_cpus, the same number as the threads."""
