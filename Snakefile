@@ -211,6 +211,27 @@ def check_recipes(config):
                     raise ConfigError(f"{key_path(at + [key])}: {e}") from None
 
 
+def check_latency_figure(config):
+    """An experiment that asks for accuracy_vs_latency measures latency (has a `latency`
+    block), and every experiment its `beside` names is another experiment of the config."""
+    names = list(config["experiments"])
+    for name, exp in config["experiments"].items():
+        if "accuracy_vs_latency" in exp["figures"] and exp["latency"] is None:
+            raise ConfigError(
+                f"{key_path(['experiments', name, 'figures'])}: accuracy_vs_latency needs the "
+                "pruned networks' measured latency; add a latency block to the experiment "
+                "(`latency: {}` measures on the config's device)"
+            )
+        for i, other in enumerate(exp["beside"]):
+            if other not in names or other == name:
+                others = [n for n in names if n != name]
+                raise ConfigError(
+                    f"{key_path(['experiments', name, 'beside', i])}: {other!r} is not another "
+                    f"experiment of the config{close_to(other, others)}; its experiments: "
+                    f"{', '.join(others) or '(none)'}"
+                )
+
+
 def check_runnable(config):
     """The config asks for some work, on a device torch knows, and the published tables it
     sets beside its cells are there."""
@@ -247,13 +268,27 @@ try:
     validate_config(config)
     check_names(config)
     check_recipes(config)
+    check_latency_figure(config)
     check_runnable(config)
 except ConfigError as e:
     fail(str(e))
 
 
+# Jobs that measure latency (latency_table, and prune jobs given a table) claim one `timing`
+# each; one at a time may run on a machine, so no two time networks side by side (--resources
+# timing=N, on the command line or in a profile, allows N). Its scope is local: a cluster's
+# jobs each run on their own allocation, and the submitting snakemake does not count them.
+resource_scopes:
+    timing="local",
+
+
+if "timing" not in workflow.global_resources:
+    workflow.global_resources["timing"] = 1
+
+
 include: "workflow/rules/resources.smk"
 include: "workflow/rules/common.smk"
+include: "workflow/rules/latency.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/bottlenecks.smk"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sosp import counting, data
+from sosp import counting, data, latency
 from sosp.settings import PruneSettings, ratio_schema
 
 SCHEMA = Path(__file__).parent / "schemas" / "config.schema.json"
@@ -24,13 +24,17 @@ def config_schema() -> dict:
     """schemas/config.schema.json completed from sosp: each experiment's selection settings
     with their defaults, $defs/selection_settings without (an override names only what
     differs), $defs/ratio, the datasets of sosp.data's registry (of the SOSP and the retraining
-    experiments) and the MAC conventions of sosp.counting's."""
+    experiments), the MAC conventions of sosp.counting's and the latency block's precisions
+    and layouts (sosp.latency's)."""
     schema = json.loads(SCHEMA.read_text())
     defs = schema["$defs"]
     for kind in ("experiment", "retraining_experiment"):
         defs[kind]["properties"]["dataset"] = {"enum": data.names()}
     others = sorted(set(counting.CONVENTIONS) - {"actual"})
     defs["experiment"]["properties"]["mac_conventions"]["items"] = {"enum": others}
+    timed = defs["experiment"]["properties"]["latency"]["properties"]
+    timed["precision"]["enum"] = list(latency.PRECISIONS)
+    timed["layout"]["enum"] = list(latency.LAYOUTS)
     defs["ratio"] = ratio_schema()
     every = SELECTION_SETTINGS + OPTIONAL_SETTINGS
     defs["selection_settings"] = PruneSettings.json_schema(every, defaults=False)

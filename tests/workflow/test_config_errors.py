@@ -73,8 +73,8 @@ def test_replot_without_records_says_what_to_run(tmp_path):
 
 
 # every rule with a shell command: an expanded network (bottlenecks), imported weights, the
-# retraining study (retrain, sparse_train) and Fig. 2's timing (mask_time), all in folders
-# with a space
+# retraining study (retrain, sparse_train), Fig. 2's timing (mask_time) and latency tables
+# (of the expanded networks too: their --widths file), all in folders with a space
 QUOTED = f"""name: quoted
 device: cpu
 runs_dir: {RUNS_DIR}
@@ -88,6 +88,7 @@ experiments:
     ratios: [0.5]
     seeds: [0]
     expand: {{ratio: 0.5}}
+    latency: {{}}
   imported:
     dataset: digits
     models: [resnet20]
@@ -99,7 +100,7 @@ experiments:
       stable: {{gmp: {{sparsities: [0.9], retrain: 1}}}}
 """
 SHELL_RULES = {"train", "import_weights", "prune", "bottlenecks", "finetune", "evaluate",
-               "report", "mask_time", "retrain", "sparse_train"}  # fmt: skip
+               "report", "mask_time", "retrain", "sparse_train", "latency_table"}  # fmt: skip
 
 
 def shell_commands(out: str) -> list[tuple[str, str]]:

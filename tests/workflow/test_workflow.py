@@ -470,7 +470,7 @@ def test_gpu_and_gres_together_fail_the_dry_run(tmp_path):
     assert "['experiments']['mini']['resources']" in out and "gpu: 0" in out, out[-3000:]
 
 
-@pytest.mark.parametrize("config", ["demo", "demo_studies", "paper"])
+@pytest.mark.parametrize("config", ["demo", "demo_studies", "paper", "latency"])
 def test_shipped_configs_prune_as_the_paper_does(tmp_path, config):
     """In the shipped configs every VGG prune job caps layers at 95% (the paper's setting
     against layer collapse), and every prune job without a trained checkpoint (pruning at

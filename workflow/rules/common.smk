@@ -20,6 +20,8 @@ EXPAND_DEFAULTS = {"multiplier": 2.0, "uniform": 1.1}  # the paper's x2 and 1.1 
 PRUNE = {}  # key -> settings of one saliency computation and all its ratios
 FINETUNE = {}  # key -> {prune, ratio, recipe, pruned, ...}
 EVALUATE = {}  # "<experiment>/<key>" -> {checkpoints, inputs, record}
+LATENCY = {}  # key -> {model, dataset, widths, setup}: a latency table (sosp latency-table)
+LATENCY_DEFAULTS = {"precision": "fp32", "layout": "nchw", "batch_size": 64, "fold_bn": True}
 TAGS = {}  # (kind, key) -> W&B tags: the config's name, then each experiment's that runs the job
 
 
@@ -96,6 +98,31 @@ def _weights(exp, model):
 
 def prune_folder(key):
     return f"{RUNS}/prune/{key}"
+
+
+def latency_file(key):
+    """The latency table of latency job `key`."""
+    return f"{RUNS}/latency/{key}/table.json"
+
+
+def latency_setup(exp):
+    """The experiment's latency block with its defaults (device: the config's), or None."""
+    if exp["latency"] is None:
+        return None
+    return {"device": config["device"], **LATENCY_DEFAULTS, **exp["latency"]}
+
+
+def _latency_job(name, exp, model, setup, widths=None):
+    """The latency table of `model` on the experiment's dataset, widened by `widths`, on
+    `setup` (the experiment's latency block): one job per network and setup, shared by every
+    experiment that asks for it, and by each of its prune jobs. Returns its key."""
+    table = {"model": model, "dataset": exp["dataset"], "setup": setup}
+    table |= {"widths": widths} if widths else {}
+    kind = "".join(c if c.isalnum() else "_" for c in setup["device"])
+    key = run_keys.run_key(f"{model}-{exp['dataset']}-{kind}", table)
+    LATENCY[key] = table
+    claim_resources("latency_table", key, name, exp, timing=True)
+    return key
 
 
 def finetune_folder(key):
@@ -203,9 +230,22 @@ def _pruned_jobs(name, exp, model, seed, dkey, prune_at, method, widths=None, va
         prune["recalibrate_bn"] = True
     prune.update(exp["model_settings"].get(model, {}))
     prune.update(exp["method_settings"].get(method, {}))
+    setup = latency_setup(exp)
+    if setup is not None:  # every prune job measures its networks' latency on the table's setup
+        tkey = _latency_job(name, exp, model, setup, widths)
+        prune["latency_table"] = latency_file(tkey)
+        if setup["device"] != config["device"]:  # a table holds only where it was measured
+            prune["device"] = setup["device"]
+    elif prune["budget"] == "latency":
+        at = key_path(["experiments", name])
+        fail(
+            f"{at}: {method} on {model} has budget latency but the experiment has no latency "
+            f"block to measure its latency table on; add `latency: {{}}` to it (its defaults: "
+            f"the config's device, {', '.join(f'{k} {v}' for k, v in LATENCY_DEFAULTS.items())})"
+        )
     pkey = run_keys.run_key(f"{model}-{method}-{prune_at}-s{seed}", prune)
     PRUNE[pkey] = prune
-    claim_resources("prune", pkey, name, exp)
+    claim_resources("prune", pkey, name, exp, timing=setup is not None)
     _tag("prune", pkey, tags)
     _tag("evaluate", f"{name}/{pkey}", tags)
     ft_spec = exp["finetune"] or exp["train"]
@@ -246,6 +286,12 @@ def _rounds_jobs(name, exp, model, seed, method):
         **exp["model_settings"].get(model, {}),
         **exp["method_settings"].get(method, {}),
     }
+    if settings["budget"] == "latency":
+        fail(
+            f"{key_path(['experiments', name, 'prune_at'])}: {method} on {model} has budget "
+            "latency, which pruning during training (prune_at: during) does not offer: it "
+            "measures no latency table; prune after training or at init for a latency budget"
+        )
     for ratio in _ratios(name, exp, model):
         for rounds in exp["rounds"]:
             plan = {"method": method, "ratio": ratio, "rounds": rounds, "settings": settings,
@@ -297,8 +343,30 @@ def _expanded_jobs(name, exp, model, prune_at, method, pkeys):
             _pruned_jobs(name, exp, model, seed, dkey, prune_at, method, widths, variant)
 
 
+def check_latency_threads():
+    """Each prune job given a latency table not measured on a GPU runs on as many CPUs
+    (threads) as the table job measured it with: on a CPU a table holds only for that thread
+    count (sosp refuses it otherwise), so a config whose resources differ fails here, not in
+    every prune job."""
+    for pkey, job in PRUNE.items():
+        if "latency_table" not in job:
+            continue
+        tkey = Path(job["latency_table"]).parent.name
+        if LATENCY[tkey]["setup"]["device"].startswith("cuda"):
+            continue
+        table, prune = rule_cpus("latency_table", tkey), rule_cpus("prune", pkey)
+        if table != prune:
+            fail(
+                f"{key_path(['resources'])}: the prune jobs of {job['model']} run on {prune} "
+                f"CPUs but its latency table is measured on {table}; a table holds only for the "
+                "thread count it was measured with: give latency_table and prune the same "
+                "cpus_per_task (or leave latency_table's unset: it takes prune's)"
+            )
+
+
 for _name, _exp in config["experiments"].items():
     _add_jobs(_name, _exp)
+check_latency_threads()
 
 
 # -- command lines ---------------------------------------------------------------------------
@@ -310,8 +378,8 @@ def shell_words(args):
     return shlex.join(map(str, args)).replace("{", "{{").replace("}", "}}")
 
 
-def _common_flags():
-    flags = ["--device", config["device"]]
+def _common_flags(device=None):
+    flags = ["--device", device or config["device"]]
     if config["data_root"]:
         flags += ["--data-root", config["data_root"]]
     return flags
@@ -412,8 +480,23 @@ def prune_cmd(key):
     args += settings.command_line() + ["--batch-size", str(job["batch_size"])]
     if job["options"]:
         args += ["--option", *[f"{k}={_value(v)}" for k, v in job["options"].items()]]
-    args += _common_flags() + _wandb_flags("prune", key, job["model"], job["method"])
+    args += _common_flags(job.get("device"))  # a latency table's device, else the config's
+    args += _wandb_flags("prune", key, job["model"], job["method"])
     return shlex.join(args + ["--out", prune_folder(key)])
+
+
+def latency_table_cmd(key):
+    """The `sosp latency-table` command of latency job `key`. --force: the job runs only
+    where snakemake found no table (or a stale one), so it measures afresh."""
+    job = LATENCY[key]
+    setup = job["setup"]
+    args = ["sosp", "latency-table", "--model", job["model"], "--dataset", job["dataset"]]
+    args += widths_flags(job.get("widths"))
+    args += ["--device", setup["device"], "--precision", setup["precision"]]
+    args += ["--layout", setup["layout"], "--batch-size", str(setup["batch_size"])]
+    args += ["--step", str(setup["step"])] if "step" in setup else []
+    args += ["--fold-bn" if setup["fold_bn"] else "--no-fold-bn", "--force", "--no-progress"]
+    return shlex.join(args + ["--out", latency_file(key)])
 
 
 def bottlenecks_cmd(key):

@@ -2,6 +2,7 @@ import json
 
 REPORT_SPEC = {
     name: {"title": exp.get("title", name), "dataset": exp["dataset"], "figures": exp["figures"]}
+    | ({"beside": exp["beside"]} if exp["beside"] else {})
     for name, exp in config["experiments"].items()
 }
 RECORDS = [f"{RESULTS}/runs/{key}.json" for key in EVALUATE]
@@ -9,7 +10,8 @@ RECORDS = [f"{RESULTS}/runs/{key}.json" for key in EVALUATE]
 
 def report_cmd(records, experiments=None):
     """The report script's command line on `records` for `experiments` (default: every one
-    of the config's; name -> title, dataset, figures)."""
+    of the config's; name -> title, dataset, figures and, where set, the experiments its
+    accuracy_vs_latency figure draws beside its own)."""
     published = [f"{workflow.basedir}/results/published/{p}" for p in config["published"]]
     args = ["python", f"{workflow.basedir}/workflow/scripts/report.py"]
     args += ["--results", RESULTS, "--figures", FIGURES]

@@ -44,6 +44,15 @@ METRICS = {
     "macs_ccp_removed": "ccp MACs removed (%)",  # with mac_conventions: [ccp]
     "mask_seconds": "mask seconds",
 }
+# With a latency table (an experiment's `latency` block), each pruned network's latency: as
+# `sosp prune` measured it, timed in turn with the dense network on the table's setup, and as
+# the table predicted it. Its columns are in runs.csv and summary.csv only where a record has
+# one, so a config without latency keeps its tables as they were.
+LATENCY_METRICS = {
+    "latency_removed": "measured latency removed (%)",
+    "speedup_measured": "measured speed-up (x)",
+    "latency_predicted_removed": "predicted latency removed (%)",
+}
 
 
 def flatten(record: dict) -> dict:
@@ -79,7 +88,27 @@ def flatten(record: dict) -> dict:
         "bn_recalibrated": bool(prune.get("bn_recalibration")),
         "checkpoint": record["checkpoint"],
     }
-    return row
+    return row | _latency(prune.get("latency"))
+
+
+def _latency(measured: dict | None) -> dict:
+    """The runs.csv columns of a prune report's `latency` (none without one): removed
+    fractions in percent, times in ms, and the setup it was measured on in words."""
+    if not measured:
+        return {}
+    on = measured["measured_on"]
+    return {
+        "latency_removed": 100 * measured["measured_removed"],
+        "speedup_measured": measured["speedup_measured"],
+        "latency_predicted_removed": 100 * measured["predicted_removed"],
+        "latency_requested_removed": _pct(measured["requested_removed"]),
+        "measured_ms": measured["measured_ms"],
+        "dense_ms": measured["dense_ms"],
+        "predicted_ms": measured["predicted_ms"],
+        "dense_table_ms": measured["dense_table_ms"],
+        "speedup_predicted": measured["speedup_predicted"],
+        "latency_on": f"{on['device_name']}; {on['precision']} {on['layout']}, batch {on['batch']}",
+    }
 
 
 def _method_label(record: dict, prune: dict) -> str:
@@ -119,11 +148,18 @@ def frames(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rows), pd.DataFrame(layers)
 
 
+def metrics(columns) -> dict[str, str]:
+    """METRICS, and the LATENCY_METRICS among `columns` (a frame's columns: runs.csv's
+    metric names, or summary.csv's `<metric>_mean`), each with its table label."""
+    present = {c.removesuffix("_mean") for c in columns}
+    return METRICS | {m: label for m, label in LATENCY_METRICS.items() if m in present}
+
+
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and seed count of every metric per cell, and the best final accuracy of its
     seeds (`acc_max`, the convention of the paper's Table 2)."""
     cells = runs.groupby(CELL, dropna=False)
-    agg = cells[list(METRICS)].agg(["mean", "std"])
+    agg = cells[list(metrics(runs.columns))].agg(["mean", "std"])
     agg.columns = [f"{m}_{s}" for m, s in agg.columns]
     agg["acc_max"] = cells["acc"].max()
     agg["seeds"] = cells["seed"].nunique()
@@ -165,7 +201,7 @@ def cell_table(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
             "seeds": s.seeds,
         }
     )
-    for m, label in METRICS.items():
+    for m, label in metrics(s.columns).items():
         out[label] = [_cell(a, b) for a, b in zip(s[f"{m}_mean"], s[f"{m}_std"], strict=True)]
     return out.loc[:, (out != "").any()]  # no column that is empty throughout
 
@@ -385,6 +421,66 @@ def before_after(summary, experiment, title, path: Path) -> None:
     save(fig, path)
 
 
+# Names as the latency figure writes them; a colour per method, a line per budget (the
+# latency budget's solid with filled markers, the others' dotted with open ones).
+METHOD_NAMES = {"sosp_h": "SOSP-H", "sosp_i": "SOSP-I"}
+BUDGET_NAMES = {"latency": "latency", "macs": "MAC", "params": "parameter", "structures": "channel"}
+BUDGET_STYLES = {"latency": "o-", "macs": "s:", "params": "^:", "structures": "D:"}
+COLORS = plt.get_cmap("tab10").colors
+
+
+def accuracy_vs_latency(summary, experiment, title, path: Path, beside=()) -> None:
+    """Test accuracy after (top row) and before (bottom row) fine-tuning against the pruned
+    network's measured latency (% of the dense network's, both timed in turn by `sosp prune` on
+    the latency table's setup), one column per model: a line per method and budget, of
+    `experiment` and of the experiments it is drawn `beside` (e.g. the same networks pruned
+    with a MAC budget), each point the mean over seeds with its std both ways."""
+    names = [experiment, *beside]
+    s = summary[summary.experiment.isin(names) & (summary.method != "dense")]
+    if "latency_removed_mean" not in s.columns or s.latency_removed_mean.isna().all():
+        raise SystemExit(
+            f"accuracy_vs_latency of {experiment}: no record has a measured latency; give the "
+            "experiment a `latency` block, whose table every prune job then measures with"
+        )
+    s = s[s.latency_removed_mean.notna()]
+    models = sorted(s.model.unique())
+    fig, axes = plt.subplots(
+        2, len(models), figsize=(4.6 * len(models), 6.4), squeeze=False, sharex="col"
+    )
+    on = s["latency_on"].dropna() if "latency_on" in s.columns else pd.Series(dtype=str)
+    measured = f"\nmeasured on {on.iloc[0]}" if len(on) else ""
+    fig.suptitle(f"{title} — accuracy against measured latency{measured}", fontsize=10)
+    keys = ["method", "budget", "experiment", "prune_at"]
+    groups = sorted(s.groupby(keys).groups)
+    methods = sorted({g[0] for g in groups})
+    one_each = len({g[:2] for g in groups}) == len(groups)  # else the experiment names them
+    for column, model in enumerate(models):
+        for (method, budget, exp, prune_at), g in s[s.model == model].groupby(keys):
+            g = g.sort_values("ratio")  # in the budget's order: noisy timings may cross
+            color = COLORS[methods.index(method) % len(COLORS)]
+            label = f"{METHOD_NAMES.get(method, method)}, {BUDGET_NAMES.get(budget, budget)} budget"
+            label += "" if one_each else f" ({exp})"
+            label += "" if s.prune_at.nunique() == 1 else f", {prune_at}"
+            x = 100 - g.latency_removed_mean
+            for row, acc in enumerate(("acc", "acc_before_ft")):
+                axes[row, column].errorbar(
+                    x, g[f"{acc}_mean"], xerr=g.latency_removed_std.fillna(0),
+                    yerr=g[f"{acc}_std"].fillna(0), fmt=BUDGET_STYLES.get(budget, "o:"), ms=4,
+                    lw=1.2, capsize=2, color=color, label=label,
+                    mfc=color if budget == "latency" else "white",
+                )  # fmt: skip
+        for row, when in enumerate(("after fine-tuning", "before fine-tuning")):
+            ax = axes[row, column]
+            _dense_line(ax, summary, experiment, model)
+            ax.set_ylabel(f"test accuracy {when} (%)")
+            ax.set_title(f"{model}, {when}", fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[0, column].invert_xaxis()  # (shared: both rows) more latency removed to the right
+        axes[1, column].set_xlabel("measured latency (% of the dense network's)")
+    legend_right(axes[0, -1])
+    save(fig, path)
+
+
 FLOW_FIGURES = {
     "flow_curves": flow_figures.flow_curves,
     "accuracy_vs_rounds": flow_figures.accuracy_vs_rounds,
@@ -405,7 +501,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--results", type=Path, required=True)
     p.add_argument("--figures", type=Path, required=True)
-    p.add_argument("--experiments", required=True, help="JSON: name -> {title, figures}")
+    p.add_argument("--experiments", required=True, help="JSON: name -> {title, figures[, beside]}")
     p.add_argument("--published", action="append", default=[], type=Path)
     p.add_argument(
         "--records",
@@ -423,7 +519,8 @@ def main() -> None:
     records = read_records(paths)
     runs, layers = frames(records)
     summary = summarize(runs)
-    s = summary.merge(runs.groupby(CELL)["budget"].first().reset_index(), on=CELL, how="left")
+    shared = ["budget"] + (["latency_on"] if "latency_on" in runs.columns else [])
+    s = summary.merge(runs.groupby(CELL)[shared].first().reset_index(), on=CELL, how="left")
     atomic_write_text(args.results / "runs.csv", runs.to_csv(index=False))
     atomic_write_text(args.results / "summary.csv", s.to_csv(index=False))
 
@@ -448,6 +545,13 @@ def main() -> None:
             "before_after": lambda n=name, t=spec["title"]: before_after(
                 s, n, t, args.figures / f"{n}_before_after.png"
             ),
+            "accuracy_vs_latency": lambda n=name, sp=spec: accuracy_vs_latency(
+                s,
+                n,
+                sp["title"],
+                args.figures / f"{n}_accuracy_vs_latency.png",
+                sp.get("beside", ()),
+            ),  # fmt: skip
         }
         makers |= {  # Lubana & Dick's gradient-flow study (flow_figures.py)
             figure: lambda n=name, t=spec["title"], f=figure: FLOW_FIGURES[f](
