@@ -195,22 +195,24 @@ class LatencyTable:
                 f"not {tuple(input_shape)}; {hint}"
             )
         planned, unmodeled = timed_operations(graph, self.measured_on.get("fold_bn", True))
-        for name in sorted(set(self.nodes) | set(self.unmodeled) | set(planned) | set(unmodeled)):
-            here = name in planned or name in unmodeled
-            if name in self.unmodeled and here:
-                continue  # an operation the table could not time: fixed time, as measured
-            entry = self.nodes.get(name)
-            if entry is None or name not in planned:
-                have = "has" if name in self.nodes or name in self.unmodeled else "lacks"
+        missing = sorted((set(planned) | set(unmodeled)) - set(self.nodes) - set(self.unmodeled))
+        if missing:
+            raise BadInput(
+                f"the latency table lacks operation {missing[0]!r} of this model; {hint}"
+            )
+        here = {n.name: n for n in graph.gm.graph.nodes}
+        for name, entry in self.nodes.items():  # measured without exclusions: a superset
+            node = here.get(name)
+            if node is None:
                 raise BadInput(
-                    f"the latency table {have} operation {name!r}, unlike this model; {hint}"
+                    f"the latency table has operation {name!r}, which this model lacks; {hint}"
                 )
-            if planned[name].node != entry:
+            mine = (_signature(graph.gm, node), *_channels(graph, node))
+            if mine != (entry.op, entry.in_channels, entry.out_channels):
                 raise BadInput(
                     f"the latency table's {name!r} is {entry.op} with {entry.in_channels} -> "
-                    f"{entry.out_channels} channels; this model's is {planned[name].node.op} "
-                    f"with {planned[name].node.in_channels} -> "
-                    f"{planned[name].node.out_channels}; {hint}"
+                    f"{entry.out_channels} channels; this model's is {mine[0]} with "
+                    f"{mine[1]} -> {mine[2]}; {hint}"
                 )
 
 

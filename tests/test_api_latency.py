@@ -168,3 +168,16 @@ def test_a_float64_model_prunes_to_a_latency_budget(table_path):
         latency_table=str(table_path),
     )  # fmt: skip
     check_result(r, model, table_path, 0.3, "filter")
+
+
+def test_a_table_measured_without_exclusions_serves_a_prune_with_them(table_path):
+    """A table is measured over every layer; a prune that excludes some (the paper's
+    resnet_downsample) times fewer operations but is served by the same table, and the
+    excluded layers keep every channel."""
+    model = resnet20()
+    r = sosp.prune(
+        model, "sosp_h", 0.2, batches(), n_samples=16, exclude="resnet_downsample",
+        budget="latency", latency_table=str(table_path),
+    )  # fmt: skip
+    assert r.report["latency"]["predicted_removed"] >= 0.2
+    assert not any("shortcut" in name for name in r.mask)
