@@ -17,10 +17,10 @@ into it, and those BatchNorms cost nothing.
 Operations in isolation do not sum to the network: in place, their inputs come from other
 operations' outputs (caches), and each isolated call carries the timing's own cost. So the
 sum is calibrated on whole networks: `calibrate` times uniformly pruned networks (every layer
-at 1/2, 1/4, 1/8 of its structures, coupled streams shrunk too) against the dense one and fits
-one offset c:
+at 3/4, 1/2, 1/4, 1/8 of its structures, coupled streams shrunk too) against the dense one and
+fits an offset c and an exponent g:
 
-    predicted(mask) = dense_ms * (c + S(mask)) / (c + S(dense)),
+    predicted(mask) = dense_ms * ((c + S(mask)) / (c + S(dense))) ** g,
     S = sum over operations of op_ms(kept in, kept out),
 
 with kept counts between grid points interpolated linearly. The grid holds 1, every multiple
@@ -120,6 +120,7 @@ class LatencyTable:
     nodes: dict[str, NodeEntry]
     ops_dense_ms: float = 0.0  # the operations' isolated times summed at full width
     offset_ms: float = 0.0  # fitted to whole pruned networks (`calibrate`)
+    exponent: float = 1.0  # fitted with it
     calibration: list[dict] = field(default_factory=list)  # what the offset was fitted to
     unmodeled: dict[str, str] = field(default_factory=dict)  # node -> why it has no grid
     network: dict = field(default_factory=dict)  # what the caller says it is (model, widths)
@@ -140,8 +141,9 @@ class LatencyTable:
 
     def predicted_ms(self, ops_ms: float) -> float:
         """The whole network's ms for operations summing to `ops_ms` in isolation:
-        dense_ms * (offset + ops_ms) / (offset + ops_dense_ms)."""
-        return self.dense_ms * (self.offset_ms + ops_ms) / (self.offset_ms + self.ops_dense_ms)
+        dense_ms * ((offset + ops_ms) / (offset + ops_dense_ms)) ** exponent."""
+        share = (self.offset_ms + ops_ms) / (self.offset_ms + self.ops_dense_ms)
+        return self.dense_ms * max(share, 0.0) ** self.exponent
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -387,16 +389,15 @@ def measure(
     return table
 
 
-CALIBRATION = (0.5, 0.25, 0.125)  # kept fractions of the uniformly pruned networks
+CALIBRATION = (0.75, 0.5, 0.25, 0.125)  # kept fractions of the uniformly pruned networks
 
 
 def calibrate(
     table: LatencyTable, model: nn.Module, input_shape: tuple[int, ...], repeats: int, warmup: int
 ) -> None:
-    """Fit `table.offset_ms` to whole networks: every layer keeps each fraction of
-    `CALIBRATION` of its structures (under stream coupling, so streams shrink), each network
-    timed in turn with the dense one; c minimizes the squared error of the predicted fraction
-    of the dense latency, over c > -min S (module docstring)."""
+    """Fit `table.offset_ms` and `table.exponent` to whole networks: every layer keeps each
+    fraction of `CALIBRATION` of its structures (under stream coupling, so streams shrink),
+    each network timed in turn with the dense one (module docstring)."""
     on, device = table.measured_on, next(model.parameters()).device
     graph = analyze(model, input_shape, coupling="stream")
     predictor = LatencyModel(table, graph, input_shape)
@@ -422,21 +423,31 @@ def calibrate(
             }
         )
     table.calibration = points
-    table.offset_ms = _fitted_offset(table.ops_dense_ms, points)
+    table.offset_ms, table.exponent = fitted_calibration(table.ops_dense_ms, points)
 
 
-def _fitted_offset(dense_ops: float, points: list[dict]) -> float:
-    """The c minimizing sum ((c + S) / (c + S_dense) - measured fraction)^2, scanned over
-    c from just above -min S to 10 S_dense."""
+def fitted_calibration(dense_ops: float, points: list[dict]) -> tuple[float, float]:
+    """(c, g) minimizing sum (r^g - measured fraction)^2 with r = (c + S) / (c + S_dense),
+    `points` holding each network's S (`ops_ms`) and measured fraction: c scanned from just
+    above -min S to 10 S_dense, g for each c by least squares of log fraction on log r
+    (g = 1 where that is not defined)."""
     low = -min(p["ops_ms"] for p in points) * 0.99
-    candidates = [low + (10 * dense_ops - low) * i / 4000 for i in range(4001)]
-
-    def error(c: float) -> float:
-        return sum(
-            ((c + p["ops_ms"]) / (c + dense_ops) - p["measured_fraction"]) ** 2 for p in points
+    best = (math.inf, 0.0, 1.0)
+    for i in range(4001):
+        c = low + (10 * dense_ops - low) * i / 4000
+        shares = [((c + p["ops_ms"]) / (c + dense_ops), p["measured_fraction"]) for p in points]
+        if any(r <= 0 for r, _ in shares):
+            continue
+        logs = [(math.log(r), math.log(m)) for r, m in shares if m > 0]
+        den = sum(lr * lr for lr, _ in logs)
+        g = sum(lr * lm for lr, lm in logs) / den if den > 0 else 1.0
+        g = g if g > 0 else 1.0
+        error = sum(
+            (((c + p["ops_ms"]) / (c + dense_ops)) ** g - p["measured_fraction"]) ** 2
+            for p in points
         )
-
-    return min(candidates, key=error)
+        best = min(best, (error, c, g))
+    return best[1], best[2]
 
 
 @dataclass

@@ -171,7 +171,8 @@ def test_latency_budget_on_the_device_it_was_given(method, device, tmp_path):
     table.ops_dense_ms = sum(
         table.node_ms(name, e.in_channels, e.out_channels) for name, e in table.nodes.items()
     )
-    table.offset_ms, table.dense_ms = 1.0, 1.0 + table.ops_dense_ms  # predicted = 1 ms + S
+    table.offset_ms, table.exponent = 1.0, 1.0
+    table.dense_ms = 1.0 + table.ops_dense_ms  # predicted = 1 ms + S
     table.save(tmp_path / "table.json")
     r = sosp.prune(
         model, method, 0.1, cpu_batches(), n_samples=16, coupling="stream",

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         f"{args.model} on {meta.name}, {on['device_name']}, {args.precision} {args.layout}, "
         f"batch {args.batch_size}: dense {table.dense_ms:.3g} ms; {len(table.nodes)} operations "
         f"in {len(table.ops)} grids; calibrated on {len(table.calibration)} pruned networks "
-        f"(offset {table.offset_ms:.3g} ms). Wrote {args.out}"
+        f"(offset {table.offset_ms:.3g} ms, exponent {table.exponent:.3g}). Wrote {args.out}"
     )
     for name, why in table.unmodeled.items():
         print(f"warning: {name} has no grid and counts as fixed time ({why})")
