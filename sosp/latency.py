@@ -7,8 +7,8 @@ without the device, torch version, threads, precision, layout and batch.
 
 from __future__ import annotations
 
+import functools
 import platform
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,13 +108,24 @@ def interleaved_ms(
     repeats: int = 15,
     warmup: int = 3,
 ) -> dict[str, float]:
-    """{name: median ms} of each forward on `x`: `warmup` calls each, then `repeats` rounds
-    taken in turn, so that load on a shared machine hits every forward alike."""
-    for forward in forwards.values():
+    """{name: ms} of each forward on `x` (`interleaved_calls_ms`)."""
+    calls = [functools.partial(forward, x) for forward in forwards.values()]
+    return dict(zip(forwards, interleaved_calls_ms(calls, device, repeats, warmup), strict=True))
+
+
+def interleaved_calls_ms(
+    calls: list[Callable[[], object]], device: torch.device | str, repeats: int, warmup: int
+) -> list[float]:
+    """The ms of each call: `warmup` rounds, then `repeats` rounds that take every call in
+    turn, and of each call the fastest: on a shared machine the least disturbed, which other
+    work slows unevenly (wide and narrow networks alike by far less than by minutes of
+    drift), so the fastest calls of a table and of a later measurement agree best."""
+    with torch.inference_mode():
         for _ in range(warmup):
-            forward(x)
-    times: dict[str, list[float]] = {name: [] for name in forwards}
-    for _ in range(repeats):
-        for name, forward in forwards.items():
-            times[name].append(timed(device, forward, x)[1] * 1e3)
-    return {name: statistics.median(ms) for name, ms in times.items()}
+            for call in calls:
+                call()
+        times: list[list[float]] = [[] for _ in calls]
+        for _ in range(repeats):
+            for t, call in zip(times, calls, strict=True):
+                t.append(timed(device, call)[1] * 1e3)
+    return [min(t) for t in times]

@@ -8,8 +8,9 @@ depthwise conv) over its kept input channels, its output following. Each is meas
 isolation: the operation rebuilt for those channels by its channel rule's `shrink` (or, for a
 function, called on inputs of those channels), on random inputs of the batch, in the table's
 precision and layout; every grid point of an operation and the whole dense network are timed
-in turn for `repeats` rounds, and each operation's medians are scaled by the dense network's
-median in its rounds over its median in all rounds (a shared machine's speed drifts between
+in turn for `repeats` rounds, the fastest call of each counting (`latency.interleaved_calls_ms`),
+and each operation's times are scaled by the dense network's median over all operations'
+rounds over its time in this operation's rounds (a shared machine's speed drifts between
 operations). Operations alike (the same module, shapes and arguments) share one grid. With
 `fold_bn` (the default) the network is timed as deployed, each BatchNorm after a conv folded
 into it, and those BatchNorms cost nothing.
@@ -57,7 +58,6 @@ from sosp.errors import BadInput
 from sosp.io import atomic_write_json, read_json
 from sosp.structures import StructureGraph, analyze
 from sosp.surgery import build_pruned
-from sosp.timing import timed
 
 FORMAT = 1
 MAX_POINTS = 17  # per grid dimension
@@ -65,7 +65,7 @@ MAX_POINTS = 17  # per grid dimension
 
 @dataclass
 class OpTable:
-    """One operation's median ms at each grid point: `ms[i][j]` at `inputs[i]` kept input
+    """One operation's ms at each grid point: `ms[i][j]` at `inputs[i]` kept input
     channels and `outputs[j]` kept outputs (`outputs` None: one column, the output follows
     the input)."""
 
@@ -373,13 +373,13 @@ def measure(
                     unmodeled[name] = reason
                     del nodes[name]
             continue
-        *ms, dense_here = interleaved_calls_ms([*calls, whole], device, repeats, warmup)
+        *ms, dense_here = latency.interleaved_calls_ms([*calls, whole], device, repeats, warmup)
         drift.append(dense_here)
         width = len(outputs) if outputs else 1
         ops[sig] = OpTable(inputs, outputs, [ms[i : i + width] for i in range(0, len(ms), width)])
     if not drift:  # no operation varies
-        drift = interleaved_calls_ms([whole], device, repeats, warmup)
-    dense = statistics.median(drift)
+        drift = latency.interleaved_calls_ms([whole], device, repeats, warmup)
+    dense = statistics.median(drift)  # the typical speed
     for op, here in zip(ops.values(), drift, strict=True):  # as if all measured at one speed
         op.ms = [[t * dense / here for t in row] for row in op.ms]
     table = LatencyTable(on, list(input_shape), step, dense, ops, nodes, unmodeled=unmodeled)
@@ -570,22 +570,6 @@ def _signature(gm: fx.GraphModule, node: fx.Node) -> str | None:
     ]
     kwargs = [f"{k}={v!r}" for k, v in node.kwargs.items()]
     return f"{what}({', '.join(args + kwargs)}) -> {list(shape)}"
-
-
-def interleaved_calls_ms(
-    calls: list[Callable[[], object]], device, repeats: int, warmup: int
-) -> list[float]:
-    """Median ms of each call over `repeats` rounds that take every call in turn (a disturbed
-    stretch of a shared machine hits them alike), after `warmup` rounds."""
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for call in calls:
-                call()
-        times: list[list[float]] = [[] for _ in calls]
-        for _ in range(repeats):
-            for t, call in zip(times, calls, strict=True):
-                t.append(timed(device, call)[1] * 1e3)
-    return [statistics.median(t) for t in times]
 
 
 def _op_call(
