@@ -30,7 +30,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("count", "count the parameters and MACs of a (pruned) architecture", "count:COMMAND"),
     Entry(
         "latency-table",
-        "measure each operation's latency on this device (for --budget latency)",
+        "time each operation here, for --budget latency",
         "latency_table:COMMAND",
     ),
     Entry("prune", "compute a pruning mask and the physically pruned network", "prune:COMMAND"),

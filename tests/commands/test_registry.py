@@ -27,6 +27,7 @@ def test_the_order_is_the_pipeline_order():
     assert registry.names() == [
         "models",
         "count",
+        "latency-table",
         "prune",
         "import",
         "bottlenecks",
