@@ -15,14 +15,16 @@ operations). Operations alike (the same module, shapes and arguments) share one 
 `fold_bn` (the default) the network is timed as deployed, each BatchNorm after a conv folded
 into it, and those BatchNorms cost nothing.
 
-Operations in isolation do not sum to the network: in place, their inputs come from other
-operations' outputs (caches), and each isolated call carries the timing's own cost. So the
-sum is calibrated on whole networks: `calibrate` times uniformly pruned networks (every layer
-at 3/4, 1/2, 1/4, 1/8 of its structures, coupled streams shrunk too) against the dense one and
-fits an offset c and an exponent g:
+Operations in isolation do not sum to the network: in place, an operation reads what the last
+one wrote (a narrow network's activations stay in cache, a wide one's do not), and an isolated
+call carries the timer's own cost. So the sum is calibrated on whole networks (`calibrate`):
+uniformly pruned ones (every layer at 3/4, 1/2, 1/4, 1/8 of its structures, coupled streams
+shrunk too) and, for each activation size holding at least 5% of the time, networks with only
+the layers writing that size narrowed (to 1/2 and 1/4), each timed against the dense one. A
+factor a_g per activation size g and an offset c are fitted by least squares:
 
-    predicted(mask) = dense_ms * ((c + S(mask)) / (c + S(dense))) ** g,
-    S = sum over operations of op_ms(kept in, kept out),
+    predicted(mask) = dense_ms * (c + S(mask)) / (c + S(dense)),
+    S = sum over operations of a_g(op) * op_ms(kept in, kept out),
 
 with kept counts between grid points interpolated linearly. The grid holds 1, every multiple
 of `step` and the full count; `step` is the device's channel granularity
@@ -106,6 +108,7 @@ class NodeEntry:
     input: str | None
     in_channels: int
     out_channels: int
+    group: str = ""  # its output's activation size (e.g. "32x32"): operations calibrated alike
 
 
 @dataclass
@@ -120,7 +123,8 @@ class LatencyTable:
     nodes: dict[str, NodeEntry]
     ops_dense_ms: float = 0.0  # the operations' isolated times summed at full width
     offset_ms: float = 0.0  # fitted to whole pruned networks (`calibrate`)
-    exponent: float = 1.0  # fitted with it
+    exponent: float = 1.0  # of the share of the operations' time (1 when calibrated)
+    group_factors: dict[str, float] = field(default_factory=dict)  # group -> in place/isolated
     calibration: list[dict] = field(default_factory=list)  # what the offset was fitted to
     unmodeled: dict[str, str] = field(default_factory=dict)  # node -> why it has no grid
     network: dict = field(default_factory=dict)  # what the caller says it is (model, widths)
@@ -128,7 +132,9 @@ class LatencyTable:
     # -- prediction ----------------------------------------------------------------------------
 
     def node_ms(self, node: str, kept_in: int, kept_out: int) -> float:
-        return self.ops[self.nodes[node].op].at(kept_in, kept_out)
+        """The operation's grid at these counts, times its group's calibrated factor."""
+        entry = self.nodes[node]
+        return self.ops[entry.op].at(kept_in, kept_out) * self.group_factors.get(entry.group, 1.0)
 
     def ops_ms(self, kept: Callable[[str], int]) -> float:
         """The operations' isolated ms summed, `kept(tensor_node)` giving each tensor's kept
@@ -280,6 +286,19 @@ class LatencyModel:
         self.ops = before  # no rounding drift
         return out
 
+    def group_ms(self, pruned: Iterable[int]) -> dict[str, float]:
+        """{group: its operations' isolated ms summed, without group factors} with `pruned`
+        pruned as well (the model is left as it was)."""
+        pruned, before = list(pruned), self.ops
+        self.prune(pruned)
+        out: dict[str, float] = {}
+        for name, entry in self.table.nodes.items():
+            factor = self.table.group_factors.get(entry.group, 1.0)
+            out[entry.group] = out.get(entry.group, 0.0) + self.ms[name] / factor
+        self.prune(pruned, restore=True)
+        self.ops = before
+        return out
+
     def predict(self, pruned: Iterable[int]) -> float:
         """Predicted ms with `pruned` pruned as well (the model is left as it was)."""
         return self.table.predicted_ms(self.ops_of(pruned))
@@ -395,9 +414,9 @@ CALIBRATION = (0.75, 0.5, 0.25, 0.125)  # kept fractions of the uniformly pruned
 def calibrate(
     table: LatencyTable, model: nn.Module, input_shape: tuple[int, ...], repeats: int, warmup: int
 ) -> None:
-    """Fit `table.offset_ms` and `table.exponent` to whole networks: every layer keeps each
-    fraction of `CALIBRATION` of its structures (under stream coupling, so streams shrink),
-    each network timed in turn with the dense one (module docstring)."""
+    """Fit `table.group_factors` and `table.offset_ms` to whole networks (module docstring),
+    pruned under stream coupling so that streams shrink, each timed in turn with the dense
+    one; `table.calibration` records each network's predicted and measured fraction."""
     on, device = table.measured_on, next(model.parameters()).device
     graph = analyze(model, input_shape, coupling="stream")
     predictor = LatencyModel(table, graph, input_shape)
@@ -406,48 +425,56 @@ def calibrate(
     )
     dtype = next(model.parameters()).dtype
     x = latency.sample_input((on["batch"], *input_shape), device, on["layout"], dtype)
-    points = []
-    for fraction in CALIBRATION:
+    layer_group = {  # each layer's structures by the activation size they write
+        name: _group(next(n for n in graph.gm.graph.nodes if n.name == graph.layers[name].node))
+        for name in graph.layer_structures()
+    }
+    shares = predictor.group_ms([])
+    fitted = sorted(g for g, ms in shares.items() if ms >= 0.05 * sum(shares.values()))
+    networks = [("all", f) for f in CALIBRATION] + [(g, f) for g in fitted for f in (0.5, 0.25)]
+    rows, points = [(shares, 1.0)], []
+    for group, fraction in networks:
         pruned = [
             s
-            for idx in graph.layer_structures().values()
+            for name, idx in graph.layer_structures().items()
+            if group == "all" or layer_group[name] == group
             for s in idx[max(1, round(fraction * len(idx))) :]
         ]
         forwards = {"dense": deploy(model), "pruned": deploy(build_pruned(graph, pruned))}
         ms = latency.interleaved_ms(forwards, x, device, repeats, warmup)
-        points.append(
-            {
-                "kept_fraction": fraction,
-                "ops_ms": predictor.ops_of(pruned),
-                "measured_fraction": ms["pruned"] / ms["dense"],
-            }
-        )
+        rows.append((predictor.group_ms(pruned), ms["pruned"] / ms["dense"]))
+        points.append({"narrowed": group, "kept_fraction": fraction, "row": len(rows) - 1})
+    table.group_factors, table.offset_ms = _fitted_factors(rows, fitted, table.dense_ms)
+    table.exponent = 1.0
+    table.ops_dense_ms = LatencyModel(table, graph, input_shape).ops
+    for point, (group_ms, measured) in zip(points, rows[1:], strict=True):
+        del point["row"]
+        ops = sum(table.group_factors.get(g, 1.0) * ms for g, ms in group_ms.items())
+        point["predicted_fraction"] = table.predicted_ms(ops) / table.dense_ms
+        point["measured_fraction"] = measured
     table.calibration = points
-    table.offset_ms, table.exponent = fitted_calibration(table.ops_dense_ms, points)
 
 
-def fitted_calibration(dense_ops: float, points: list[dict]) -> tuple[float, float]:
-    """(c, g) minimizing sum (r^g - measured fraction)^2 with r = (c + S) / (c + S_dense),
-    `points` holding each network's S (`ops_ms`) and measured fraction: c scanned from just
-    above -min S to 10 S_dense, g for each c by least squares of log fraction on log r
-    (g = 1 where that is not defined)."""
-    low = -min(p["ops_ms"] for p in points) * 0.99
-    best = (math.inf, 0.0, 1.0)
-    for i in range(4001):
-        c = low + (10 * dense_ops - low) * i / 4000
-        shares = [((c + p["ops_ms"]) / (c + dense_ops), p["measured_fraction"]) for p in points]
-        if any(r <= 0 for r, _ in shares):
-            continue
-        logs = [(math.log(r), math.log(m)) for r, m in shares if m > 0]
-        den = sum(lr * lr for lr, _ in logs)
-        g = sum(lr * lm for lr, lm in logs) / den if den > 0 else 1.0
-        g = g if g > 0 else 1.0
-        error = sum(
-            (((c + p["ops_ms"]) / (c + dense_ops)) ** g - p["measured_fraction"]) ** 2
-            for p in points
-        )
-        best = min(best, (error, c, g))
-    return best[1], best[2]
+def _fitted_factors(
+    rows: list[tuple[dict[str, float], float]], fitted: list[str], dense_ms: float
+) -> tuple[dict[str, float], float]:
+    """({group: a_g}, c) of least squares over the networks `rows` (each: its operations'
+    isolated ms per group, its measured fraction of the dense time): fraction * dense_ms =
+    c + sum_g a_g S_g + the groups not fitted (factor 1); each a_g kept within [0.1, 10]."""
+    a = torch.tensor(
+        [[1.0] + [group_ms.get(g, 0.0) for g in fitted] for group_ms, _ in rows],
+        dtype=torch.float64,
+    )
+    b = torch.tensor(
+        [
+            measured * dense_ms - sum(ms for g, ms in group_ms.items() if g not in fitted)
+            for group_ms, measured in rows
+        ],
+        dtype=torch.float64,
+    )
+    solution = torch.linalg.lstsq(a, b.unsqueeze(1)).solution.flatten().tolist()
+    factors = {g: min(max(f, 0.1), 10.0) for g, f in zip(fitted, solution[1:], strict=True)}
+    return factors, solution[0]
 
 
 @dataclass
@@ -483,9 +510,15 @@ def timed_operations(
         if not two_d and not in_varies:
             unmodeled[node.name] = "its output channels vary but its input channels do not"
             continue
-        entry = NodeEntry(sig, inp.name if in_varies else None, cin, cout)
+        entry = NodeEntry(sig, inp.name if in_varies else None, cin, cout, _group(node))
         planned[node.name] = _Planned(entry, node, two_d, in_varies, out_varies)
     return planned, unmodeled
+
+
+def _group(node: fx.Node) -> str:
+    """The activation size of `node`'s output: "HxW", or "vector" without spatial dims."""
+    size = _shape(node)[2:]
+    return "x".join(map(str, size)) if size else "vector"
 
 
 def grid(n: int, step: int) -> list[int]:

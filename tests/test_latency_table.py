@@ -138,7 +138,7 @@ def test_save_and_load_give_an_equal_table(table, tmp_path):
     back = LatencyTable.load(tmp_path / "t.json")
     assert back == table
     assert isinstance(next(iter(back.ops.values())), OpTable)
-    assert back.calibration == table.calibration and len(back.calibration) == len(CALIBRATION)
+    assert back.calibration == table.calibration and len(back.calibration) >= len(CALIBRATION)
 
 
 def broken_files(doc: dict) -> dict[str, str]:

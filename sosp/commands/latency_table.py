@@ -114,12 +114,23 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{args.model} on {meta.name}, {on['device_name']}, {args.precision} {args.layout}, "
         f"batch {args.batch_size}: dense {table.dense_ms:.3g} ms; {len(table.nodes)} operations "
-        f"in {len(table.ops)} grids; calibrated on {len(table.calibration)} pruned networks "
-        f"(offset {table.offset_ms:.3g} ms, exponent {table.exponent:.3g}). Wrote {args.out}"
+        f"in {len(table.ops)} grids; {_fit(table)}. Wrote {args.out}"
     )
     for name, why in table.unmodeled.items():
         print(f"warning: {name} has no grid and counts as fixed time ({why})")
     return 0
+
+
+def _fit(table: LatencyTable) -> str:
+    """How well the table predicts the whole pruned networks it was calibrated on."""
+    errors = [
+        abs(p["predicted_fraction"] / p["measured_fraction"] - 1)
+        for p in table.calibration
+        if p["measured_fraction"] > 0
+    ]
+    if not errors:
+        return "not calibrated"
+    return f"{len(errors)} pruned networks timed whole, predicted within {max(errors):.0%}"
 
 
 def _cached(path: str, on: dict, network: dict, input_shape: list[int], step: int) -> bool:
