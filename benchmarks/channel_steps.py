@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from sosp.io import atomic_write_csv
+from sosp.latency import add_setup_arguments
 from sosp.timing import median_ms
 
 COLUMNS = ["device", "device_name", "threads", "torch", "precision", "layout", "batch"]
@@ -30,18 +31,7 @@ COLUMNS += ["size", "varied", "in_channels", "out_channels", "ms", "ms_per_full"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument(
-        "--precision",
-        choices=latency.PRECISIONS,
-        default="fp32",
-        help="fp32, or bf16 autocast (default: fp32)",
-    )
-    p.add_argument(
-        "--layout",
-        choices=("nchw", "nhwc"),
-        default="nchw",
-        help="nchw, or nhwc = channels_last (default: nchw)",
-    )
+    add_setup_arguments(p)
     p.add_argument("--batch-size", type=int, default=64, help="(default: 64)")
     p.add_argument("--size", type=int, default=32, help="input height = width (default: 32)")
     p.add_argument("--channels", type=int, default=16, help="the full count (default: 16)")

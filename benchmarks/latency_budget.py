@@ -34,7 +34,7 @@ import torch
 import sosp
 from sosp import batchnorm, data
 from sosp.io import atomic_write_csv
-from sosp.latency import LAYOUTS, PRECISIONS
+from sosp.latency import add_setup_arguments
 from sosp.latency_table import LatencyTable, measure
 
 COLUMNS = ["network", "device", "device_name", "torch", "precision", "layout", "batch"]
@@ -59,8 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--coupling", nargs="+", choices=("filter", "stream"), default=["filter", "stream"]
     )
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="(default: fp32)")
-    p.add_argument("--layout", choices=LAYOUTS, default="nhwc", help="(default: nhwc)")
+    add_setup_arguments(p, layout="nhwc")
     p.add_argument("--batch-size", type=int, default=64, help="(default: 64)")
     p.add_argument("--step", type=int, help="table grid step (default: 8 on cuda, 4 on cpu)")
     p.add_argument("--n-samples", type=int, default=128, help="N' random samples (default: 128)")

@@ -7,6 +7,7 @@ without the device, torch version, threads, precision, layout and batch.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import platform
 from collections.abc import Callable
@@ -21,6 +22,22 @@ from sosp.timing import timed
 
 PRECISIONS = ("fp32", "bf16")
 LAYOUTS = ("nchw", "nhwc")
+
+
+def add_setup_arguments(parser: argparse.ArgumentParser, layout: str = "nchw") -> None:
+    """`--precision` (fp32, or bf16 autocast) and `--layout` (default `layout`) on `parser`."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32, or bf16 autocast (default: fp32)",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=layout,
+        help=f"nchw, or nhwc = channels_last (default: {layout})",
+    )
 
 
 def device_name(device: torch.device | str) -> str:

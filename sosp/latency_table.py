@@ -123,7 +123,6 @@ class LatencyTable:
     nodes: dict[str, NodeEntry]
     ops_dense_ms: float = 0.0  # the operations' isolated times summed at full width
     offset_ms: float = 0.0  # fitted to whole pruned networks (`calibrate`)
-    exponent: float = 1.0  # of the share of the operations' time (1 when calibrated)
     group_factors: dict[str, float] = field(default_factory=dict)  # group -> in place/isolated
     calibration: list[dict] = field(default_factory=list)  # what the offset was fitted to
     unmodeled: dict[str, str] = field(default_factory=dict)  # node -> why it has no grid
@@ -147,9 +146,9 @@ class LatencyTable:
 
     def predicted_ms(self, ops_ms: float) -> float:
         """The whole network's ms for operations summing to `ops_ms` in isolation:
-        dense_ms * ((offset + ops_ms) / (offset + ops_dense_ms)) ** exponent."""
+        dense_ms * (offset + ops_ms) / (offset + ops_dense_ms)."""
         share = (self.offset_ms + ops_ms) / (self.offset_ms + self.ops_dense_ms)
-        return self.dense_ms * max(share, 0.0) ** self.exponent
+        return self.dense_ms * max(share, 0.0)
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -445,7 +444,6 @@ def calibrate(
         rows.append((predictor.group_ms(pruned), ms["pruned"] / ms["dense"]))
         points.append({"narrowed": group, "kept_fraction": fraction, "row": len(rows) - 1})
     table.group_factors, table.offset_ms = _fitted_factors(rows, fitted, table.dense_ms)
-    table.exponent = 1.0
     table.ops_dense_ms = LatencyModel(table, graph, input_shape).ops
     for point, (group_ms, measured) in zip(points, rows[1:], strict=True):
         del point["row"]

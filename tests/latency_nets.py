@@ -60,7 +60,7 @@ def with_grids(
     for name, op in table.ops.items():
         op.ms = [[ms(name, i, o if op.outputs else i) for o in (op.outputs or [None])]
                  for i in op.inputs]  # fmt: skip
-    table.offset_ms, table.exponent, table.group_factors = offset, 1.0, {}
+    table.offset_ms, table.group_factors = offset, {}
     table.ops_dense_ms = table.ops_ms(dense_kept(graph))
     table.dense_ms = table.ops_dense_ms + offset if dense_ms is None else dense_ms
     return table

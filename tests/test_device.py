@@ -168,7 +168,7 @@ def test_latency_budget_on_the_device_it_was_given(method, device, tmp_path):
     for op in table.ops.values():  # times that grow with the channels, whatever the noise
         outs = op.outputs or [1]
         op.ms = [[0.01 * i * o for o in outs] for i in op.inputs]
-    table.offset_ms, table.exponent, table.group_factors = 1.0, 1.0, {}
+    table.offset_ms, table.group_factors = 1.0, {}
     table.ops_dense_ms = sum(
         table.node_ms(name, e.in_channels, e.out_channels) for name, e in table.nodes.items()
     )

@@ -38,18 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model(p)
     add_dataset(p, "; sets the input shape")
     add_device(p)
-    p.add_argument(
-        "--precision",
-        choices=latency.PRECISIONS,
-        default="fp32",
-        help="fp32, or bf16 autocast (default: fp32)",
-    )
-    p.add_argument(
-        "--layout",
-        choices=latency.LAYOUTS,
-        default="nchw",
-        help="nchw, or nhwc = channels_last (default: nchw)",
-    )
+    latency.add_setup_arguments(p)
     p.add_argument(
         "--batch-size", type=int, default=64, help="the batch it will run at (default: 64)"
     )
