@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from torch.utils.data import Dataset, IterableDataset
 from sosp import batchnorm, counting, latency, methods
 from sosp.curvature import BATCH_HINT, Batch, check_targets, first_samples
 from sosp.errors import BadInput
-from sosp.latency_budget import select
+from sosp.latency_budget import Unreachable, select
 from sosp.latency_table import LatencyModel, LatencyTable
 from sosp.selection import Saliency, layer_caps, order, prefix_for_budget, rounded, shuffled
 from sosp.settings import PruneSettings, check_ratios
@@ -267,6 +268,10 @@ def _prune_at(
     graph, dense, input_shape = ranking.graph, ranking.dense, ranking.input_shape
     with timer.step("selection"):  # for params/MACs budgets, counts candidate networks
         pruned = _selected(ranking, ratio, settings)
+    corrections, measured = [], None
+    if settings.budget == "latency" and settings.latency_corrections:
+        with timer.step("latency"):
+            pruned, corrections, measured = _corrected(ranking, pruned, ratio, settings)
     unshuffled = None
     if ranking.exchangeable is not None:
         with timer.step("counting"):
@@ -280,7 +285,11 @@ def _prune_at(
     latency_report = None
     if ranking.latency is not None:
         with timer.step("latency"):
-            latency_report = _latency_report(ranking, pruned, small, ratio, settings)
+            if unshuffled is not None:  # the shuffled network is another one
+                measured = None
+            latency_report = _latency_report(
+                ranking, pruned, small, ratio, settings, measured, corrections
+            )
     report = {
         **shared,
         "ratio": ratio,
@@ -332,26 +341,113 @@ def _selected(ranking: _Ranking, ratio: float, settings: PruneSettings) -> list[
     )
 
 
+CORRECTION_TOLERANCE = 0.03  # of the latency asked for: close enough, no more corrections
+
+
+def _corrected(
+    ranking: _Ranking, pruned: list[int], ratio: float, settings: PruneSettings
+) -> tuple[list[int], list[dict], dict[str, float]]:
+    """(the structures pruned, each network timed on the way, the chosen one's measurement):
+    the pruned network timed against the dense one and, while its measured fraction of the
+    dense latency is more than `CORRECTION_TOLERANCE` off the one asked for (1 - ratio),
+    selected again (at most `settings.latency_corrections` times) for the table's target of
+    `_next_target`; past the fastest network the table knows, that one. Where several were
+    timed, they are timed again together, in turn with the dense one (`final_fraction`: the
+    machine's speed changes what each measures, so they are compared in the same moments),
+    and the one closest to the fraction asked for is chosen; its entry says `chosen`."""
+    asked = target = 1 - ratio
+    dense_ms = ranking.latency.table.dense_ms
+    rounds, masks, networks = [], [], []
+    while True:
+        networks.append(build_pruned(ranking.graph, pruned))
+        masks.append(pruned)
+        (measured,) = _measured_ms(ranking, networks[-1:])
+        fraction = measured["pruned"] / measured["dense"]
+        predicted = ranking.latency.predict(pruned) / dense_ms
+        rounds.append(
+            {"target": target, "predicted_fraction": predicted, "measured_fraction": fraction}
+        )
+        if abs(fraction / asked - 1) <= CORRECTION_TOLERANCE:
+            break
+        if len(rounds) > settings.latency_corrections:
+            break
+        target = _next_target(rounds, asked)
+        try:
+            pruned = _selected(ranking, 1 - target, settings)
+        except Unreachable as e:  # the table predicts nothing that fast: its fastest
+            if e.fastest_ms / dense_ms >= rounds[-1]["predicted_fraction"] * (1 - 1e-9):
+                break  # no faster than the network just timed
+            target = e.fastest_ms / dense_ms * (1 + 1e-9)
+            pruned = _selected(ranking, 1 - target, settings)
+    final = _measured_ms(ranking, networks) if len(networks) > 1 else [measured]
+    for entry, m in zip(rounds, final, strict=True):
+        entry["final_fraction"] = m["pruned"] / m["dense"]
+    best = min(range(len(rounds)), key=lambda i: abs(rounds[i]["final_fraction"] / asked - 1))
+    for i, entry in enumerate(rounds):
+        entry["chosen"] = i == best
+    return masks[best], rounds, final[best]
+
+
+def _next_target(rounds: list[dict], asked: float) -> float:
+    """The table's next target (a fraction of its dense ms) for a measured fraction `asked`:
+    the last target times asked/measured; where the measurement grew with the target over the
+    last two rounds, the line through their (target, measured) pairs instead (the secant),
+    but at most twice as far from the last target (a noisy measurement flattens the line);
+    within [1e-3, 1]."""
+    t1, m1 = rounds[-1]["target"], rounds[-1]["measured_fraction"]
+    target = t1 * asked / m1
+    if len(rounds) > 1:
+        t0, m0 = rounds[-2]["target"], rounds[-2]["measured_fraction"]
+        if (t1 - t0) * (m1 - m0) > 0:
+            reach = 2 * abs(target - t1)
+            secant = t1 + (asked - m1) * (t1 - t0) / (m1 - m0)
+            target = min(max(secant, t1 - reach), t1 + reach)
+    return min(max(target, 1e-3), 1.0)
+
+
+MEASURED_CALLS = 30  # of each network, in turn: the fastest counts
+
+
+def _measured_ms(ranking: _Ranking, networks: list[nn.Module]) -> list[dict[str, float]]:
+    """Per pruned network, {"dense": ms, "pruned": ms}: the dense network and these timed in
+    turn, the fastest of `MEASURED_CALLS` calls each, in the table's precision, layout and
+    batch (the more calls, the likelier all catch the machine's least disturbed moments)."""
+    on = ranking.latency.table.measured_on
+    device = _device_of(networks[0])
+    forwards = [
+        latency.deployed(copy.deepcopy(m), device, on["precision"], on["layout"], on["fold_bn"])
+        for m in [ranking.graph.gm, *networks]
+    ]
+    dtype = next(networks[0].parameters()).dtype
+    x = latency.sample_input((on["batch"], *ranking.input_shape), device, on["layout"], dtype)
+    calls = [functools.partial(forward, x) for forward in forwards]
+    dense, *pruned = latency.interleaved_calls_ms(calls, device, MEASURED_CALLS, warmup=3)
+    return [{"dense": dense, "pruned": ms} for ms in pruned]
+
+
 def _latency_report(
-    ranking: _Ranking, pruned: list[int], small: nn.Module, ratio: float, settings: PruneSettings
+    ranking: _Ranking,
+    pruned: list[int],
+    small: nn.Module,
+    ratio: float,
+    settings: PruneSettings,
+    measured: dict[str, float] | None = None,
+    corrections: Sequence[dict] = (),
 ) -> dict:
-    """The pruned network's latency as the table predicts it and as measured now, beside the
-    dense network's (timed in turn, the fastest of 15 calls each, in the table's precision, layout
-    and batch), in ms."""
+    """The pruned network's latency as the table predicts it and as measured (`measured`, or
+    now: `_measured_ms`), beside the dense network's, in ms; with `corrections` (`_corrected`),
+    the networks timed on the way, and where the chosen one was selected again, its
+    prediction corrected as its selection was (times measured/predicted of the network
+    before it, `speedup_predicted_corrected`)."""
     table = ranking.latency.table
     on = table.measured_on
-    device = _device_of(small)
-    dense_model = copy.deepcopy(ranking.graph.gm)
-    forwards = {
-        name: latency.deployed(
-            copy.deepcopy(m), device, on["precision"], on["layout"], on["fold_bn"]
-        )
-        for name, m in (("dense", dense_model), ("pruned", small))
-    }
-    dtype = next(small.parameters()).dtype
-    x = latency.sample_input((on["batch"], *ranking.input_shape), device, on["layout"], dtype)
-    measured = latency.interleaved_ms(forwards, x, device)
+    measured = measured or _measured_ms(ranking, [small])[0]
     predicted = ranking.latency.predict(pruned)
+    chosen = next((i for i, c in enumerate(corrections) if c["chosen"]), 0)
+    corrected = None
+    if chosen > 0:
+        before = corrections[chosen - 1]
+        corrected = predicted * before["measured_fraction"] / before["predicted_fraction"]
     return {
         "measured_on": on,
         "requested_removed": ratio if settings.budget == "latency" else None,
@@ -363,6 +459,8 @@ def _latency_report(
         "measured_removed": 1 - measured["pruned"] / measured["dense"],
         "speedup_predicted": table.dense_ms / predicted,
         "speedup_measured": measured["dense"] / measured["pruned"],
+        "speedup_predicted_corrected": None if corrected is None else table.dense_ms / corrected,
+        "corrections": list(corrections),
     }
 
 

@@ -143,12 +143,22 @@ def select(
         model.ops = start
     if best is None:
         reachable = 1 - fastest / model.table.dense_ms
-        raise BadInput(
+        raise Unreachable(
             f"no mask reaches the latency asked for: the table predicts {fastest:.3g} ms at "
             f"best, {reachable:.1%} less than the dense {model.table.dense_ms:.3g} ms; pass a "
-            f"ratio of at most {math.floor(reachable * 1000) / 1000:g}"
+            f"ratio of at most {math.floor(reachable * 1000) / 1000:g}",
+            fastest,
         )
     return best[1]
+
+
+class Unreachable(BadInput):
+    """A latency budget beyond every mask the selection found; `fastest_ms`: the best one's
+    predicted ms."""
+
+    def __init__(self, message: str, fastest_ms: float):
+        super().__init__(message)
+        self.fastest_ms = fastest_ms
 
 
 @dataclass

@@ -3,17 +3,20 @@ of kept channels, measured once, so that a mask's latency is predicted without b
 
 HALP's table (Shen et al., NeurIPS 2022), over every operation of the traced graph whose
 channels pruning can change: a conv or linear layer is measured over a grid of (kept input,
-kept output) channels; any other operation (BatchNorm, activation, residual add, pooling, a
-depthwise conv) over its kept input channels, its output following. Each is measured in
-isolation: the operation rebuilt for those channels by its channel rule's `shrink` (or, for a
-function, called on inputs of those channels), on random inputs of the batch, in the table's
-precision and layout; every grid point of an operation and the whole dense network are timed
-in turn for `repeats` rounds, the fastest call of each counting (`latency.interleaved_calls_ms`),
-and each operation's times are scaled by the dense network's median over all operations'
-rounds over its time in this operation's rounds (a shared machine's speed drifts between
-operations). Operations alike (the same module, shapes and arguments) share one grid. With
-`fold_bn` (the default) the network is timed as deployed, each BatchNorm after a conv folded
-into it, and those BatchNorms cost nothing.
+kept output) channels; any other operation (BatchNorm, activation, pooling, a depthwise conv)
+over its kept input channels, its output following; a residual sum of two tensors as surgery
+builds it (`LatencyTable.sum_ms`): a plain add over its kept channels, and over (kept
+channels of an operand, kept channels of the sum) an `IndexAdd` of the operand into the
+stream and a `ChannelScatter` of it into the sum's channels. Each is measured in isolation:
+the operation rebuilt for those channels by its channel rule's `shrink` (or, for a function,
+called on inputs of those channels), on random inputs of the batch, in the table's precision
+and layout (bf16 activations under bf16 autocast); every grid point of an operation and the
+whole dense network are timed in turn for `repeats` rounds, the fastest call of each counting
+(`latency.interleaved_calls_ms`), and each operation's times are scaled by the dense
+network's median over all operations' rounds over its time in this operation's rounds (a
+shared machine's speed drifts between operations). Operations alike (the same module, shapes
+and arguments) share one grid. With `fold_bn` (the default) the network is timed as deployed,
+each BatchNorm after a conv folded into it, and those BatchNorms cost nothing.
 
 Operations in isolation do not sum to the network: in place, an operation reads what the last
 one wrote (a narrow network's activations stay in cache, a wide one's do not), and an isolated
@@ -55,14 +58,17 @@ import torch.fx as fx
 from torch import nn
 
 from sosp import latency
-from sosp.channel_rules import module_rule
+from sosp.channel_rules import AddRule, module_rule, op_rule
 from sosp.errors import BadInput
 from sosp.io import atomic_write_json, read_json
+from sosp.shortcuts import ChannelScatter, IndexAdd
 from sosp.structures import StructureGraph, analyze
 from sosp.surgery import build_pruned
 
-FORMAT = 1
+FORMAT = 2  # 2: residual sums timed as surgery builds them (IndexAdd, ChannelScatter)
 MAX_POINTS = 17  # per grid dimension
+INDEX_ADD = " | IndexAdd"  # a sum's grids beside its plain add's: [kept operand][kept out]
+SCATTER = " | ChannelScatter"
 
 
 @dataclass
@@ -109,6 +115,8 @@ class NodeEntry:
     in_channels: int
     out_channels: int
     group: str = ""  # its output's activation size (e.g. "32x32"): operations calibrated alike
+    other: str | None = None  # a residual sum's second operand (None: it keeps every channel)
+    sum: bool = False  # a residual sum of two tensors (`sum_ms`)
 
 
 @dataclass
@@ -130,19 +138,33 @@ class LatencyTable:
 
     # -- prediction ----------------------------------------------------------------------------
 
-    def node_ms(self, node: str, kept_in: int, kept_out: int) -> float:
-        """The operation's grid at these counts, times its group's calibrated factor."""
+    def node_ms(self, node: str, kept: Callable[[str], int]) -> float:
+        """The operation's grid at its kept counts (`kept(tensor_node)`: a tensor's kept
+        channels), times its group's calibrated factor."""
         entry = self.nodes[node]
-        return self.ops[entry.op].at(kept_in, kept_out) * self.group_factors.get(entry.group, 1.0)
+        kin = kept(entry.input) if entry.input is not None else entry.in_channels
+        if entry.sum:
+            kother = kept(entry.other) if entry.other is not None else entry.in_channels
+            ms = self.sum_ms(entry.op, kin, kother, kept(node))
+        else:
+            ms = self.ops[entry.op].at(kin, kept(node))
+        return ms * self.group_factors.get(entry.group, 1.0)
+
+    def sum_ms(self, op: str, first: int, second: int, out: int) -> float:
+        """A residual sum of operands keeping `first` and `second` of its `out` channels, as
+        surgery builds it (`channel_rules.AddRule`): a plain add where both keep them all; else
+        the operand that keeps them all (or the first, scattered into them) takes the other in
+        by an `IndexAdd`."""
+        if first == out and second == out:
+            return self.ops[op].at(out, out)
+        if first == out or second == out:
+            return self.ops[op + INDEX_ADD].at(min(first, second), out)
+        return self.ops[op + SCATTER].at(first, out) + self.ops[op + INDEX_ADD].at(second, out)
 
     def ops_ms(self, kept: Callable[[str], int]) -> float:
         """The operations' isolated ms summed, `kept(tensor_node)` giving each tensor's kept
         channels."""
-        total = 0.0
-        for name, entry in self.nodes.items():
-            kin = kept(entry.input) if entry.input is not None else entry.in_channels
-            total += self.node_ms(name, kin, kept(name))
-        return total
+        return sum(self.node_ms(name, kept) for name in self.nodes)
 
     def predicted_ms(self, ops_ms: float) -> float:
         """The whole network's ms for operations summing to `ops_ms` in isolation:
@@ -229,13 +251,13 @@ class LatencyModel:
     def __init__(self, table: LatencyTable, graph: StructureGraph, input_shape: tuple[int, ...]):
         table.check_network(graph, input_shape)
         self.table = table
-        tensors = {n for n in table.nodes} | {e.input for e in table.nodes.values() if e.input}
+        tensors = {n for n in table.nodes}
+        tensors |= {t for e in table.nodes.values() for t in (e.input, e.other) if t}
         self.kept = {t: dense_kept(graph, t) for t in tensors}
         self.readers: dict[str, list[str]] = {t: [] for t in tensors}
         for name, entry in table.nodes.items():
-            self.readers[name].append(name)
-            if entry.input is not None:
-                self.readers[entry.input].append(name)
+            for t in {name, entry.input, entry.other} - {None}:
+                self.readers[t].append(name)
         self.touch, self.alive = _channel_owners(graph, tensors)
         self.ms = {name: self._node_ms(name) for name in table.nodes}
         self.ops = sum(self.ms.values())  # the operations' isolated ms, summed
@@ -246,9 +268,7 @@ class LatencyModel:
         return self.table.predicted_ms(self.ops)
 
     def _node_ms(self, name: str) -> float:
-        entry = self.table.nodes[name]
-        kin = self.kept[entry.input] if entry.input is not None else entry.in_channels
-        return self.table.node_ms(name, kin, self.kept[name])
+        return self.table.node_ms(name, self.kept.__getitem__)
 
     def nodes_of(self, structures: Iterable[int]) -> set[str]:
         """The operations whose time the kept counts of these structures' channels set."""
@@ -370,20 +390,11 @@ def measure(
     forward = latency.deployed(copy.deepcopy(model), device, precision, layout, fold_bn)
     x = latency.sample_input((batch, *input_shape), device, layout, dtype)
     whole = lambda: forward(x)  # noqa: E731
-    ops, drift = {}, []  # the dense network's ms in each operation's rounds
+    ops, drift = {}, {}  # drift: the dense network's ms in each grid's rounds
     for sig, p in progress(list(grids.items())):
-        node, cin, cout, two_d = p.fx_node, p.node.in_channels, p.node.out_channels, p.two_d
-        inputs = grid(cin, step) if p.in_varies else [cin]
-        outputs = None  # one column: the output follows the input
-        if two_d:
-            outputs = grid(cout, step) if p.out_varies else [cout]
-        points = [(i, o) for i in inputs for o in outputs] if outputs else [(i, i) for i in inputs]
-        tensors: dict[tuple[int, ...], torch.Tensor] = {}  # inputs shared by the grid's calls
+        calls = _Calls(graph, batch, device, precision, layout)
         try:
-            calls = [
-                _op_call(graph, node, kin, kout, batch, device, precision, layout, tensors)
-                for kin, kout in points
-            ]
+            timed = [(g, {pt: calls.of(g, pt) for pt in g.unique}) for g in _grids(p, step)]
         except Exception as e:  # an operation its rule cannot rebuild at fewer channels
             reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
             for name, entry in list(nodes.items()):
@@ -391,15 +402,17 @@ def measure(
                     unmodeled[name] = reason
                     del nodes[name]
             continue
-        *ms, dense_here = latency.interleaved_calls_ms([*calls, whole], device, repeats, warmup)
-        drift.append(dense_here)
-        width = len(outputs) if outputs else 1
-        ops[sig] = OpTable(inputs, outputs, [ms[i : i + width] for i in range(0, len(ms), width)])
+        flat = [call for _, by_point in timed for call in by_point.values()]
+        *ms, dense_here = latency.interleaved_calls_ms([*flat, whole], device, repeats, warmup)
+        found = iter(ms)
+        for g, by_point in timed:
+            at = {pt: next(found) for pt in by_point}
+            ops[g.key], drift[g.key] = g.table(at), dense_here
     if not drift:  # no operation varies
-        drift = latency.interleaved_calls_ms([whole], device, repeats, warmup)
-    dense = statistics.median(drift)  # the typical speed
-    for op, here in zip(ops.values(), drift, strict=True):  # as if all measured at one speed
-        op.ms = [[t * dense / here for t in row] for row in op.ms]
+        drift = {"": latency.interleaved_calls_ms([whole], device, repeats, warmup)[0]}
+    dense = statistics.median(drift.values())  # the typical speed
+    for key, op in ops.items():  # as if all measured at one speed
+        op.ms = [[t * dense / drift[key] for t in row] for row in op.ms]
     table = LatencyTable(on, list(input_shape), step, dense, ops, nodes, unmodeled=unmodeled)
     table.ops_dense_ms = table.ops_ms(lambda name: dense_kept(graph, name))
     if nodes:
@@ -499,6 +512,13 @@ def timed_operations(
         if sig is None or (fold_bn and _folded(graph.gm, node)):
             continue  # not an operation on channels, or none once BatchNorm is folded
         cin, cout = _channels(graph, node)
+        operands = _sum_operands(node)
+        if operands is not None:  # both operands' kept channels count (`LatencyTable.sum_ms`)
+            first, second = (a.name if varies.get(a.name, False) else None for a in operands)
+            if first or second:
+                entry = NodeEntry(sig, first, cin, cout, _group(node), second, sum=True)
+                planned[node.name] = _Planned(entry, node, False, True, True)
+            continue
         inp = _first_tensor_arg(node)
         in_varies = inp is not None and varies.get(inp.name, False)
         out_varies = varies.get(node.name, False)
@@ -511,6 +531,17 @@ def timed_operations(
         entry = NodeEntry(sig, inp.name if in_varies else None, cin, cout, _group(node))
         planned[node.name] = _Planned(entry, node, two_d, in_varies, out_varies)
     return planned, unmodeled
+
+
+def _sum_operands(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+    """The two operands of a residual sum of two tensors of its shape, else None."""
+    if node.op not in ("call_function", "call_method") or not isinstance(op_rule(node), AddRule):
+        return None
+    operands = node.args[:2]
+    shape = _shape(node)
+    if len(operands) == 2 and all(isinstance(a, fx.Node) and _shape(a) == shape for a in operands):
+        return operands
+    return None
 
 
 def _group(node: fx.Node) -> str:
@@ -603,51 +634,117 @@ def _signature(gm: fx.GraphModule, node: fx.Node) -> str | None:
     return f"{what}({', '.join(args + kwargs)}) -> {list(shape)}"
 
 
-def _op_call(
-    graph: StructureGraph,
-    node: fx.Node,
-    kin: int,
-    kout: int,
-    batch: int,
-    device,
-    precision: str,
-    layout: str,
-    tensors: dict[tuple[int, ...], torch.Tensor],
-) -> Callable[[], object]:
-    """`node`'s operation rebuilt for `kin` input and `kout` output channels, on random inputs
-    of the batch, as a call without arguments."""
-    cin = _shape(_first_tensor_arg(node))[1]
+@dataclass
+class _Grid:
+    """One grid `measure` times: its key in `LatencyTable.ops`, its inputs (and outputs: None
+    for one column, the output following the input), and `timed(kept_in, kept_out)`, the
+    point whose time stands for a grid point (a sum's operand keeps at most its output)."""
 
-    def tensor(a: fx.Node) -> torch.Tensor:
-        shape = [batch, *_shape(a)[1:]]
-        if shape[1] == cin:
-            shape[1] = kin
-        if tuple(shape) not in tensors:  # made once per shape: memory on a GPU
-            dtype = next(graph.gm.parameters()).dtype
-            tensors[tuple(shape)] = latency.sample_input(tuple(shape), device, layout, dtype)
-        return tensors[tuple(shape)]
+    key: str
+    inputs: list[int]
+    outputs: list[int] | None
+    kind: str  # what `_Calls.of` builds: "op", "index_add", "scatter"
+    node: fx.Node
+    timed: Callable[[int, int], tuple[int, int]] = lambda i, o: (i, o)
 
-    def value(a):
-        if isinstance(a, fx.Node):
+    @property
+    def points(self) -> list[tuple[int, int]]:
+        return [(i, o) for i in self.inputs for o in (self.outputs or [i])]
+
+    @property
+    def unique(self) -> list[tuple[int, int]]:
+        return list(dict.fromkeys(self.timed(*pt) for pt in self.points))
+
+    def table(self, ms: dict[tuple[int, int], float]) -> OpTable:
+        """The OpTable of the times `ms` at the timed points."""
+        rows = [[ms[self.timed(i, o)] for o in (self.outputs or [i])] for i in self.inputs]
+        return OpTable(self.inputs, self.outputs, rows)
+
+
+def _grids(p: _Planned, step: int) -> list[_Grid]:
+    """What `measure` times of one operation: a grid over its kept (input, output) channels;
+    a residual sum three, over the kept channels of an operand and of the sum: both operands
+    keeping them all (a plain add), one operand taken into the other (`IndexAdd`), one
+    scattered into the sum's channels (`ChannelScatter`)."""
+    node, entry = p.fx_node, p.node
+    if entry.sum:
+        ks = grid(entry.out_channels, step)
+        within = lambda k, n: (min(k, n), n)  # noqa: E731
+        return [
+            _Grid(entry.op, ks, None, "op", node),
+            _Grid(entry.op + INDEX_ADD, ks, ks, "index_add", node, within),
+            _Grid(entry.op + SCATTER, ks, ks, "scatter", node, within),
+        ]
+    inputs = grid(entry.in_channels, step) if p.in_varies else [entry.in_channels]
+    outputs = None
+    if p.two_d:
+        outputs = grid(entry.out_channels, step) if p.out_varies else [entry.out_channels]
+    return [_Grid(entry.op, inputs, outputs, "op", node)]
+
+
+class _Calls:
+    """Calls without arguments that run one grid point of an operation on random inputs of
+    the batch, in the table's precision and layout; inputs of one shape are made once."""
+
+    def __init__(self, graph: StructureGraph, batch: int, device, precision: str, layout: str):
+        self.graph, self.batch, self.device = graph, batch, device
+        self.precision, self.layout = precision, layout
+        # under bf16 autocast every activation after the first conv is bf16
+        bf16 = precision == "bf16"
+        self.dtype = torch.bfloat16 if bf16 else next(graph.gm.parameters()).dtype
+        self.tensors: dict[tuple[tuple[int, ...], int], torch.Tensor] = {}
+
+    def tensor(self, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+        """A random input of `shape`, the same for the same `seed`."""
+        if (shape, seed) not in self.tensors:  # made once per shape: memory on a GPU
+            self.tensors[shape, seed] = latency.sample_input(
+                shape, self.device, self.layout, self.dtype, seed
+            )
+        return self.tensors[shape, seed]
+
+    def of(self, g: _Grid, point: tuple[int, int]) -> Callable[[], object]:
+        kin, kout = point
+        if g.kind == "op":
+            return self.op(g.node, kin, kout)
+        rest = _shape(g.node)[2:]
+        x = self.tensor((self.batch, kin, *rest), seed=1)  # not the stream it goes into
+        if g.kind == "scatter":
+            return self.timed(ChannelScatter(range(kin), kout).to(self.device), x)
+        stream = self.tensor((self.batch, kout, *rest))
+        # in place, as surgery's `overwrite` sums run in inference mode
+        return self.timed(IndexAdd(range(kin), kout, overwrite=True).to(self.device), stream, x)
+
+    def op(self, node: fx.Node, kin: int, kout: int) -> Callable[[], object]:
+        """`node`'s operation rebuilt for `kin` input and `kout` output channels."""
+        cin = _shape(_first_tensor_arg(node))[1]
+
+        def value(a):
+            if not isinstance(a, fx.Node):
+                return a
             if _shape(a) is None:
                 raise BadInput(f"argument {a.name} is not a tensor")
-            return tensor(a)
-        return a
+            shape = [self.batch, *_shape(a)[1:]]
+            if shape[1] == cin:
+                shape[1] = kin
+            return self.tensor(tuple(shape))
 
-    args = [value(a) for a in node.args]
-    kwargs = {k: value(v) for k, v in node.kwargs.items()}
-    if node.op == "call_module":
-        m = graph.gm.get_submodule(node.target)
-        rule = module_rule(m)
-        small = rule.shrink(m, list(range(kout)), list(range(kin))) if rule else None
-        fn = (small or m).to(device).eval().to(memory_format=latency.memory_format(layout))
-    elif node.op == "call_method":
-        fn = lambda x, *a, **k: getattr(x, node.target)(*a, **k)  # noqa: E731
-    else:
-        fn = node.target
+        args = [value(a) for a in node.args]
+        kwargs = {k: value(v) for k, v in node.kwargs.items()}
+        if node.op == "call_module":
+            m = self.graph.gm.get_submodule(node.target)
+            rule = module_rule(m)
+            small = rule.shrink(m, list(range(kout)), list(range(kin))) if rule else None
+            fn = (small or m).to(self.device).eval()
+            fn = fn.to(memory_format=latency.memory_format(self.layout))
+        elif node.op == "call_method":
+            fn = lambda x, *a, **k: getattr(x, node.target)(*a, **k)  # noqa: E731
+        else:
+            fn = node.target
+        return self.timed(fn, *args, **kwargs)
 
-    def call() -> torch.Tensor:
-        with latency.autocast_for(device, precision):
-            return fn(*args, **kwargs)
+    def timed(self, fn: Callable, *args, **kwargs) -> Callable[[], object]:
+        def call() -> object:
+            with latency.autocast_for(self.device, self.precision):
+                return fn(*args, **kwargs)
 
-    return call
+        return call

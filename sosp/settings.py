@@ -98,6 +98,15 @@ class PruneSettings:
         "needed by --budget latency; with any budget, the report gives the pruned network's "
         "predicted and measured latency",
     )
+    latency_corrections: int = setting(
+        3,
+        "with --budget latency: how many times the pruned network may be timed against the "
+        "dense one and selected again for a corrected target of the table, while its "
+        "measured latency is more than 3% off the one asked for (a shared machine's speed "
+        "shifts what narrow and wide networks cost); 0: the table alone (the mask then "
+        "depends on the table only)",
+        minimum=0,
+    )
     shuffle_within_layers: bool = setting(
         False,
         "keep how many structures the method prunes in each layer but choose which ones at "

@@ -2,13 +2,14 @@
 every method meets the predicted budget and builds the network its mask soft-masks, and a
 missing, foreign or out-of-place table is one BadInput line."""
 
+import itertools
 import json
 
 import pytest
 import torch
 
 import sosp
-from sosp import methods, models
+from sosp import counting, methods, models
 from sosp.errors import BadInput
 from sosp.latency_table import LatencyTable
 from sosp.structures import analyze
@@ -75,6 +76,7 @@ def test_every_method_meets_a_latency_budget(table_path, method, coupling):
         batches(),
         n_samples=16,
         budget="latency",
+        latency_corrections=0,
         latency_table=str(table_path),
         coupling=coupling,
     )
@@ -96,6 +98,7 @@ def test_round_to_and_local_scope_meet_a_latency_budget(table_path, scope, round
         batches(),
         n_samples=16,
         budget="latency",
+        latency_corrections=0,
         latency_table=str(table_path),
         coupling=coupling,
         scope=scope,
@@ -164,7 +167,7 @@ def test_a_float64_model_prunes_to_a_latency_budget(table_path):
     model = resnet20(torch.float64)
     data = [(x.double(), y) for x, y in batches()]
     r = sosp.prune(
-        model, "sosp_h", 0.3, data, n_samples=16, budget="latency",
+        model, "sosp_h", 0.3, data, n_samples=16, budget="latency", latency_corrections=0,
         latency_table=str(table_path),
     )  # fmt: skip
     check_result(r, model, table_path, 0.3, "filter")
@@ -177,7 +180,154 @@ def test_a_table_measured_without_exclusions_serves_a_prune_with_them(table_path
     model = resnet20()
     r = sosp.prune(
         model, "sosp_h", 0.2, batches(), n_samples=16, exclude="resnet_downsample",
-        budget="latency", latency_table=str(table_path),
+        budget="latency", latency_corrections=0, latency_table=str(table_path),
     )  # fmt: skip
     assert r.report["latency"]["predicted_removed"] >= 0.2
     assert not any("shortcut" in name for name in r.mask)
+
+
+EXPONENT = 0.6  # of the stand-in device: narrow networks slower than their MACs say
+
+
+def macs_device(monkeypatch):
+    """A stand-in device, deterministic, on which a network pruned to a fraction f of the
+    dense MACs takes f**EXPONENT of the dense time (the table's MAC-like grids predict about
+    f): `sosp.api._measured_ms` replaced. Returns the lists of networks it timed together."""
+    calls = []
+
+    def measured(ranking, networks):
+        calls.append(networks)
+        fractions = [counting.count(n, SHAPE).macs / ranking.dense.macs for n in networks]
+        return [{"dense": 1.0, "pruned": f**EXPONENT} for f in fractions]
+
+    monkeypatch.setattr(sosp.api, "_measured_ms", measured)
+    return calls
+
+
+def next_target(rounds: list[dict], asked: float) -> float:
+    """The secant through the last two (target, measured fraction) pairs at `asked` where the
+    measurement rose with the target, moving at most twice as far as the last target scaled
+    by asked/measured would; else that scaled target."""
+    t1, m1 = rounds[-1]["target"], rounds[-1]["measured_fraction"]
+    scaled = t1 * asked / m1
+    if len(rounds) == 1:
+        return scaled
+    t0, m0 = rounds[-2]["target"], rounds[-2]["measured_fraction"]
+    slope = (m1 - m0) / (t1 - t0) if t1 != t0 else 0.0
+    if slope <= 0:
+        return scaled
+    step = (asked - m1) / slope
+    bound = 2 * abs(scaled - t1)
+    return t1 + max(-bound, min(bound, step))
+
+
+@pytest.mark.parametrize("coupling", ["filter", "stream"])
+def test_corrections_bring_the_measured_latency_to_the_one_asked_for(
+    table_path, monkeypatch, coupling
+):
+    """On a device the table mispredicts, each correction asks the table for its last target
+    times asked/measured; the network chosen is the one measured closest to the fraction
+    asked for, at most `latency_corrections` + 1 networks are timed, the report's measurement
+    is the chosen one's, and it is closer than the table alone (round 0), within 10%; the
+    networks timed are timed again together at the end."""
+    calls = macs_device(monkeypatch)
+    ratio, asked = 0.5, 0.5
+    kw = dict(n_samples=16, budget="latency", latency_table=str(table_path), coupling=coupling)
+    r = sosp.prune(resnet20(), "sosp_h", ratio, batches(), latency_corrections=3, **kw)
+    rounds = r.report["latency"]["corrections"]
+    assert 2 <= len(rounds) == len(calls) - 1 <= 4
+    assert [len(c) for c in calls] == [1] * len(rounds) + [len(rounds)]
+    assert [c["final_fraction"] for c in rounds] == [c["measured_fraction"] for c in rounds]
+    assert rounds[0]["target"] == asked
+    for i in range(1, len(rounds)):
+        assert rounds[i]["target"] == pytest.approx(next_target(rounds[:i], asked), rel=1e-12)
+    off = [abs(c["measured_fraction"] / asked - 1) for c in rounds]
+    chosen = [i for i, c in enumerate(rounds) if c["chosen"]]
+    assert chosen == [off.index(min(off))]
+    lat = r.report["latency"]
+    assert lat["measured_ms"] / lat["dense_ms"] == rounds[chosen[0]]["measured_fraction"]
+    assert off[chosen[0]] < off[0] and off[chosen[0]] <= 0.1
+    kept_macs = rounds[chosen[0]]["measured_fraction"] ** (1 / EXPONENT)
+    assert r.report["macs_removed"] == pytest.approx(1 - kept_macs)
+
+
+def test_no_corrections_where_the_first_network_measures_as_asked(table_path, monkeypatch):
+    """Where the table's own selection measures within 3% of the latency asked for, it is
+    timed once and kept: the mask equals the one of latency_corrections=0, which times
+    nothing before the report and records no rounds."""
+    calls = []
+
+    def as_asked(ranking, networks):
+        calls.append(networks)
+        return [{"dense": 1.0, "pruned": 0.6} for _ in networks]
+
+    monkeypatch.setattr(sosp.api, "_measured_ms", as_asked)
+    kw = dict(n_samples=16, budget="latency", latency_table=str(table_path))
+    model = resnet20()
+    r = sosp.prune(model, "sosp_h", 0.4, batches(), **kw)
+    assert len(calls) == 1 and [c["chosen"] for c in r.report["latency"]["corrections"]] == [True]
+    alone = sosp.prune(model, "sosp_h", 0.4, batches(), latency_corrections=0, **kw)
+    assert len(calls) == 2  # the report's measurement
+    assert alone.report["latency"]["corrections"] == []
+    assert alone.mask == r.mask
+
+
+def test_corrections_stop_at_the_fastest_network_the_table_knows(table_path, monkeypatch):
+    """On a device where no pruning saves time (every network measures 0.95 of the dense), the
+    corrections ask the table for ever faster networks, then for the fastest it knows where
+    they pass it, and stop without an error: the table's own selection (the first, measured
+    no worse) is kept, and each network timed is predicted faster than the one before."""
+
+    def never_faster(ranking, networks):
+        return [{"dense": 1.0, "pruned": 0.95} for _ in networks]
+
+    monkeypatch.setattr(sosp.api, "_measured_ms", never_faster)
+    kw = dict(n_samples=16, budget="latency", latency_table=str(table_path))
+    model = resnet20()
+    r = sosp.prune(model, "sosp_h", 0.3, batches(), latency_corrections=40, **kw)
+    rounds = r.report["latency"]["corrections"]
+    assert 3 <= len(rounds) < 41 and rounds[0]["chosen"]  # stopped at the fastest
+    predicted = [c["predicted_fraction"] for c in rounds]
+    assert all(a > b for a, b in itertools.pairwise(predicted))
+    alone = sosp.prune(model, "sosp_h", 0.3, batches(), latency_corrections=0, **kw)
+    assert r.mask == alone.mask
+
+
+def test_next_target_scales_then_follows_the_secant_within_twice_the_scaled_step():
+    """After one round the target is scaled by asked/measured; after two, the secant where the
+    measurement rose with the target, held to twice the scaled step (a line flattened by
+    noisy measurements would jump from 0.643 to 0.35); a measurement that fell as the target
+    rose falls back to scaling."""
+    from sosp.api import _next_target
+
+    def rounds(*pairs):
+        return [{"target": t, "measured_fraction": m} for t, m in pairs]
+
+    assert _next_target(rounds((0.5, 0.625)), 0.5) == pytest.approx(0.4)
+    steep = rounds((0.5, 0.7), (0.4, 0.6))  # the secant: 0.4 + (0.5 - 0.6) / 1.0
+    assert _next_target(steep, 0.5) == pytest.approx(0.3)
+    flat = rounds((0.7, 0.762), (0.643, 0.752))  # secant 0.35; scaled 0.5985, step 0.0445
+    assert _next_target(flat, 0.7) == pytest.approx(0.643 - 2 * (0.643 - 0.643 * 0.7 / 0.752))
+    falling = rounds((0.5, 0.6), (0.4, 0.65))
+    assert _next_target(falling, 0.5) == pytest.approx(0.4 * 0.5 / 0.65)
+
+
+def test_the_choice_follows_the_networks_timed_together(table_path, monkeypatch):
+    """Where the networks timed together at the end measure otherwise than each did alone (the
+    machine's speed moved), the choice and the report follow the joint measurement: here it
+    finds the table's own network exactly as asked, though alone it measured 0.9."""
+
+    def moving(ranking, networks):
+        if len(networks) == 1:
+            return [{"dense": 1.0, "pruned": 0.9}]
+        return [{"dense": 2.0, "pruned": 1.2}] + [{"dense": 2.0, "pruned": 1.9}] * (
+            len(networks) - 1
+        )
+
+    monkeypatch.setattr(sosp.api, "_measured_ms", moving)
+    kw = dict(n_samples=16, budget="latency", latency_table=str(table_path))
+    r = sosp.prune(resnet20(), "sosp_h", 0.4, batches(), latency_corrections=1, **kw)
+    lat = r.report["latency"]
+    assert [c["chosen"] for c in lat["corrections"]] == [True, False]
+    assert [c["final_fraction"] for c in lat["corrections"]] == [0.6, 0.95]
+    assert (lat["dense_ms"], lat["measured_ms"]) == (2.0, 1.2)

@@ -13,14 +13,17 @@ from sosp import latency, models
 from sosp.errors import BadInput
 from sosp.latency_table import (
     CALIBRATION,
+    INDEX_ADD,
     MAX_POINTS,
+    SCATTER,
     LatencyModel,
     LatencyTable,
     OpTable,
     grid,
 )
 from sosp.structures import analyze
-from tests.latency_nets import CHAIN_SHAPE, ChainNet, dense_kept, quick_table
+from sosp.surgery import build_pruned
+from tests.latency_nets import CHAIN_SHAPE, ChainNet, brute_kept, dense_kept, quick_table
 from tests.tiny_nets import SqueezeExciteNet
 
 SHAPE = (1, 8, 8)  # digits
@@ -267,19 +270,34 @@ def folded_bn(graph, node) -> bool:
     )
 
 
+def is_sum(node) -> bool:
+    """A sum of two tensors of its own shape (a residual sum)."""
+    operands = node.args[:2]
+    return (
+        getattr(node.target, "__name__", node.target) in ("add", "iadd", "add_")
+        and len(operands) == 2
+        and all(hasattr(a, "meta") and is_tensor(a) for a in operands)
+        and all(a.meta["tensor_meta"].shape == node.meta["tensor_meta"].shape for a in operands)
+    )
+
+
 def check_entries(table, graph, fold_bn: bool) -> None:
     """Every operation whose input or output channels pruning can shrink has a node entry
     (or an `unmodeled` reason), except a folded BatchNorm; no other operation has one. Each
-    entry names its first tensor input where that can shrink, and the dense channel counts;
+    entry names its first tensor input where that can shrink (a residual sum also its second),
+    and the dense channel counts;
     its grid spans grid(channels, step) along every axis that can shrink, else the dense
     count alone, with one column for an operation other than a conv or linear layer."""
     expected = set()
     for node in graph.gm.graph.nodes:
         if not is_operation(node) or (fold_bn and folded_bn(graph, node)):
             continue
-        inp = first_tensor(node)
-        in_shrinks = inp is not None and can_shrink(graph, inp.name)
-        if in_shrinks or can_shrink(graph, node.name):
+        operands = [a for a in node.args if hasattr(a, "meta") and is_tensor(a)]
+        if is_sum(node):  # either operand counts
+            operands = node.args[:2]
+        elif operands:
+            operands = operands[:1]
+        if any(can_shrink(graph, a.name) for a in operands) or can_shrink(graph, node.name):
             expected.add(node.name)
     assert set(table.nodes) | set(table.unmodeled) == expected
     step = table.step
@@ -292,6 +310,18 @@ def check_entries(table, graph, fold_bn: bool) -> None:
         cout = node.meta["tensor_meta"].shape[1]
         assert (entry.in_channels, entry.out_channels) == (cin or cout, cout), name
         op = table.ops[entry.op]
+        assert entry.sum == is_sum(node), name
+        if entry.sum:  # a plain add over k, and IndexAdd and ChannelScatter over (k, n)
+            second = node.args[1]
+            assert entry.other == (second.name if can_shrink(graph, second.name) else None)
+            ks = grid(cout, step)
+            assert (op.inputs, op.outputs, len(op.ms)) == (ks, None, len(ks)), name
+            for suffix in (INDEX_ADD, SCATTER):
+                g = table.ops[entry.op + suffix]
+                assert g.inputs == g.outputs == ks, name
+                assert [len(row) for row in g.ms] == [len(ks)] * len(ks), name
+                assert all(t > 0 for row in g.ms for t in row), name
+            continue
         assert op.inputs == (grid(cin, step) if in_shrinks else [cin or cout]), name
         module = graph.gm.get_submodule(node.target) if node.op == "call_module" else None
         writer = isinstance(module, nn.Linear) or (
@@ -383,3 +413,59 @@ def test_measure_refuses_bad_settings():
     for kw in ({"precision": "fp16"}, {"layout": "nhcw"}, {"step": 0}, {"batch": 0}):
         with pytest.raises(BadInput):
             quick_table(net, CHAIN_SHAPE, **kw)
+
+
+class Recorder:
+    """Stands for a table's grids: records (grid key, kept operand, kept out) of each lookup."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __getitem__(self, key):
+        return self.Grid(self, key)
+
+    class Grid:
+        def __init__(self, recorder, key):
+            self.recorder, self.key = recorder, key
+
+        def at(self, k, n):
+            self.recorder.seen.append((self.key, k, n))
+            return 0.0
+
+
+def test_sum_ms_prices_the_modules_surgery_builds(table, net):
+    """For no mask and random per-filter masks of resnet20, each residual sum's price looks
+    up exactly the modules surgery builds for it: the plain add at the full count where it
+    added none, IndexAdd at (the channels it adds, the sum's channels), and ChannelScatter at
+    (the first operand's kept channels, the sum's) where it scattered the first operand; all
+    three kinds occur."""
+    graph = analyze(net, SHAPE)
+    layers = list(graph.layer_structures().values())
+    masks = [[]]
+    for seed in range(6):
+        rng = random.Random(seed)
+        masks.append([s for idx in layers for s in rng.sample(idx, rng.randint(0, len(idx) - 1))])
+    kinds = set()
+    for pruned in masks:
+        modules = dict(build_pruned(graph, pruned).named_modules())
+        kept = brute_kept(graph, pruned)
+        for name, entry in table.nodes.items():
+            if not entry.sum:
+                continue
+            recorder = Recorder()
+            LatencyTable.sum_ms(
+                type("Grids", (), {"ops": recorder})(),
+                entry.op,
+                kept(entry.input) if entry.input else entry.in_channels,
+                kept(entry.other) if entry.other else entry.in_channels,
+                kept(name),
+            )
+            built = []
+            for suffix in (SCATTER, INDEX_ADD):
+                m = modules.get(f"{name}_{'scatter' if suffix == SCATTER else 'index_add'}")
+                if m is not None:
+                    built.append((entry.op + suffix, len(m.positions), m.size))
+            expected = built or [(entry.op, kept(name), kept(name))]
+            assert sorted(recorder.seen) == sorted(expected), name
+            kinds.add(tuple(key.removeprefix(entry.op) for key, _, _ in expected))
+    assert kinds == {("",), (INDEX_ADD,), (SCATTER, INDEX_ADD)}

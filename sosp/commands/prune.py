@@ -185,13 +185,16 @@ def _write(folder, r: PruneResult, arch: dict, run_info: dict, shape: dict) -> d
 
 
 def latency_line(lat: dict) -> str:
-    """The report's latency as one line: predicted by the table, and measured."""
+    """The report's latency as one line: predicted by the table, and measured (after how
+    many measured corrections of the selection)."""
     on = lat["measured_on"]
+    rounds = lat.get("corrections") or []
+    corrected = f" after {len(rounds) - 1} measured corrections" if len(rounds) > 1 else ""
     return (
         f"latency ({on['device_name']}, {on['precision']} {on['layout']}, batch {on['batch']}): "
         f"predicted {lat['predicted_ms']:.3g} ms of the table's dense {lat['dense_table_ms']:.3g} "
         f"({lat['speedup_predicted']:.2f}x); measured {lat['measured_ms']:.3g} ms of "
-        f"{lat['dense_ms']:.3g} dense ({lat['speedup_measured']:.2f}x)"
+        f"{lat['dense_ms']:.3g} dense ({lat['speedup_measured']:.2f}x){corrected}"
     )
 
 
