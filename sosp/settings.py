@@ -102,7 +102,7 @@ class PruneSettings:
         3,
         "with --budget latency: how many times the pruned network may be timed against the "
         "dense one and selected again for a corrected target of the table, while its "
-        "measured latency is more than 3% off the one asked for (a shared machine's speed "
+        "measured latency is more than 3 percent off the one asked for (a shared machine's speed "
         "shifts what narrow and wide networks cost); 0: the table alone (the mask then "
         "depends on the table only)",
         minimum=0,

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import traceback
 
+import pytest
+
 import sosp
 from sosp import cli
 from sosp.commands import registry
@@ -50,6 +52,15 @@ def test_help_lists_every_registered_command():
     assert shown == registry.names()
     for entry in registry.ENTRIES:
         assert entry.help in r.stdout
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_command_help_renders(name):
+    """`sosp NAME --help` prints its options and exits 0: every help text formats (a bare
+    `%` in one stops argparse with a traceback)."""
+    r = run_sosp_here(name, "--help")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "--" in r.stdout
 
 
 def test_parser_dispatches_to_the_command_run():
