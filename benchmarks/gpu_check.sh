@@ -45,7 +45,7 @@ if [ "${SMALL:-0}" = 1 ]; then
     compiled_in="--batch-sizes 2 --repeats 2 --n-samples 8 --precisions fp32"
     compiled="--batch-sizes 2 --repeats 2 --n-samples 16 --coupling stream --round-to 8"
     latency_budget="--batch-size 2 --ratios 0.2 --n-samples 8 --step 1024 --repeats 1"
-    latency_budget="$latency_budget --budgets latency --coupling stream"
+    latency_budget="$latency_budget --budgets latency --coupling stream --corrections 1"
 else
     n=1000; n_in=1000; widths="1 2 3 4"; steps=30; epochs=2
     jpeg="--images 1000 --batch-size 256 --steps 12 --warmup 3 --workers 14"
