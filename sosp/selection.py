@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from sosp.errors import BadInput
@@ -55,20 +56,38 @@ def greedy_order(
     """SOSP-I's greedy selection (Eq. 4) in O(S^2): repeatedly add the structure s not in M
     minimizing Q_ss + 2 sum_{s' in M} Q_ss' (times `scale[s]`), skipping layers whose cap
     (max structures pruned) is reached. Returns the whole order (until every layer is at its
-    cap).
+    cap); on ties, the lowest index (argmin's first).
 
     q [S, S] is symmetric (Q = |G|/2 + diag |lambda_1|), so the running criterion takes one
-    contiguous row per step: crit = scale * (diag(Q) + 2 Q[M] summed), in float64 on q's
-    device, with +inf for the structures that may not be chosen."""
-    device = q.device
-    weight = torch.ones(len(q), dtype=torch.float64, device=device)
-    if scale is not None:
-        weight = scale.to(device, torch.float64)
-    crit = q.diagonal().to(torch.float64) * weight
-    step = 2 * weight
-    caps_left = caps.tolist()
-    layer_list = layer_of.tolist()
-    members = _members(layer_of, len(caps_left), device)
+    contiguous row per step: crit [S] = scale * diag(Q) + sum over M of Q[s'] * 2 scale, in
+    float64, each row's terms rounded and added in the order chosen, with +inf for the
+    structures that may not be chosen; layer_of [S], caps [L], scale [S]. On the CPU the loop
+    runs in NumPy (`_greedy_host`); elsewhere on q's device with no host synchronization per
+    step (`_greedy_on_device`). Both give the same order, bit for bit of the criterion."""
+    if q.device.type == "cpu":
+        return _greedy_host(q, layer_of, caps, scale)
+    return _greedy_on_device(q, layer_of, caps, scale)
+
+
+def _greedy_host(
+    q: torch.Tensor, layer_of: torch.Tensor, caps: torch.Tensor, scale: torch.Tensor | None
+) -> list[int]:
+    """`greedy_order` on the host: per step one argmin, one row added into crit [S] with
+    preallocated buffers (a NumPy call costs a microsecond, a torch one several, and torch's
+    argmin on [S] is slower). Without `scale` and with a q [S, S] below float64, it tracks
+    crit / 2 = diag(Q) / 2 + sum of rows, one pass per step instead of two: halving is exact
+    there (no float32 sum comes near float64's overflow or subnormals), so the argmins are the
+    same."""
+    q = q.detach()
+    if q.dtype not in (torch.float32, torch.float64):
+        q = q.float()  # exact (float16, bfloat16); NumPy has no bfloat16
+    rows = q.numpy()
+    halved = scale is None and q.dtype == torch.float32
+    weight = np.ones(len(rows)) if scale is None else scale.detach().cpu().double().numpy()
+    crit = np.diagonal(rows).astype(np.float64) * (0.5 if halved else weight)
+    step, term = 2 * weight, np.empty(len(rows))
+    caps_left, layer_list = caps.tolist(), layer_of.tolist()
+    members = [m.numpy() for m in _members(layer_of.cpu(), len(caps_left), torch.device("cpu"))]
     for layer, cap in enumerate(caps_left):
         if cap == 0:
             crit[members[layer]] = math.inf
@@ -76,13 +95,47 @@ def greedy_order(
     for _ in range(sum(caps_left)):
         s = int(crit.argmin())
         order.append(s)
-        crit += q[s].to(torch.float64) * step
+        if halved:
+            np.add(crit, rows[s], out=crit)
+        else:
+            np.multiply(rows[s], step, out=term)
+            np.add(crit, term, out=crit)
         crit[s] = math.inf
         layer = layer_list[s]
         caps_left[layer] -= 1
         if caps_left[layer] == 0:
             crit[members[layer]] = math.inf
     return order
+
+
+def _greedy_on_device(
+    q: torch.Tensor, layer_of: torch.Tensor, caps: torch.Tensor, scale: torch.Tensor | None
+) -> list[int]:
+    """`greedy_order` on q's device (any, the CPU included) without reading anything back
+    until the end: the argmin s [1] stays a tensor that selects the row, and each layer's
+    count left [L] is decremented on the device, its structures masked (+inf) by a fill
+    that is empty until the count reaches 0. The criterion's arithmetic is `_greedy_host`'s
+    (row to float64, times 2 scale, added), so the order is the same."""
+    device = q.device
+    weight = torch.ones(len(q), dtype=torch.float64, device=device)
+    if scale is not None:
+        weight = scale.to(device, torch.float64)
+    crit = q.diagonal().to(torch.float64) * weight
+    step = 2 * weight
+    layer_of = layer_of.to(device)
+    left = caps.to(device).clone()
+    crit.masked_fill_(left[layer_of] == 0, math.inf)
+    minus_one = torch.full((1,), -1, dtype=left.dtype, device=device)
+    chosen = []
+    for _ in range(int(caps.sum())):
+        s = crit.argmin().view(1)
+        chosen.append(s)
+        crit += q.index_select(0, s)[0].to(torch.float64) * step
+        crit.index_fill_(0, s, math.inf)
+        layer = layer_of.index_select(0, s)
+        left.index_add_(0, layer, minus_one)
+        crit.masked_fill_((layer_of == layer) & (left.index_select(0, layer) == 0), math.inf)
+    return torch.cat(chosen).tolist() if chosen else []
 
 
 def _members(layer_of: torch.Tensor, num_layers: int, device: torch.device) -> list[torch.Tensor]:

@@ -8,6 +8,7 @@ import torch
 from sosp.errors import BadInput
 from sosp.selection import (
     Saliency,
+    _greedy_on_device,
     greedy_order,
     layer_caps,
     order,
@@ -50,6 +51,73 @@ def test_greedy_equals_literal_eq4(seed):
     layer_of = torch.arange(S) % 4
     caps = torch.tensor([9, 5, 10, 3])
     assert greedy_order(q, layer_of, caps) == naive_eq4(q, layer_of.tolist(), caps.tolist())
+
+
+def torch_loop_eq4(q, layer_of, caps, scale=None):
+    """The greedy as it was before it moved to NumPy (a torch op per step, `int(argmin)`): the
+    reference for the arithmetic of the criterion (row to float64, times 2 scale, added in
+    the order chosen), so that ties and near-ties resolve alike."""
+    weight = torch.ones(len(q), dtype=torch.float64) if scale is None else scale.double()
+    crit = q.diagonal().to(torch.float64) * weight
+    step = 2 * weight
+    caps_left, layer_list = caps.tolist(), layer_of.tolist()
+    for layer, cap in enumerate(caps_left):
+        if cap == 0:
+            crit[layer_of == layer] = math.inf
+    out = []
+    for _ in range(sum(caps_left)):
+        s = int(crit.argmin())
+        out.append(s)
+        crit += q[s].to(torch.float64) * step
+        crit[s] = math.inf
+        caps_left[layer_list[s]] -= 1
+        if caps_left[layer_list[s]] == 0:
+            crit[layer_of == layer_list[s]] = math.inf
+    return out
+
+
+def tied_q(S, seed, dtype, signed=False):
+    """Symmetric integer-valued Q (entries 0-3, or -2..2 when `signed`): many exact ties."""
+    g = torch.Generator().manual_seed(seed)
+    low, high = (-2, 3) if signed else (0, 4)
+    A = torch.randint(low, high, (S, S), generator=g)
+    return (A.triu() + A.triu(1).T).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("kind", ["random", "tied", "tied_signed"])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_greedy_paths_equal_the_torch_loop(dtype, seed, kind, scaled):
+    """The NumPy loop (halved criterion without scale below float64, else row times 2 scale)
+    and the on-device loop return the old torch loop's order, with caps (one 0), kernel
+    scales, Q with exact ties (integer-valued) and with negative entries."""
+    S = 60
+    q = (
+        random_q(S, seed).to(dtype)
+        if kind == "random"
+        else tied_q(S, seed, dtype, "signed" in kind)
+    )
+    layer_of = torch.randperm(S, generator=torch.Generator().manual_seed(seed)) % 5
+    caps = torch.tensor([11, 0, 7, 11, 3])
+    scale = 1 / torch.tensor([1.0, 2.0, 3.0, 4.0, 1.0])[layer_of] if scaled else None
+    want = torch_loop_eq4(q, layer_of, caps, scale)
+    assert len(want) == sum(caps.tolist())
+    assert greedy_order(q, layer_of, caps, scale) == want
+    assert _greedy_on_device(q, layer_of, caps, scale) == want
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_greedy_breaks_ties_like_literal_eq4(seed):
+    """With integer-valued Q every sum is exact: the order is the literal Eq. 4's, whose
+    argmin takes the first index on ties."""
+    S = 30
+    q = tied_q(S, seed, torch.float32)
+    layer_of = torch.arange(S) % 3
+    caps = torch.tensor([9, 4, 9])
+    want = naive_eq4(q, layer_of.tolist(), caps.tolist())
+    assert greedy_order(q, layer_of, caps) == want
+    assert _greedy_on_device(q, layer_of, caps, None) == want
 
 
 def test_sorted_order_respects_caps():
