@@ -43,6 +43,15 @@ def latency(title: str, command: str, columns=("mode", "precision", "batch"), **
 
 
 TABLES: dict[str, Table] = {
+    "greedy_time_cpu": Table(
+        "SOSP-I's greedy of Eq. 4 on a random Q like the library's (~50 layers), seconds "
+        "(best of 3) against the number of structures S",
+        "python benchmarks/greedy_time.py",
+        ("structures",),
+        (),
+        ("steps", "seconds"),
+        digits=3,
+    ),
     "mask_time_resnet56_n1000_cpu": Table(
         "Mask time, ResNet-56, N' = 1000",
         "python benchmarks/mask_time.py --n-samples 1000",
