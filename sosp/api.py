@@ -305,6 +305,8 @@ def _prune_at(
         "seconds": seconds_saliency + time.perf_counter() - t0,
         "seconds_by_step": timer.rounded(),
     }
+    if timer.count_ops:  # under `sosp.op_count.count_steps`
+        report["ops_by_step"] = dict(timer.ops)
     return PruneResult(
         mask_from_indices(graph, pruned),
         small,

@@ -1,5 +1,5 @@
 """Seconds spent per named step, synchronizing the GPU so that its work is counted where it
-was launched."""
+was launched; optionally the operator calls of each step too (`sosp.op_count`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+
+from sosp.op_count import OpCounter, counting_steps
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -40,14 +42,28 @@ def median_ms(
 
 
 class StepTimer:
-    """Accumulates wall seconds per step name: `with timer.step("saliency"): ...`."""
+    """Accumulates wall seconds per step name: `with timer.step("saliency"): ...`; with
+    `count_ops` (default: whether `sosp.op_count.count_steps` is active where it is created)
+    also the operator calls per step, in `ops`."""
 
-    def __init__(self, device: torch.device | str = "cpu"):
+    def __init__(self, device: torch.device | str = "cpu", count_ops: bool | None = None):
         self.device = torch.device(device)
         self.seconds: dict[str, float] = {}
+        self.count_ops = counting_steps() if count_ops is None else count_ops
+        self.ops: dict[str, int] = {}
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
+        if self.count_ops:
+            with OpCounter() as counter, self._timed(name):
+                yield
+            self.ops[name] = self.ops.get(name, 0) + counter.total
+        else:
+            with self._timed(name):
+                yield
+
+    @contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
         synchronize(self.device)
         start = time.perf_counter()
         try:
@@ -57,8 +73,9 @@ class StepTimer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
     def copy(self) -> StepTimer:
-        out = StepTimer(self.device)
+        out = StepTimer(self.device, self.count_ops)
         out.seconds = dict(self.seconds)
+        out.ops = dict(self.ops)
         return out
 
     def rounded(self, digits: int = 4) -> dict[str, float]:
