@@ -4,17 +4,27 @@
     python benchmarks/mask_time.py --widths 1 2 3 4      # the paper's Fig. 2 sweep
     python benchmarks/mask_time.py --device cuda
     python benchmarks/mask_time.py --imagenet --n-samples 200 --label-samples 1   # ResNet-50
+    python benchmarks/mask_time.py --widths 1 4 --n-samples 200 --batch-size 50 --count-ops \
+        --image-size 8 --out results/benchmarks/mask_ops_resnet56_cpu      # operator calls
 
 Synthetic inputs (timing does not depend on the pixel values): CIFAR-sized for the CIFAR
 ResNet, 224x224 with 1000 classes for `--imagenet` (torchvision's ResNet-50). Writes one CSV
 row per (width, method) with the device's name and the seconds of each step of the mask
 (tracing, saliency, selection, surgery, counting) and, with several widths, a PNG of mask
 time vs width.
+
+`--count-ops` adds the ATen operator calls (`sosp.op_count`; on a GPU roughly one kernel launch
+each) of T_fb (one forward+backward over the same batches), of each step of the mask
+(`ops_<step>`) and of the whole `sosp.prune` call (`ops_total`, the steps and what lies between
+them), from a second, counted run of each: the seconds still come from the uncounted runs,
+since counting slows a run. The counts do not depend on the spatial size (`--image-size`). No
+PNG with `--count-ops`.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 from pathlib import Path
 
@@ -26,6 +36,7 @@ from sosp import counting, data, models
 from sosp.io import atomic_write_csv
 from sosp.latency import device_name
 from sosp.models.cifar_resnet import CifarResNet
+from sosp.op_count import OpCounter, count_steps
 from sosp.timing import timed
 
 
@@ -45,6 +56,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--imagenet", action="store_true", help="torchvision ResNet-50 at 224 px")
     p.add_argument("--label-samples", type=int, help="SOSP-I: labels sampled per input")
+    p.add_argument("--image-size", type=int, default=32, help="CIFAR ResNet input side")
+    p.add_argument("--count-ops", action="store_true", help="also count operator calls")
     p.add_argument("--out", default="results/benchmarks/mask_time")
     args = p.parse_args()
 
@@ -61,10 +74,14 @@ def main() -> None:
         ]
         forward_backward(model, batches[:1])  # warm-up
         t_fb = min(timed(args.device, forward_backward, model, batches)[1] for _ in range(2))
+        if args.count_ops:
+            with OpCounter() as fb_ops:
+                forward_backward(model, batches)
         params = counting.count_params(model)
         for method in args.methods:
             options = {"label_samples": args.label_samples} if method == "sosp_i" else {}
-            r = sosp.prune(
+            mask = functools.partial(
+                sosp.prune,
                 model,
                 method,
                 0.5,
@@ -73,6 +90,7 @@ def main() -> None:
                 n_samples=args.n_samples,
                 **{k: v for k, v in options.items() if v},
             )
+            r = mask()
             sec = r.report["seconds"]
             row = {
                 "model": "resnet50" if args.imagenet else f"resnet{args.depth}",
@@ -81,6 +99,7 @@ def main() -> None:
                 "method": method,
                 "structures": r.report["structures"],
                 "n_samples": args.n_samples,
+                "input": "x".join(map(str, shape)),
                 "seconds": round(sec, 3),
                 "t_fb": round(t_fb, 3),
                 "ratio_to_t_fb": round(sec / t_fb, 2),
@@ -90,11 +109,20 @@ def main() -> None:
                 "cpu": platform.processor() or platform.machine(),
                 "threads": torch.get_num_threads(),
             }
+            if args.count_ops:
+                with count_steps(), OpCounter() as total:
+                    counted = mask()
+                row |= {
+                    "ops_t_fb": fb_ops.total,
+                    **{f"ops_{k}": v for k, v in counted.report["ops_by_step"].items()},
+                    "ops_total": total.total,
+                    "ops_ratio_to_t_fb": round(total.total / fb_ops.total, 2),
+                }
             rows.append(row)
             print(row, flush=True)
     out = Path(args.out)
     atomic_write_csv(out.with_suffix(".csv"), rows)
-    if len(args.widths) > 1:
+    if len(args.widths) > 1 and not args.count_ops:
         plot(rows, out.with_suffix(".png"))
 
 
@@ -102,7 +130,8 @@ def network(args, width: int) -> tuple[torch.nn.Module, tuple[int, ...], int]:
     """(model, input shape, classes) of the benchmark."""
     if args.imagenet:
         return models.create("resnet50", 1000, 3, 224), (3, 224, 224), 1000
-    return CifarResNet(args.depth, 10, width=16 * width), (3, 32, 32), 10
+    size = args.image_size
+    return CifarResNet(args.depth, 10, width=16 * width, image_size=size), (3, size, size), 10
 
 
 def plot(rows, path: Path) -> None:

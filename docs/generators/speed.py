@@ -16,6 +16,11 @@ STRUCTURES = ("coupling", "round_to", "scope")  # what a latency row's pruned ne
 IMPLIED = {"scope": "global", "layout": "nchw", "batchnorm": "kept"}
 # mask_time.py's seconds: in all, T_fb, their ratio, and the two largest steps
 MASK_TIME = ("seconds", "t_fb", "ratio_to_t_fb", "s_saliency", "s_selection")
+# mask_time.py --count-ops: operator calls of T_fb, of each step and of the whole prune
+MASK_OPS = (
+    "ops_t_fb", "ops_tracing", "ops_counting", "ops_saliency", "ops_selection", "ops_surgery",
+    "ops_total",
+)  # fmt: skip
 LATENCY_CPU = (
     "python benchmarks/latency.py --threads 2 --modes eager --precisions fp32 "
     "--layouts nchw nhwc --batch-sizes 1 64 256"
@@ -73,6 +78,16 @@ TABLES: dict[str, Table] = {
         ("method", "label_samples"),
         (),
         MASK_TIME,
+    ),
+    "mask_ops_resnet56_cpu": Table(
+        "ATen operator calls (about one GPU kernel launch each) of T_fb and of each step of the "
+        "mask, ResNet-56, N' = 200 in batches of 50",
+        "python benchmarks/mask_time.py --widths 1 4 --n-samples 200 --batch-size 50 "
+        "--count-ops --image-size 8 --out results/benchmarks/mask_ops_resnet56_cpu",
+        ("width", "method"),
+        (),
+        MASK_OPS,
+        digits=0,
     ),
     "fig2_mask_time_vs_width": Table(
         "The paper's Fig. 2: mask time over the width of ResNet-56, N' = 100",
