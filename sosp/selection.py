@@ -208,7 +208,8 @@ def _one_order(
         scores = sal.scores.double().cpu()  # one sort on the host, whatever the device
         scores = scores if scale is None else scores * scale.cpu()
         local = sorted_order(scores, layer_of, caps)
-    return [int(idx[s]) for s in local]
+    positions = idx.tolist()  # one call, not two operator calls per structure
+    return [positions[s] for s in local]
 
 
 def prefix_for_budget(
