@@ -6,6 +6,8 @@
     python benchmarks/mask_time.py --imagenet --n-samples 200 --label-samples 1   # ResNet-50
     python benchmarks/mask_time.py --widths 1 4 --n-samples 200 --batch-size 50 --count-ops \
         --image-size 8 --out results/benchmarks/mask_ops_resnet56_cpu      # operator calls
+    python benchmarks/mask_time.py ... --code $(git rev-parse --short HEAD) --append  # beside
+        # the rows of other code measured by the same command
 
 Synthetic inputs (timing does not depend on the pixel values): CIFAR-sized for the CIFAR
 ResNet, 224x224 with 1000 classes for `--imagenet` (torchvision's ResNet-50). Writes one CSV
@@ -28,6 +30,7 @@ import functools
 import platform
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -56,8 +59,12 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--imagenet", action="store_true", help="torchvision ResNet-50 at 224 px")
     p.add_argument("--label-samples", type=int, help="SOSP-I: labels sampled per input")
-    p.add_argument("--image-size", type=int, default=32, help="CIFAR ResNet input side")
+    p.add_argument("--image-size", type=int, help="input side (default 32; 224 with --imagenet)")
     p.add_argument("--count-ops", action="store_true", help="also count operator calls")
+    p.add_argument("--code", help="a `code` column naming what was measured (e.g. a commit)")
+    p.add_argument(
+        "--append", action="store_true", help="keep the CSV's rows of other `code`s, add these"
+    )
     p.add_argument("--out", default="results/benchmarks/mask_time")
     args = p.parse_args()
 
@@ -121,6 +128,13 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     out = Path(args.out)
+    if args.code is not None:
+        rows = [{"code": args.code, **r} for r in rows]
+    if args.append and out.with_suffix(".csv").exists():
+        kept = pd.read_csv(out.with_suffix(".csv"), keep_default_na=False)
+        if "code" in kept:
+            kept = kept[kept["code"] != args.code]
+        rows = kept.to_dict("records") + rows
     atomic_write_csv(out.with_suffix(".csv"), rows)
     if len(args.widths) > 1 and not args.count_ops:
         plot(rows, out.with_suffix(".png"))
@@ -129,8 +143,9 @@ def main() -> None:
 def network(args, width: int) -> tuple[torch.nn.Module, tuple[int, ...], int]:
     """(model, input shape, classes) of the benchmark."""
     if args.imagenet:
-        return models.create("resnet50", 1000, 3, 224), (3, 224, 224), 1000
-    size = args.image_size
+        size = args.image_size or 224
+        return models.create("resnet50", 1000, 3, size), (3, size, size), 1000
+    size = args.image_size or 32
     return CifarResNet(args.depth, 10, width=16 * width, image_size=size), (3, size, size), 10
 
 

@@ -54,8 +54,9 @@ def prune(
     `model`: an `nn.Module` returning logits [B, D] (the network itself, not its
     `DataParallel` wrapper). `data`: e.g. a DataLoader, or [(x, y)]; labels are class indices
     [B] in 0..D-1 or float targets [B, D]. Methods that differentiate the loss with respect to
-    the pruned layers' parameters (sosp_h, c_obd, the gradient-flow ones) need those to
-    require grad; frozen layers that are excluded, and the classifier, may stay frozen.
+    the pruned layers' parameters (c_obd, the gradient-flow ones) need those to require grad;
+    frozen layers that are excluded, and the classifier, may stay frozen (SOSP-I and SOSP-H
+    differentiate with respect to gates and prune a frozen model).
     Anything else stops with one `BadInput` line saying how to fix it, before any saliency.
 
     `ratio` is a fraction, in (0, 1), of the `budget` quantity removed. `loss`, `exclude` and

@@ -90,9 +90,19 @@ def slice_params(m: nn.Module) -> list[nn.Parameter]:
 
 
 @torch.no_grad()
-def _select(t: torch.Tensor, idx: Sequence[int], dim: int = 0) -> torch.Tensor:
-    """A copy of `t` with entries `idx` along `dim`."""
-    return t.index_select(dim, torch.tensor(list(idx), dtype=torch.long, device=t.device))
+def _select(t: torch.Tensor, idx: Sequence[int] | torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """A copy of `t` with entries `idx` (indices, or their tensor on `t`'s device) along
+    `dim`."""
+    if not isinstance(idx, torch.Tensor):
+        idx = torch.tensor(list(idx), dtype=torch.long, device=t.device)
+    return t.index_select(dim, idx)
+
+
+def _copy_to_shrink(m: nn.Module, *replaced: str) -> nn.Module:
+    """A deep copy of `m` in which the tensors named `replaced` (each of which the caller sets
+    anew) are not copied, only shared until then: a copy costs an operation per tensor."""
+    memo = {id(t): t for name in replaced if (t := getattr(m, name, None)) is not None}
+    return copy.deepcopy(m, memo)
 
 
 def _shrink_bias(m: nn.Module, out_idx: Sequence[int]) -> None:
@@ -203,7 +213,7 @@ class Conv2dRule(ModuleRule):
         return [i | o for i, o in zip(ins, outs, strict=True)]
 
     def shrink(self, m: nn.Conv2d, out_idx: list[int], in_idx: list[int]) -> nn.Conv2d:
-        m = copy.deepcopy(m)
+        m = _copy_to_shrink(m, "weight", "bias")
         weight = _select(m.weight, out_idx)  # [C_out, C_in / groups, k_h, k_w]
         if m.groups == 1:
             weight = _select(weight, in_idx, 1)
@@ -237,11 +247,14 @@ class LinearRule(ModuleRule):
         return out
 
     def shrink(self, m: nn.Linear, out_idx: list[int], in_idx: list[int]) -> nn.Linear:
-        m = copy.deepcopy(m)
+        m = _copy_to_shrink(m, "weight", "bias")
         m.weight = nn.Parameter(_select(_select(m.weight, out_idx), in_idx, 1))  # [out, in]
         _shrink_bias(m, out_idx)
         m.out_features, m.in_features = len(out_idx), len(in_idx)
         return m
+
+
+_NORM_TENSORS, _NORM_STATS = ("weight", "bias"), ("running_mean", "running_var")
 
 
 class BatchNormRule(ModuleRule):
@@ -281,13 +294,17 @@ class BatchNormRule(ModuleRule):
         return (m, "output") if first is None else (first, "input")
 
     def shrink(self, m: nn.Module, out_idx: list[int], in_idx: list[int]) -> nn.Module:
-        m = copy.deepcopy(m)
+        m = _copy_to_shrink(
+            m, *_NORM_TENSORS[: 2 * m.affine], *_NORM_STATS[: 2 * m.track_running_stats]
+        )
+        device = next(iter([*m.parameters(), *m.buffers()])).device
+        idx = torch.tensor(out_idx, dtype=torch.long, device=device)
         if m.affine:
-            m.weight = nn.Parameter(_select(m.weight, out_idx))
-            m.bias = nn.Parameter(_select(m.bias, out_idx))
+            m.weight = nn.Parameter(_select(m.weight, idx))
+            m.bias = nn.Parameter(_select(m.bias, idx))
         if m.track_running_stats:
-            m.running_mean = _select(m.running_mean, out_idx)
-            m.running_var = _select(m.running_var, out_idx)
+            m.running_mean = _select(m.running_mean, idx)
+            m.running_var = _select(m.running_var, idx)
         m.num_features = len(out_idx)
         return m
 

@@ -13,18 +13,23 @@ L = (1/N') sum_n l(f(x_n), y_n) with l = cross-entropy or 1/2 ||f - y||^2.
 - `gauss_newton`: G = (1/N') sum_n J_n^T R_n J_n (R = diag(p) - p p^T for cross-entropy, I for
   squared loss) and lambda_1 = theta_s . dL/dtheta, or with `label_samples=k` the unbiased
   estimate of G from k labels per input sampled from p.
-- `hessian_terms`: lambda_1 and theta_s . (H theta_struc) by exact double backpropagation.
+- `hessian_terms`: lambda_1 and theta_s . (H theta_struc) by exact double backpropagation
+  through the same gates, one per channel: their Hessian times 1 on the structures' channels,
+  summed per structure (each gate scales its slice linearly, so this is theta_s . H
+  theta_struc).
 - `flow_terms`: per parameter the gradient g of L (logits divided by a temperature T) and the
   Hessian-gradient product H g, over every trainable parameter (the gradient-flow measures
   of Lubana & Dick, `baselines/gradient_flow.py`).
 
 Everything runs with the model in eval mode (BatchNorm on running statistics), so samples do
 not interact; it works in float64 when model and data are float64.
+
+The gates and the constant-parameter operations of the gated passes are `sosp.gates`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -34,10 +39,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
-from sosp.channel_rules import module_rule
 from sosp.errors import BadInput
+from sosp.gates import ConstantParameters, Gates, gated
 from sosp.modes import eval_mode
-from sosp.structures import StructureGraph, slice_params
+from sosp.structures import StructureGraph
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LOSSES = ("cross_entropy", "squared")
@@ -165,7 +170,7 @@ def check_differentiable(graph: StructureGraph) -> None:
     if not any(p.requires_grad for p in graph.gm.parameters()):
         raise BadInput(
             f"every parameter of the model has requires_grad=False (a frozen model), but {need}"
-            "; call model.requires_grad_(True) before pruning (sosp_i, magnitude, slimming "
+            "; call model.requires_grad_(True) before pruning (sosp_i, sosp_h, magnitude, slimming "
             "and random need no gradients)"
         )
     raise BadInput(
@@ -208,61 +213,12 @@ class HessianTerms:
     h_theta: torch.Tensor  # [S] theta_s . (H theta_struc)
 
 
-Gates = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (gate, channels, structures)
-
-
-@contextmanager
-def gated(graph: StructureGraph, batch_size: int):
-    """Install per-sample gates [batch_size, C] (ones, requires_grad) on the output of every
-    module of `graph.theta`. Yields, per slice, (gate, its channels, their structures) as
-    tensors on the model's device."""
-    p = next(graph.gm.parameters())
-    gates: Gates = []
-    handles = []
-
-    def scaled(t: torch.Tensor, gate: torch.Tensor, dim: int) -> torch.Tensor:
-        ones = [1] * (t.dim() - 2)
-        return t * (gate.view(len(gate), *ones, -1) if dim == -1 else gate.view(*gate.shape, *ones))
-
-    def hook_for(gate: torch.Tensor, where: str, dim: int) -> Callable:
-        if where == "input":
-            return lambda _m, args: (scaled(args[0], gate, dim), *args[1:])
-        return lambda _m, _i, out: scaled(out, gate, dim)
-
-    for sl in graph.theta:
-        m = graph.gm.get_submodule(sl.module)
-        width = m.weight.shape[0]
-        gate = torch.ones(batch_size, width, dtype=p.dtype, device=p.device, requires_grad=True)
-        rule = module_rule(m)
-        site, where = rule.gate_site(m)
-        register = (
-            site.register_forward_pre_hook if where == "input" else site.register_forward_hook
-        )
-        handles.append(register(hook_for(gate, where, rule.channel_dim)))
-        gates.append((gate, _index(sl.channels, p.device), _index(sl.structures, p.device)))
-    try:
-        yield gates
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _index(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.long, device=device)
-
-
 def _gate_grads(
     scalar_or_out: torch.Tensor, gates: Gates, num_structures: int, grad_outputs=None
 ) -> torch.Tensor:
     """[B, S]: per sample and structure, the sum of d(.)/d(gate) over the structure's gates."""
-    grads = torch.autograd.grad(
-        scalar_or_out, [g for g, _, _ in gates], grad_outputs=grad_outputs, retain_graph=True
-    )
-    first = grads[0]
-    out = first.new_zeros(first.shape[0], num_structures)
-    for grad, (_, channels, structures) in zip(grads, gates, strict=True):
-        out.index_add_(1, structures, grad.index_select(1, channels))
-    return out
+    grads = gates.grads(scalar_or_out, grad_outputs, retain_graph=True)
+    return gates.per_structure(grads, num_structures)
 
 
 def gate_jacobians(graph: StructureGraph, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,6 +252,7 @@ def gauss_newton(
     n = 0
     with (
         eval_mode(graph.gm),
+        _gated_forms(graph, twice=False),
         tqdm(total=n_samples, desc="gauss-newton", disable=not progress, unit="sample") as bar,
     ):
         for x, y in take_samples(batches, n_samples, p.device, p.dtype):
@@ -352,33 +309,52 @@ def hessian_terms(
     progress: bool = False,
 ) -> HessianTerms:
     """lambda_1 [S] and theta_s . (H theta_struc) [S] (zeros when `hessian=False`), with H the
-    exact Hessian of L by double backpropagation, theta_struc the weights of all structures."""
-    check_differentiable(graph)
-    params, theta = _theta_struc(graph)
-    grad_sum = [torch.zeros_like(p) for p in params]
-    hv_sum = [torch.zeros_like(p) for p in params]
-    p0 = params[0]
+    exact Hessian of L, theta_struc the weights of all structures.
+
+    Both through the gates of `gated` (one per channel): the gate gradient summed over a
+    structure's gates is theta_s . dL/dtheta, and since each gate scales its module's slice
+    linearly, the gates' Hessian times v (1 on every structure's channels) summed the same
+    way is theta_s . (H theta_struc); one double backpropagation per batch."""
+    p0 = next(graph.gm.parameters())
+    S = len(graph.structures)
     n = 0
     with (
         eval_mode(graph.gm),
-        TwiceDifferentiable() if _has_hardsigmoid(graph) else nullcontext(),
+        gated(graph) as gates,
+        _gated_forms(graph, twice=hessian),
         tqdm(total=n_samples, desc="hessian", disable=not progress, unit="sample") as bar,
     ):
+        lambda1 = h_theta = v = None  # per gate, summed over the batches
         for x, y in take_samples(batches, n_samples, p0.device, p0.dtype):
             total = loss_sum(loss, graph.gm(x), y)
-            grads = torch.autograd.grad(total, params, create_graph=hessian)
+            grads = gates.grads(total, create_graph=hessian)
             if hessian:
-                dot = sum((g * t).sum() for g, t in zip(grads, theta, strict=True))
-                for acc, h in zip(hv_sum, torch.autograd.grad(dot, params), strict=True):
-                    acc += h
-            for acc, g in zip(grad_sum, grads, strict=True):
-                acc += g.detach()
+                v = gates.on_structures() if v is None else v
+                h_theta = _accumulated(h_theta, gates.grads(grads, v))
+            lambda1 = _accumulated(lambda1, grads)
             n += len(x)
             bar.update(len(x))
     _check_count(n, n_samples)
+
+    def per_structure(per_gate: list[torch.Tensor]) -> torch.Tensor:
+        return gates.per_structure(per_gate, S) / n
+
+    lambda1 = per_structure(lambda1)
     return HessianTerms(
-        n, _per_structure(graph, theta, grad_sum) / n, _per_structure(graph, theta, hv_sum) / n
+        n, lambda1, per_structure(h_theta) if hessian else torch.zeros_like(lambda1)
     )
+
+
+def _accumulated(
+    total: list[torch.Tensor] | None, grads: tuple[torch.Tensor, ...]
+) -> list[torch.Tensor]:
+    """`total` + `grads` tensor by tensor, in place and outside autograd (a copy of `grads`
+    when `total` is None)."""
+    with torch.no_grad():
+        if total is None:
+            return torch._foreach_mul(grads, 1.0)
+        torch._foreach_add_(total, grads)
+        return total
 
 
 @dataclass
@@ -464,34 +440,15 @@ def _has_hardsigmoid(graph: StructureGraph) -> bool:
     )
 
 
-def _theta_struc(graph: StructureGraph) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
-    """(the parameters holding any theta_s, and theta_struc on each: the parameter with the
-    channels that belong to no structure set to zero), in `graph.theta` order."""
-    params, theta = [], []
-    for sl in graph.theta:
-        for p in slice_params(graph.gm.get_submodule(sl.module)):
-            keep = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)
-            keep[_index(sl.channels, p.device)] = 1
-            params.append(p)
-            theta.append(p.detach() * keep.view(-1, *[1] * (p.dim() - 1)))
-    return params, theta
-
-
-def _per_structure(
-    graph: StructureGraph, theta: list[torch.Tensor], vec: list[torch.Tensor]
-) -> torch.Tensor:
-    """[S]: sum over each structure's parameters p of theta_p * vec_p (tensors in the order
-    of `_theta_struc`)."""
-    pairs = iter(zip(theta, vec, strict=True))
-    out = theta[0].new_zeros(len(graph.structures))
-    for sl in graph.theta:
-        per_channel = 0
-        for _ in slice_params(graph.gm.get_submodule(sl.module)):
-            t, v = next(pairs)
-            per_channel = per_channel + (t * v).reshape(t.shape[0], -1).sum(1)
-        channels = _index(sl.channels, out.device)
-        out.index_add_(0, _index(sl.structures, out.device), per_channel[channels])
-    return out
+@contextmanager
+def _gated_forms(graph: StructureGraph, twice: bool) -> Iterator[None]:
+    """The torch-function modes of a gated pass: `ConstantParameters`, and where a second
+    derivative is taken, `TwiceDifferentiable` if the network needs it."""
+    with (
+        ConstantParameters(),
+        TwiceDifferentiable() if twice and _has_hardsigmoid(graph) else nullcontext(),
+    ):
+        yield
 
 
 def _check_count(n: int, wanted: int) -> None:

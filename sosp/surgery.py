@@ -124,15 +124,17 @@ def build_pruned(graph: StructureGraph, pruned: Iterable[int]) -> fx.GraphModule
                 f"the mask prunes every input channel of {name!r} (all channels of the tensor "
                 "it reads, e.g. one piece of a split); keep at least one of them"
             )
-    gm = copy.deepcopy(graph.gm)
-    for node in list(gm.graph.nodes):
+    shrunk = {}  # id of a module of graph.gm -> its smaller copy
+    for node in graph.gm.graph.nodes:
         if node.op == "call_module":
-            m = gm.get_submodule(node.target)
+            m = graph.gm.get_submodule(node.target)
             rule = module_rule(m)  # None: an op on the input alone, which keeps everything
             new = rule and rule.shrink(m, kept[node.name], kept[node.args[0].name])
             if new is not None:
-                _set_submodule(gm, node.target, new)
-        elif node.op in ("call_function", "call_method") and node.name in kept:
+                shrunk[id(m)] = new
+    gm = copy.deepcopy(graph.gm, memo=shrunk)  # the shrunk modules in place, not copied
+    for node in list(gm.graph.nodes):
+        if node.op in ("call_function", "call_method") and node.name in kept:
             rule = op_rule(node)
             if rule is not None:
                 rule.rewire(gm, node, kept)
@@ -151,8 +153,3 @@ def _on_parameter_device(gm: fx.GraphModule) -> fx.GraphModule:
             if isinstance(m, ChannelScatter | IndexAdd | ChannelGather):
                 m.to(p.device)
     return gm
-
-
-def _set_submodule(gm: nn.Module, qualname: str, new: nn.Module) -> None:
-    parent, _, child = qualname.rpartition(".")
-    setattr(gm.get_submodule(parent) if parent else gm, child, new)

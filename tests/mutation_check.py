@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 TESTS = (
     "tests/test_curvature.py",
+    "tests/test_gates.py",
     "tests/methods",
     "tests/baselines/test_ablations.py",
     "tests/test_batchnorm.py",
@@ -65,6 +66,7 @@ GF = "baselines/gradient_flow.py"
 SOSP_I = "sosp/methods/sosp_i.py"
 SOSP_H = "sosp/methods/sosp_h.py"
 CURV = "sosp/curvature.py"
+GATES = "sosp/gates.py"
 STRUCT = "sosp/structures.py"
 EVAL_IMPORT = Edit(
     CURV,
@@ -144,8 +146,8 @@ MUTATIONS = (
             EVAL_IMPORT,
             Edit(
                 CURV,
-                'eval_mode(graph.gm),\n        tqdm(total=n_samples, desc="gauss-newton"',
-                'contextlib.nullcontext(),\n        tqdm(total=n_samples, desc="gauss-newton"',
+                "eval_mode(graph.gm),\n        _gated_forms(graph, twice=False),",
+                "contextlib.nullcontext(),\n        _gated_forms(graph, twice=False),",
             ),
         ),
     ),
@@ -156,8 +158,8 @@ MUTATIONS = (
             EVAL_IMPORT,
             Edit(
                 CURV,
-                'eval_mode(graph.gm),\n        tqdm(total=n_samples, desc="hessian"',
-                'contextlib.nullcontext(),\n        tqdm(total=n_samples, desc="hessian"',
+                "eval_mode(graph.gm),\n        gated(graph) as gates,",
+                "contextlib.nullcontext(),\n        gated(graph) as gates,",
             ),
         ),
     ),
@@ -181,7 +183,11 @@ MUTATIONS = (
                 "if layer.bn is not None and _has_params(self.modules[layer.bn]):",
                 "if layer.bn is not None:",
             ),
-            Edit(CURV, "width = m.weight.shape[0]", "width = len(sl.channels)"),
+            Edit(
+                GATES,
+                "widths = [m.weight.shape[0] for m in modules]",
+                "widths = [len(sl.channels) for sl in graph.theta]",
+            ),
         ),
     ),
     Mutation(
@@ -215,6 +221,64 @@ MUTATIONS = (
         "config/paper.yaml: fig4_cifar10 prunes VGG-19 without the 95% layer cap",
         (Edit("config/paper.yaml", FIG4_CIFAR10 + VGG_CAP, FIG4_CIFAR10),),
         ("tests/workflow/test_workflow.py::test_shipped_configs_prune_as_the_paper_does",),
+    ),
+    Mutation(
+        "G1",
+        "gate derivatives: d(grad_gamma)/d(x) dropped from the double backward",
+        (Edit(GATES, "            d_x = grad * w\n", "            d_x = None\n"),),
+    ),
+    Mutation(
+        "G2",
+        "gate derivatives: d(grad_x)/d(gamma) dropped from the double backward",
+        (
+            Edit(
+                GATES,
+                "        if d_grad_x is not None:\n            d_gamma =",
+                "        if False:\n            d_gamma =",
+            ),
+        ),
+    ),
+    Mutation(
+        "G3",
+        "gate derivatives: d(grad_gamma)/d(grad) dropped from the double backward",
+        (
+            Edit(
+                GATES,
+                "d_grad = x * w if d_grad is None else torch.addcmul(d_grad, x, w)",
+                "d_grad = d_grad",
+            ),
+        ),
+    ),
+    Mutation(
+        "G4",
+        "BatchNorm folded for the gated passes with the running mean added, not subtracted",
+        (
+            Edit(
+                GATES,
+                'shift = -bound["running_mean"] * scale',
+                'shift = bound["running_mean"] * scale',
+            ),
+        ),
+    ),
+    Mutation(
+        "G5",
+        "folded BatchNorm's backward does not scale the gradient",
+        (
+            Edit(
+                GATES, "        return grad * scale, None, None", "        return grad, None, None"
+            ),
+        ),
+    ),
+    Mutation(
+        "G6",
+        "constant conv: the transposed conv of its backward without the output padding",
+        (
+            Edit(
+                GATES,
+                "            size - ((g - 1) * s - 2 * p + d * (k - 1) + 1)\n",
+                "            0 * size\n",
+            ),
+        ),
     ),
     Mutation(
         "GF1",

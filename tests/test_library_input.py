@@ -48,7 +48,7 @@ def no_saliency(monkeypatch):
 # -- frozen parameters ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["sosp_h", "c_obd", "grad_norm"])
+@pytest.mark.parametrize("method", ["c_obd", "grad_norm"])
 def test_a_frozen_model_is_refused_by_methods_that_differentiate(method):
     """requires_grad=False everywhere: methods that need the loss's gradient with respect to
     the pruned layers' parameters say so and how to make them trainable."""
@@ -64,7 +64,7 @@ def test_frozen_pruned_layers_are_named_with_the_exclusion_that_allows_them():
     model.conv2.requires_grad_(False)
     model.bn2.requires_grad_(False)
     with pytest.raises(BadInput, match=r"conv2\.weight, bn2\.weight.*exclude=\['conv2'\]"):
-        prune(model, tiny_batches())
+        prune(model, tiny_batches(), "c_obd")
 
 
 @pytest.mark.parametrize("method", ["sosp_h", "c_obd", "loss_preservation"])
@@ -83,10 +83,10 @@ def test_frozen_layers_that_are_excluded_prune_as_trainable_ones(method):
     assert got.mask == want.mask and got.scores == want.scores
 
 
-@pytest.mark.parametrize("method", ["sosp_i", "magnitude"])
+@pytest.mark.parametrize("method", ["sosp_i", "sosp_h", "first_order", "magnitude"])
 def test_methods_without_parameter_gradients_prune_a_frozen_model(method):
-    """SOSP-I differentiates with respect to its gates, magnitude not at all: a frozen model
-    prunes as the trainable one."""
+    """SOSP-I and SOSP-H differentiate with respect to their gates, magnitude not at all: a
+    frozen model prunes as the trainable one."""
     got = prune(tiny().requires_grad_(False), tiny_batches(), method)
     want = prune(tiny(), tiny_batches(), method)
     assert got.mask == want.mask and got.scores == want.scores

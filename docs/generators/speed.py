@@ -83,8 +83,20 @@ TABLES: dict[str, Table] = {
         "ATen operator calls (about one GPU kernel launch each) of T_fb and of each step of the "
         "mask, ResNet-56, N' = 200 in batches of 50",
         "python benchmarks/mask_time.py --widths 1 4 --n-samples 200 --batch-size 50 "
-        "--count-ops --image-size 8 --out results/benchmarks/mask_ops_resnet56_cpu",
-        ("width", "method"),
+        "--count-ops --image-size 8 --out results/benchmarks/mask_ops_resnet56_cpu "
+        "--code CODE --append",
+        ("code", "width", "method"),
+        (),
+        MASK_OPS,
+        digits=0,
+    ),
+    "mask_ops_resnet50_cpu": Table(
+        "The same for torchvision's ResNet-50 (SOSP-I with one sampled label), N' = 200 in "
+        "batches of 50",
+        "python benchmarks/mask_time.py --imagenet --image-size 32 --n-samples 200 "
+        "--batch-size 50 --label-samples 1 --count-ops "
+        "--out results/benchmarks/mask_ops_resnet50_cpu --code CODE --append",
+        ("code", "method"),
         (),
         MASK_OPS,
         digits=0,
