@@ -2,22 +2,29 @@
 
 Conventions (those of the SOSP paper and most pruning papers):
 - params: every parameter of the module, BatchNorm affine included, running statistics not.
-- MACs per input sample: for Conv2d  k_h * k_w * (c_in / groups) * c_out * H_out * W_out,
-  for Linear  in_features * out_features (times the number of positions it is applied to);
-  nothing else (no BN, activation, pooling or bias terms).
+- MACs per input sample: every convolution and matrix product the forward pass runs, however
+  it is called (a module, `F.conv2d` inside a module's forward, `x @ w`, attention): for a
+  conv  k_h * k_w * (c_in / groups) * c_out * H_out * W_out, for a Linear  in_features *
+  out_features (times the number of positions it is applied to), for a product [n, k] @
+  [k, m]  n * k * m, for attention QK^T and AV  L * S * (E + E_v) per head; nothing else (no
+  BN, activation, pooling or bias terms), and not the placement products of the sums
+  surgery inserts (`IndexAdd`, `ChannelScatter`: data movement done as a GEMM on the CPU).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from sosp.modes import eval_mode
+from sosp.shortcuts import ChannelScatter, IndexAdd
 
 
 @dataclass(frozen=True)
@@ -45,11 +52,89 @@ def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
     raise TypeError(f"no MAC rule for {type(module).__name__}")
 
 
+@torch.no_grad()
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """MACs of one forward pass of one sample of shape `input_shape` = (C, H, W): the sum of
-    `layer_counts` (one eval-mode pass of a batch of 1 on the model's device, hooks on every
-    Conv2d and Linear; a module called twice is counted twice)."""
-    return sum(layer.macs for layer in layer_counts(model, input_shape).values())
+    """MACs of one forward pass of one sample of shape `input_shape` = (C, H, W): every
+    convolution and matrix product of one eval-mode pass of a batch of 1 on the model's
+    device, as ATen runs them (`MacCounter`; a module called twice is counted twice)."""
+    macs = MacCounter()
+    with _paused_in_sums(model, macs), macs, eval_mode(model):
+        model(_one_sample(model, input_shape))
+    return macs.total
+
+
+def _one_sample(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    param = next(model.parameters(), None)
+    kwargs = {"device": param.device, "dtype": param.dtype} if param is not None else {}
+    return torch.zeros(1, *input_shape, **kwargs)
+
+
+class MacCounter(TorchDispatchMode):
+    """Sums the MACs of every convolution and matrix product (mm, addmm, bmm, baddbmm, mv,
+    dot, fused scaled-dot-product attention) dispatched while active: `total`. Composite
+    operations (linear, matmul, einsum, unfused attention) arrive decomposed into these."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+        self.paused = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        rule = _MAC_RULES.get(func.overloadpacket.__name__)
+        if rule is None and "scaled_dot_product" in func.overloadpacket.__name__:
+            rule = _attention_macs
+        if rule is not None and not self.paused:
+            self.total += rule(args, out)
+        return out
+
+
+def _conv_macs(args, out) -> int:
+    x, weight, transposed = args[0], args[1], args[6]
+    # each output element takes C_in / groups * k_h * k_w products; transposed, each input one
+    return (x.numel() if transposed else out.numel()) * weight[0].numel()
+
+
+def _attention_macs(args, out) -> int:
+    q, k, v = args[:3]  # [..., L, E], [..., S, E], [..., S, E_v]
+    heads = q[..., 0, 0].numel()
+    return heads * q.shape[-2] * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+
+
+_MAC_RULES: dict[str, Callable] = {
+    "convolution": _conv_macs,
+    "mm": lambda a, out: a[0].shape[0] * a[0].shape[1] * a[1].shape[1],
+    "addmm": lambda a, out: a[1].shape[0] * a[1].shape[1] * a[2].shape[1],
+    "bmm": lambda a, out: a[0].numel() * a[1].shape[2],
+    "baddbmm": lambda a, out: a[1].numel() * a[2].shape[2],
+    "mv": lambda a, out: a[0].numel(),
+    "addmv": lambda a, out: a[1].numel(),
+    "dot": lambda a, out: a[0].numel(),
+}
+
+
+@contextmanager
+def _paused_in_sums(model: nn.Module, counter: MacCounter) -> Iterator[None]:
+    """`counter` does not count inside the sums surgery inserts: their placement GEMM on a
+    channels_last CPU tensor moves data."""
+
+    def pause(_m, _args) -> None:
+        counter.paused += 1
+
+    def resume(_m, _args, _out) -> None:
+        counter.paused -= 1
+
+    sums = [m for m in model.modules() if isinstance(m, IndexAdd | ChannelScatter)]
+    handles = [
+        h
+        for m in sums
+        for h in (m.register_forward_pre_hook(pause), m.register_forward_hook(resume))
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def count(model: nn.Module, input_shape: tuple[int, ...]) -> Counts:

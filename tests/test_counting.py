@@ -30,6 +30,53 @@ def test_macs_conv_and_linear_only():
     assert counting.count_macs(tiny(), (3, 5, 5)) == expected
 
 
+class Functional(nn.Module):
+    """A conv called as F.conv2d in forward (as timm's ScaledStdConv2d does), a transposed
+    conv, a product `x @ w` and attention over the 4 positions as tokens, fused or explicit."""
+
+    def __init__(self, fused: bool) -> None:
+        super().__init__()
+        self.fused = fused
+        self.w = nn.Parameter(torch.randn(6, 3, 3, 3))
+        self.up = nn.ConvTranspose2d(6, 2, 2, stride=2)  # 2x2 -> 4x4
+        self.proj = nn.Parameter(torch.randn(2, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.conv2d(x, self.w, stride=2, padding=1)  # [1, 6, 2, 2]
+        x = self.up(x)  # [1, 2, 4, 4]
+        t = x.flatten(2).transpose(1, 2) @ self.proj  # tokens [1, 16, 8]
+        q = k = v = t.view(1, 16, 2, 4).transpose(1, 2)  # 2 heads of 4
+        if self.fused:
+            a = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        else:
+            a = (q @ k.transpose(-1, -2) / 2).softmax(-1) @ v
+        return a.sum((1, 2))
+
+
+def test_every_conv_and_product_counts_however_it_is_called():
+    """F.conv2d in a forward, a transposed conv, x @ w and attention count: conv 9*3*6*2*2, the
+    transposed conv 2*2*2 products per input element of 6*2*2, 16*2*8, and QK^T plus AV
+    2 heads * 16 * 16 * (4 + 4); fused attention counts as the explicit one."""
+    expected = 9 * 3 * 6 * 4 + (6 * 4) * (2 * 2 * 2) + 16 * 2 * 8 + 2 * 16 * 16 * 8
+    for fused in (True, False):
+        assert counting.count_macs(Functional(fused), (3, 4, 4)) == expected
+
+
+def test_a_traced_network_counts_as_the_module():
+    """fx traces through timm's ScaledStdConv2d into F.conv2d: NF-RegNet-B0's GraphModule
+    counts as the module does (its 54 weight-standardized convs were missed when counting
+    hooked modules: 3.63M of 13.26M MACs at 32x32), as ptflops counts it."""
+    import timm
+
+    from sosp.structures import trace
+    from tests.models.test_zoo import ptflops_macs
+
+    model = timm.create_model("nf_regnet_b0", num_classes=10)
+    macs = counting.count_macs(model, (3, 32, 32))
+    assert counting.count_macs(trace(model, (3, 32, 32)), (3, 32, 32)) == macs == 13_261_696
+    assert ptflops_macs(model, (3, 32, 32)) == macs
+
+
 def test_count_leaves_training_mode():
     """Counting runs in eval mode but restores the module's mode."""
     model = tiny().train()
