@@ -322,7 +322,7 @@ def _selected(ranking: _Ranking, ratio: float, settings: PruneSettings) -> list[
     the latency knapsack (`latency_budget.select`), else the shortest prefix of the order."""
     graph, budget, k = ranking.graph, settings.budget, settings.round_to
     if budget == "latency" and settings.scope == "global":
-        layers = list(graph.layer_structures().values())
+        layers = graph.selection_groups()  # as ranking.caps: layers, split into pieces
         target = (1 - ratio) * ranking.latency.table.dense_ms
         return select(
             ranking.saliency, ranking.latency, layers, ranking.caps, target, k, ranking.scale
@@ -527,13 +527,15 @@ def _check_iterable_of_batches(data: object) -> None:
 
 
 def layer_index(graph: StructureGraph) -> tuple[torch.Tensor, list[int]]:
-    """(layer number of each structure [S], number of structures per layer): what
-    `selection.order` and `layer_caps` take (also for pruning in rounds, `sosp.rounds`)."""
-    groups = graph.layer_structures()
+    """(group number of each structure [S], number of structures per group): what
+    `selection.order` and `layer_caps` take (also for pruning in rounds, `sosp.rounds`). A
+    group is a layer's structures, or a part of them that another layer reads alone (a piece
+    of a split: `StructureGraph.selection_groups`), so each keeps at least one."""
+    groups = graph.selection_groups()
     layer_of = torch.empty(len(graph.structures), dtype=torch.long)
-    for k, idx in enumerate(groups.values()):
+    for k, idx in enumerate(groups):
         layer_of[idx] = k
-    return layer_of, [len(idx) for idx in groups.values()]
+    return layer_of, [len(idx) for idx in groups]
 
 
 def _kernel_scale(graph: StructureGraph) -> torch.Tensor:

@@ -3,15 +3,17 @@
 A method yields either per-structure `scores` (prune the smallest first) or the SOSP-I matrix
 `q` (greedy Eq. 4). Selection is `global` (one order over all structures) or `local` (each
 layer ranked on its own; the orders interleave so that a prefix prunes the same fraction of
-every layer). Every layer keeps at least one structure and at most `max_layer_fraction` of
-its structures are pruned. The budget is a fraction of structures, of parameters, of MACs or
-of predicted latency removed (a latency budget with global scope is `sosp.latency_budget`'s
-knapsack instead of a prefix); for the others the shortest prefix of the order that removes
-at least that fraction of the exact count of the pruned architecture is taken (binary search). With
-`round_to=k` every layer keeps a multiple of k structures (or all): each prefix prunes, per
-layer, only as many of its structures as that allows (`rounded`), and the search runs over
-the rounded masks. `shuffled` exchanges a mask's structures at random among those that sit
-alike, so each layer's count and the pruned architecture stay (the paper's shuffle control).
+every layer). Every layer keeps at least one structure and at most `max_layer_fraction` of its
+structures are pruned; a "layer" here is a group of `api.layer_index`: a layer's structures, or
+the part of them that another layer reads alone (a piece of a split). The budget is a fraction
+of structures, of parameters, of MACs or of predicted latency removed (a latency budget with
+global scope is `sosp.latency_budget`'s knapsack instead of a prefix); for the others the
+shortest prefix of the order that removes at least that fraction of the exact count of the
+pruned architecture is taken (binary search). With `round_to=k` every layer keeps a multiple of
+k structures (or all): each prefix prunes, per layer, only as many of its structures as that
+allows (`rounded`), and the search runs over the rounded masks. `shuffled` exchanges a mask's
+structures at random among those that sit alike, so each layer's count and the pruned
+architecture stay (the paper's shuffle control).
 """
 
 from __future__ import annotations

@@ -189,6 +189,24 @@ class StructureGraph:
             out.setdefault(name, []).append(i)
         return out
 
+    def selection_groups(self) -> list[list[int]]:
+        """Indices of the structures in groups of which every mask keeps at least one, in
+        structure order: each layer's (`layer_structures`), split where layers read different
+        parts of its output (the pieces of a split, as in a Res2Net block), since pruning all
+        of one part would leave a layer that reads it without input channels."""
+        owner = {w: i for i, members in enumerate(self.members) for w in members}
+        nodes = {node.name: node for node in self.gm.graph.nodes}
+        readers: list[set[str]] = [set() for _ in self.structures]
+        for name, layer in self.layers.items():
+            for channel in self.sources.get(nodes[layer.node].args[0].name, ()):
+                for w in channel:
+                    if w in owner:
+                        readers[owner[w]].add(name)
+        groups: dict[tuple[str, frozenset[str]], list[int]] = {}
+        for i, (layer, _) in enumerate(self.structures):
+            groups.setdefault((layer, frozenset(readers[i])), []).append(i)
+        return list(groups.values())
+
     def exchangeable(self) -> list[list[tuple[int, ...]]]:
         """Groups of units that a shuffle may exchange and leave the pruned architecture as it
         is. A unit is a class of structures linked by sharing a tensor channel (a residual

@@ -236,3 +236,44 @@ def test_shuffle_within_layers_keeps_the_architecture_and_draws_the_channels():
         assert mixed.mask != own.mask and mixed.mask == again.mask
     small, large = runs[0]
     assert all(set(v) <= set(large.mask[k]) for k, v in small.mask.items())
+
+
+class _Pieces(torch.nn.Module):
+    """conv1 (2 -> 8) split into two pieces of 4, each read by its own conv (as in a Res2Net
+    block), concatenated, pooled, classified. Piece a's filters are tiny, so magnitude ranks
+    all four of them first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.conv1 = nn.Conv2d(2, 8, 3, padding=1)
+        self.conv_a, self.conv_b = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(8, 3)
+        with torch.no_grad():
+            self.conv1.weight[:4] *= 1e-3
+
+    def forward(self, x):
+        a, b = torch.split(self.conv1(x), 4, dim=1)
+        y = torch.cat([self.conv_a(torch.relu(a)), self.conv_b(torch.relu(b))], 1)
+        return self.fc(y.mean((2, 3)))
+
+
+def test_every_piece_of_a_split_keeps_a_channel():
+    """The selection groups are each layer's structures split where other layers read
+    different parts (conv1's two pieces); every group keeps one: magnitude at 5 of 16
+    structures, which would prune all of piece a and leave conv_a no input, prunes 3 of it and
+    conv_a reads the one left."""
+    from sosp.structures import analyze
+
+    torch.manual_seed(0)
+    model = _Pieces()
+    graph = analyze(model, (2, 4, 4))
+    assert graph.selection_groups() == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+        [8, 9, 10, 11],
+        [12, 13, 14, 15],
+    ]
+    batch = [(torch.randn(6, 2, 4, 4), torch.randint(3, (6,)))]
+    r = sosp.prune(model, "magnitude", 5 / 16, batch, n_samples=6)
+    assert r.model.conv_a.in_channels == 1
