@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import sosp
 from sosp.commands import registry
 from sosp.errors import SospError
+from sosp.signals import Stopped, deferred
 
 
 def parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     only = [a for a in argv[:1] if a in registry.names()]
     with _stops_on_sigterm():
         try:
-            with _signals_deferred():  # torch's import swallows an interrupt of numpy's
+            with deferred():  # torch's import swallows an interrupt of numpy's
                 command = parser(only=only)
             return _run(command.parse_args(argv))
         except KeyboardInterrupt as e:
@@ -85,34 +86,6 @@ def _run(args: argparse.Namespace) -> int:
     except SospError as e:
         print(f"sosp {args.command}: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
-
-
-class Stopped(KeyboardInterrupt):
-    """A stop signal arrived (SIGTERM, or SIGINT held while starting): unwinds like Ctrl-C
-    (temporary files removed, locks released)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signal.Signals(signum)
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Within the block SIGINT and SIGTERM (those not ignored) are held; the first that
-    arrived is raised as `Stopped` when it ends."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    arrived: list[int] = []
-    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN]
-    previous = {s: signal.signal(s, lambda signum, _frame: arrived.append(signum)) for s in held}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if arrived:
-        raise Stopped(arrived[0])
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from sosp.errors import BadInput
+from sosp.signals import deferred
 
 LOCK = ".sosp.lock"  # in a run folder while a command writes it (`claim_folder`)
 # OSErrors of the user's disk, quota or permissions, not of the code: the fix each needs.
@@ -248,6 +249,11 @@ def claim_folder(folder: str | os.PathLike, flag: str = "--out") -> None:
     key = Path(os.path.abspath(folder))
     if key in _CLAIMS:
         return
+    with deferred():  # a stop between creating the lock file and recording the claim would
+        _claim(key, folder, flag)  # leave the file, and say nothing about the folder
+
+
+def _claim(key: Path, folder: str | os.PathLike, flag: str) -> None:
     created = [p for p in (key, *key.parents) if not p.exists()][::-1]
     key.mkdir(parents=True, exist_ok=True)
     before = _files(key)

@@ -45,12 +45,22 @@ def run(tmp_path_factory):
 
 
 def _start(*args: str, **kwargs) -> subprocess.Popen:
-    """`sosp ARGS` in a new process, its output piped."""
+    """`sosp ARGS` in a new process, its output piped, with SIGINT's default disposition
+    (so Python turns it into KeyboardInterrupt): a suite run as a background job of a shell
+    without job control inherits SIGINT ignored, and a child that inherits it keeps it."""
+    also = kwargs.pop("preexec_fn", None)
+
+    def preexec() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if also is not None:
+            also()
+
     return subprocess.Popen(
         [sys.executable, "-m", "sosp", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=preexec,
         **kwargs,
     )
 
