@@ -529,7 +529,8 @@ class _Analysis:
 
     def visit(self, node: fx.Node) -> Sources | None:
         if node.op == "placeholder":  # input channels: writers that are always alive
-            return self.inputs_like(node)
+            # (an optional argument left at its default, e.g. an attention mask, holds none)
+            return self.inputs_like(node) if "tensor_meta" in node.meta else None
         if node.op == "output":
             self.clean_reads += [(node, a) for a in node.all_input_nodes if self.is_tainted(a)]
             return None

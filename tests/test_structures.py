@@ -386,3 +386,23 @@ def _widths(net: nn.Module) -> dict[str, tuple[int, int]]:
         for name, m in net.named_modules()
         if isinstance(m, (nn.Conv2d, nn.Linear))
     }
+
+
+class _OptionalArgument(nn.Module):
+    """forward(x, mask=None), as timm's ViTs take an attention mask: fx traces `mask` as a
+    second placeholder, which holds no tensor when left at its default."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 1)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x, mask=None):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_an_optional_argument_left_at_its_default_is_no_input():
+    """The unused placeholder is skipped (it raised KeyError 'tensor_meta'): conv's 3 filters
+    are the structures."""
+    graph = analyze(_OptionalArgument(), (2, 4, 4))
+    assert graph.structures == [("conv", 0), ("conv", 1), ("conv", 2)]
