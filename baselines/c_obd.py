@@ -28,11 +28,11 @@ def c_obd(ctx: Context) -> Saliency:
     if ctx.loss != "cross_entropy":
         raise BadInput("c_obd samples labels from the softmax; use loss='cross_entropy'")
     check_differentiable(ctx.graph)  # the Fisher's gradients flow through the pruned layers
-    modules = {n: layer.module for n, layer in ctx.graph.layers.items() if layer.prunable}
+    modules = {n: layer.holder for n, layer in ctx.graph.layers.items() if layer.prunable}
     fisher = fisher_diagonal(modules, ctx.model, ctx.batches, ctx.n_samples, generator(ctx), ctx)
 
     def saliency(layer) -> torch.Tensor:
-        m = layer.module
+        m = layer.holder
         total = (fisher[layer.name]["weight"] * m.weight.detach() ** 2).flatten(1).sum(1)
         if m.bias is not None:
             total = total + fisher[layer.name]["bias"] * m.bias.detach() ** 2

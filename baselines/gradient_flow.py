@@ -44,7 +44,8 @@ def _per_filter(ctx: Context, values: dict, combine) -> Saliency:
     return per_layer_scores(
         ctx,
         lambda layer: combine(
-            layer.module.weight.detach().flatten(1), values[f"{layer.name}.weight"].flatten(1)
+            layer.holder.weight.detach().flatten(1),
+            values[f"{layer.theta_module}.weight"].flatten(1),
         ),
     )
 

@@ -13,7 +13,7 @@ def magnitude(ctx: Context, norm: str = "l1") -> Saliency:
     if norm not in NORMS:
         raise BadInput(f"magnitude norm must be one of {', '.join(NORMS)}, not {norm!r}")
     return per_layer_scores(
-        ctx, lambda layer: layer.module.weight.detach().flatten(1).norm(p=NORMS[norm], dim=1)
+        ctx, lambda layer: layer.holder.weight.detach().flatten(1).norm(p=NORMS[norm], dim=1)
     )
 
 

@@ -125,6 +125,10 @@ class Walk(Protocol):
     def is_parameter(self, arg: object) -> bool:
         """Whether `arg` is a parameter of the model read directly (or a reshape of one)."""
 
+    def constants(self, n: int) -> Sources:
+        """Sources of `n` channels that are never pruned: a parameter's (a class token, a
+        position embedding) joined into a tensor of the network."""
+
 
 # -- module rules -----------------------------------------------------------------------------
 class ModuleRule:
@@ -155,6 +159,15 @@ class ModuleRule:
         """(module, "output" or "input"): the tensor whose channels SOSP's structure gates
         scale, where the output channels of `m` are homogeneous of degree one in its slice."""
         return m, "output"
+
+    def out_channels(self, m: nn.Module) -> int:
+        """A WRITER's output channels."""
+        return m.weight.shape[0]
+
+    def theta_part(self, m: nn.Module) -> str:
+        """The submodule of a WRITER `m` that holds its theta_s, along dim 0 of its weight and
+        bias ("" for `m` itself): an attention block's output projection."""
+        return ""
 
     def shrink(self, m: nn.Module, out_idx: list[int], in_idx: list[int]) -> nn.Module | None:
         """A new `m` with output channels `out_idx` and input channels `in_idx` of the old one;
@@ -255,6 +268,45 @@ class LinearRule(ModuleRule):
 
 
 _NORM_TENSORS, _NORM_STATS = ("weight", "bias"), ("running_mean", "running_var")
+
+
+class AttentionRule(ModuleRule):
+    """timm's multi-head self-attention on [B, N, C] tokens, as one writer: its input channels
+    are read by `qkv` (a consumer of the stream, shrunk along its input), its output channels
+    written by `proj`, whose rows are the structures (theta_s and the gate live there); the
+    heads inside are kept whole."""
+
+    channel_dim = -1
+
+    def role(self, node: fx.Node, m: nn.Module) -> Role:
+        if getattr(m, "gate", None) is not None:
+            raise unsupported(node, "an attention block with an output gate")
+        return Role.WRITER
+
+    def written(self, node: fx.Node, m: nn.Module, x: Sources, out: Sources) -> Sources:
+        if not isinstance(x, ChannelsLast) or len(_shape(node.args[0])) != 3:
+            raise unsupported(node, "attention on a tensor other than [B, N, C] tokens")
+        return ChannelsLast(out)
+
+    def out_channels(self, m: nn.Module) -> int:
+        return m.proj.out_features
+
+    def theta_part(self, m: nn.Module) -> str:
+        return "proj"
+
+    def gate_site(self, m: nn.Module) -> tuple[nn.Module, str]:
+        return m.proj, "output"
+
+    def shrink(self, m: nn.Module, out_idx: list[int], in_idx: list[int]) -> nn.Module:
+        m = _copy_to_shrink(m, "qkv", "proj")
+        linear = LinearRule()
+        m.qkv = linear.shrink(m.qkv, list(range(m.qkv.out_features)), in_idx)
+        m.proj = linear.shrink(m.proj, out_idx, list(range(m.proj.in_features)))
+        return m
+
+    def zero(self, m: nn.Module, channels: list[int]) -> None:
+        for p in slice_params(m.proj):
+            p[channels] = 0
 
 
 class BatchNormRule(ModuleRule):
@@ -373,10 +425,12 @@ def _flattened(node: fx.Node, x_node: fx.Node, x: Sources, start_dim: int, end_d
     """Sources of [B, C * H * W] for sources `x` of [B, C, H, W] (`x_node`'s shape): only a
     flatten of every dim from the channels on keeps each channel a contiguous block."""
     shape = _shape(x_node)
-    if start_dim != 1:
-        raise unsupported(node, f"flatten from dim {start_dim}")
     if end_dim % len(shape) != len(shape) - 1:
         raise unsupported(node, f"flatten up to dim {end_dim}, not the last")
+    if start_dim % len(shape) >= 2 and not isinstance(x, ChannelsLast | Blocked):
+        return x  # [B, C, H, W] -> [B, C, H * W] (a patch embedding's tokens)
+    if start_dim != 1:
+        raise unsupported(node, f"flatten from dim {start_dim}")
     per_channel = 1
     for d in shape[2:]:
         per_channel *= d
@@ -465,10 +519,23 @@ class AddRule(OpRule):
             raise unsupported(node, "an add with alpha or out=")
         if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
             return walk.src(a if isinstance(a, fx.Node) else b)
+        if walk.is_parameter(a) or walk.is_parameter(b):  # a position embedding
+            x, p = (b, a) if walk.is_parameter(a) else (a, b)
+            sx = walk.src(x)
+            if _shape(p)[-1] != len(sx) or not isinstance(sx, ChannelsLast):
+                raise unsupported(node, "a parameter added other than per channel of [B, N, C]")
+            node.meta["channel_dim"] = -1
+            return ChannelsLast(s | c for s, c in zip(sx, walk.constants(len(sx)), strict=True))
         sa, sb = walk.src(a), walk.src(b)
         if len(sa) != len(sb):
             raise unsupported(node, "operands of different channel counts (broadcasting)")
-        return [x | y for x, y in zip(sa, sb, strict=True)]
+        out = [x | y for x, y in zip(sa, sb, strict=True)]
+        if isinstance(sa, ChannelsLast) != isinstance(sb, ChannelsLast):
+            raise unsupported(node, "a sum of operands with channels in different dims")
+        if isinstance(sa, ChannelsLast):
+            node.meta["channel_dim"] = -1
+            return ChannelsLast(out)
+        return out
 
     def tainted(self, node: fx.Node, walk: Walk) -> bool:
         constant = any(not isinstance(a, fx.Node) and a != 0 for a in node.args[:2])
@@ -478,7 +545,10 @@ class AddRule(OpRule):
         stream, branch = node.args[:2]
         if not (isinstance(stream, fx.Node) and isinstance(branch, fx.Node)):
             return
-        out = kept[node.name]
+        out, dim = kept[node.name], node.meta.get("channel_dim", 1)
+        if stream.name not in kept or branch.name not in kept:  # one is a parameter
+            _scatter_operands(gm, node, kept, dim)
+            return
         if kept[stream.name] == out and kept[branch.name] == out:
             return
         inplace = node.target in self.IN_PLACE and kept[stream.name] == out
@@ -490,16 +560,36 @@ class AddRule(OpRule):
                 stream = _call_new_module(
                     gm,
                     f"{node.name}_scatter",
-                    ChannelScatter([where[c] for c in kept[stream.name]], len(out)),
+                    ChannelScatter([where[c] for c in kept[stream.name]], len(out), dim),
                     (stream,),
                 )
             added = _call_new_module(
                 gm,
                 f"{node.name}_index_add",
-                IndexAdd([where[c] for c in kept[branch.name]], len(out), inplace),
+                IndexAdd([where[c] for c in kept[branch.name]], len(out), inplace, dim=dim),
                 (stream, branch),
             )
         _replace(gm, node, added, kept)
+
+
+def _scatter_operands(gm: fx.GraphModule, node: fx.Node, kept: Kept, dim: int) -> None:
+    """Where `node` joins tensors of the network with parameters (a class token's cat, a
+    position embedding's sum), every channel is kept (the parameter's are never pruned):
+    each tensor operand that keeps fewer is scattered into them first."""
+    out = kept[node.name]
+    where = {c: i for i, c in enumerate(out)}
+
+    def scattered(arg):
+        if not isinstance(arg, fx.Node) or arg.name not in kept or kept[arg.name] == out:
+            return arg
+        with gm.graph.inserting_before(node):
+            scatter = ChannelScatter([where[c] for c in kept[arg.name]], len(out), dim)
+            return _call_new_module(gm, f"{arg.name}_scatter_{node.name}", scatter, (arg,))
+
+    node.args = tuple(
+        [scattered(a) for a in arg] if isinstance(arg, list | tuple) else scattered(arg)
+        for arg in node.args
+    )
 
 
 class MulRule(OpRule):
@@ -590,13 +680,30 @@ def _arg(node: fx.Node, i: int, name: str, default: object) -> object:
 
 
 class CatRule(OpRule):
-    """A concatenation along channels: the operands' sources, one after the other."""
+    """A concatenation along channels: the operands' sources, one after the other. Along the
+    tokens of [B, N, C] tensors (a class token joined to the patches): every operand has the
+    same channels, each output channel all their sources, a parameter's never pruned; surgery
+    scatters an operand that keeps fewer channels into the output's."""
 
     def sources(self, node: fx.Node, walk: Walk) -> Sources:
-        dim = _arg(node, 1, "dim", 0)
+        dim, parts = _arg(node, 1, "dim", 0), node.args[0]
+        tensors = [t for t in parts if not walk.is_parameter(t)]
+        srcs = [walk.src(t) for t in tensors]
+        ndim = len(_shape(node))
+        if srcs and all(isinstance(x, ChannelsLast) for x in srcs) and dim % ndim != ndim - 1:
+            if len({len(x) for x in srcs}) != 1:
+                raise unsupported(node, "a concatenation of tokens with different channels")
+            if len(tensors) < len(parts):
+                srcs.append(walk.constants(len(srcs[0])))
+            node.meta["channel_dim"] = -1
+            return ChannelsLast(frozenset().union(*chans) for chans in zip(*srcs, strict=True))
         if dim != 1:
             raise unsupported(node, f"concatenation along dim {dim}")
-        return [s for t in node.args[0] for s in walk.src(t)]
+        return [s for t in parts for s in walk.src(t)]
+
+    def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
+        if node.meta.get("channel_dim") == -1:
+            _scatter_operands(gm, node, kept, -1)
 
 
 class FlattenOpRule(OpRule):
@@ -614,8 +721,11 @@ class MeanRule(OpRule):
         dims = _arg(node, 1, "dim", None)
         dims = (dims,) if isinstance(dims, int) else dims
         ndim = len(_shape(node.args[0]))
-        if dims is None or {d % ndim for d in dims} & {0, 1}:  # -3 of [B, C, H, W] is C
+        channel = ndim - 1 if isinstance(x, ChannelsLast) else 1
+        if dims is None or {d % ndim for d in dims} & {0, channel}:  # -3 of [B, C, H, W] is C
             raise unsupported(node, "a mean over the batch or channel dim")
+        if isinstance(x, ChannelsLast) and len(_shape(node)) == 2:
+            return list(x)  # tokens averaged: [B, C]
         return x
 
 
@@ -662,12 +772,14 @@ class GetItemRule(OpRule):
             pieces = channel_pieces(x)
             src = walk.src(x)
             return src if pieces is None else src[slice(*pieces[index])]
+        if isinstance(walk.src(x), ChannelsLast):
+            return _tokens(node, walk.src(x))
         channels = _channel_slice(node)
         return walk.src(x)[channels]
 
     def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
         x, index = node.args
-        if _is_tuple(x):
+        if _is_tuple(x) or node.meta.get("tokens"):
             return
         channels = _channel_slice(node)
         if channels == slice(None):
@@ -675,6 +787,16 @@ class GetItemRule(OpRule):
         ins = kept[x.name]
         new = slice(sum(c < channels.start for c in ins), sum(c < channels.stop for c in ins))
         node.args = (x, (index[0], new, *index[2:]))
+
+
+def _tokens(node: fx.Node, src: Sources) -> Sources:
+    """Sources of x[:, i] or x[:, a:b] for x [B, N, C] with channels last (the class token,
+    the patch tokens): every channel stays, in [B, C] where one token is taken."""
+    index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+    if len(index) > 2 or index[0] != slice(None) or not isinstance(index[-1], int | slice):
+        raise unsupported(node, f"indexing a [B, N, C] tensor by {index}")
+    node.meta["tokens"] = True
+    return list(src) if len(_shape(node)) == 2 else src
 
 
 def _is_tuple(node: fx.Node) -> bool:
@@ -769,7 +891,12 @@ class TransposeRule(OpRule):
             return Blocked(
                 [src[k] for k in order], (b, a), [src.perm[k] for k in order], src.origin
             )
+        if ndim == 3 and dims == {1, 2} and not isinstance(src, Blocked):
+            # [B, C, N] <-> [B, N, C]: a patch embedding's channels to tokens and back
+            return list(src) if isinstance(src, ChannelsLast) else ChannelsLast(src)
         channel_dims = {1, 2} if isinstance(src, Blocked) else {1}
+        if isinstance(src, ChannelsLast):
+            channel_dims = {ndim - 1}
         if dims & channel_dims or 0 in dims:
             raise unsupported(node, "a transpose that moves the channel dim")
         return src
@@ -882,6 +1009,7 @@ METHOD_RULES: dict[str, OpRule] = {
 # Library modules that keep channels apart and map zero to zero, by qualified class name (so
 # that this table imports neither library): per-sample drop paths, identities in eval mode.
 NAMED_MODULE_RULES: dict[str, ModuleRule] = {
+    "timm.layers.attention.Attention": AttentionRule(),
     "torchvision.ops.stochastic_depth.StochasticDepth": ModuleRule(),
     "timm.layers.drop.DropPath": ModuleRule(),
     "timm.layers.drop.DropBlock2d": ModuleRule(),

@@ -39,6 +39,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
+from sosp.channel_rules import AttentionRule, module_rule
 from sosp.errors import BadInput
 from sosp.gates import ConstantParameters, Gates, gated
 from sosp.modes import eval_mode
@@ -425,19 +426,38 @@ def _kept(t: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
 
 class TwiceDifferentiable(TorchFunctionMode):
     """Computes ops that PyTorch cannot differentiate twice by equal ones that it can:
-    hardsigmoid(x) = relu6(x + 3) / 6 (MobileNetV3's squeeze-and-excitation gates)."""
+    hardsigmoid(x) = relu6(x + 3) / 6 (MobileNetV3's squeeze-and-excitation gates), and fused
+    scaled-dot-product attention (no mask, not causal, no dropout) as softmax(q k^T * scale) v
+    (a vision transformer's attention)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.hardsigmoid:
             return F.relu6(args[0] + 3) / 6
+        if func is F.scaled_dot_product_attention:
+            return _attention(*args, **kwargs)
         return func(*args, **kwargs)
 
 
-def _has_hardsigmoid(graph: StructureGraph) -> bool:
-    return any(isinstance(m, nn.Hardsigmoid) for m in graph.gm.modules()) or any(
-        n.target is F.hardsigmoid for n in graph.gm.graph.nodes
-    )
+def _attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+    """softmax(q k^T * scale) v: `F.scaled_dot_product_attention`'s math, twice
+    differentiable; anything it does beyond that is left to it."""
+    if attn_mask is not None or dropout_p or is_causal or kwargs.get("enable_gqa"):
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask, dropout_p, is_causal, scale=scale, **kwargs
+        )
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return ((q * scale) @ k.transpose(-2, -1)).softmax(-1) @ v
+
+
+def _needs_twice_differentiable(graph: StructureGraph) -> bool:
+    """Whether `graph.gm` runs an op that `TwiceDifferentiable` replaces: hardsigmoid, or
+    attention (a module of the attention rule, or a scaled_dot_product_attention node)."""
+    targets = {F.hardsigmoid, F.scaled_dot_product_attention}
+    return any(
+        isinstance(m, nn.Hardsigmoid) or isinstance(module_rule(m), AttentionRule)
+        for m in graph.gm.modules()
+    ) or any(n.target in targets for n in graph.gm.graph.nodes)
 
 
 @contextmanager
@@ -446,7 +466,7 @@ def _gated_forms(graph: StructureGraph, twice: bool) -> Iterator[None]:
     derivative is taken, `TwiceDifferentiable` if the network needs it."""
     with (
         ConstantParameters(),
-        TwiceDifferentiable() if twice and _has_hardsigmoid(graph) else nullcontext(),
+        TwiceDifferentiable() if twice and _needs_twice_differentiable(graph) else nullcontext(),
     ):
         yield
 

@@ -108,7 +108,7 @@ class FlowProbe(Hook):
         self.previous = {"mask": mask}
         if epoch + 1 in self.epochs:  # the next probe needs this epoch's weights
             self.previous["weights"] = {
-                layer.name: layer.module.weight.detach().cpu().clone() for layer in layers
+                layer.name: layer.holder.weight.detach().cpu().clone() for layer in layers
             }
         self._write()
         return row
@@ -134,7 +134,7 @@ class FlowProbe(Hook):
             if bn is not None and getattr(bn, "weight", None) is not None:
                 values.append(bn.weight.detach().abs().cpu())
             else:
-                values.append(layer.module.weight.detach().flatten(1).norm(dim=1).cpu())
+                values.append(layer.holder.weight.detach().flatten(1).norm(dim=1).cpu())
         v = torch.cat(values)
         mask = torch.zeros(len(v), dtype=torch.bool)
         mask[v.argsort()[: round(self.mask_fraction * len(v))]] = True
@@ -147,9 +147,9 @@ class FlowProbe(Hook):
         )
         per_layer = {}
         for layer in layers:
-            theta = layer.module.weight.detach().flatten(1)
-            g = terms.grad[f"{layer.name}.weight"].flatten(1)
-            hg = terms.hessian_grad[f"{layer.name}.weight"].flatten(1)
+            theta = layer.holder.weight.detach().flatten(1)
+            g = terms.grad[f"{layer.theta_module}.weight"].flatten(1)
+            hg = terms.hessian_grad[f"{layer.theta_module}.weight"].flatten(1)
             values = {
                 "magnitude": (theta * theta).sum(1),
                 "theta_g": (theta * g).sum(1),

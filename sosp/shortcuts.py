@@ -55,17 +55,21 @@ class Subsample(nn.Module):
 
 class ChannelScatter(nn.Module):
     """[B, C_in, ...] -> [B, size, ...]: channel i of x at channel `positions[i]`, zeros
-    elsewhere. Surgery puts it before a residual sum whose operands keep different channels."""
+    elsewhere (channels along `dim`: 1, or -1 for a transformer's [B, N, C]). Surgery puts it
+    before a residual sum whose operands keep different channels."""
 
-    def __init__(self, positions: Sequence[int], size: int):
+    def __init__(self, positions: Sequence[int], size: int, dim: int = 1):
         super().__init__()
-        self.size = size
+        self.size, self.dim = size, dim
         self.register_buffer(
             "positions", torch.tensor(list(positions), dtype=torch.long), persistent=False
         )
         self.register_buffer("onehot", placement(positions, size), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dim != 1:
+            shape = (*x.shape[: self.dim], self.size, *x.shape[self.dim :][1:])
+            return x.new_zeros(shape).index_copy_(self.dim, self.positions, x)
         layout = layout_of(x)
         if x.device.type == "cpu" and layout == torch.channels_last:
             onehot = self.onehot if self.onehot.dtype == x.dtype else self.onehot.to(x.dtype)
@@ -79,8 +83,9 @@ class ChannelScatter(nn.Module):
 
 class IndexAdd(nn.Module):
     """(stream [B, size, ...], branch [B, k, ...]) -> stream with branch channel i added to
-    channel `positions[i]`: a residual sum whose branch keeps fewer channels than the stream,
-    without materializing the zero channels (one `index_add`).
+    channel `positions[i]` (channels along `dim`: 1, or -1 for a transformer's [B, N, C]): a
+    residual sum whose branch keeps fewer channels than the stream, without materializing the
+    zero channels (one `index_add`).
 
     Where the sum goes: `inplace`, into `stream` itself, for a sum that was in place
     (`out += identity`); `overwrite` (surgery sets it where nothing reads the stream after the
@@ -88,10 +93,15 @@ class IndexAdd(nn.Module):
     `torch.inference_mode`), since a backward pass may need the stream; else into a copy."""
 
     def __init__(
-        self, positions: Sequence[int], size: int, inplace: bool = False, overwrite: bool = False
+        self,
+        positions: Sequence[int],
+        size: int,
+        inplace: bool = False,
+        overwrite: bool = False,
+        dim: int = 1,
     ):
         super().__init__()
-        self.size, self.inplace, self.overwrite = size, inplace, overwrite
+        self.size, self.inplace, self.overwrite, self.dim = size, inplace, overwrite, dim
         self.register_buffer(
             "positions", torch.tensor(list(positions), dtype=torch.long), persistent=False
         )
@@ -99,6 +109,10 @@ class IndexAdd(nn.Module):
 
     def forward(self, stream: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
         into_stream = self.inplace or (self.overwrite and not torch.is_grad_enabled())
+        if self.dim != 1:
+            return (stream if into_stream else stream.clone()).index_add_(
+                self.dim, self.positions, branch
+            )
         if stream.device.type == "cpu" and layout_of(stream) == torch.channels_last:
             return _added_rows(stream, branch, self.onehot, into_stream)
         if not into_stream:

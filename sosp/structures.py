@@ -98,14 +98,28 @@ class Layer:
 
     @property
     def out_channels(self) -> int:
-        return self.module.weight.shape[0]
+        return module_rule(self.module).out_channels(self.module)
+
+    @property
+    def holder(self) -> nn.Module:
+        """The module whose weight and bias (dim 0: output channels) hold the layer's theta_s:
+        the layer itself, or an attention block's output projection."""
+        part = module_rule(self.module).theta_part(self.module)
+        return self.module.get_submodule(part) if part else self.module
+
+    @property
+    def theta_module(self) -> str:
+        """The module holding the layer's theta_s (its own name, or an attention block's
+        output projection's)."""
+        part = module_rule(self.module).theta_part(self.module)
+        return f"{self.name}.{part}" if part else self.name
 
     @property
     def kernel_side(self) -> float:
         """The kernel's side length (1, 3, 7; sqrt(k_h k_w) for a non-square kernel, 1 for a
-        Linear): what SOSP* divides saliencies by."""
-        w = self.module.weight
-        return float(w[0, 0].numel()) ** 0.5 if w.dim() > 2 else 1.0
+        Linear or an attention block): what SOSP* divides saliencies by."""
+        w = getattr(self.module, "weight", None)
+        return float(w[0, 0].numel()) ** 0.5 if w is not None and w.dim() > 2 else 1.0
 
 
 @dataclass
@@ -268,12 +282,16 @@ def _is_ruled_leaf(m: nn.Module) -> bool:
 
 @torch.no_grad()
 def _computes_as_base(m: nn.Module) -> bool:
-    """Whether a Conv2d or Linear subclass `m` computes its base class's function."""
-    p = m.weight
-    if p.is_meta or not isinstance(m, nn.Conv2d | nn.Linear):
+    """Whether a Conv2d, Linear or LayerNorm subclass `m` computes its base class's function
+    (timm's Linear and LayerNorm do)."""
+    p = getattr(m, "weight", None)
+    if p is None or p.is_meta or not isinstance(m, nn.Conv2d | nn.Linear | nn.LayerNorm):
         return False
     g = torch.Generator().manual_seed(0)
-    if isinstance(m, nn.Linear):
+    if isinstance(m, nn.LayerNorm):
+        x = torch.randn(2, 3, *m.normalized_shape, generator=g).to(p.device, p.dtype)
+        want = F.layer_norm(x, m.normalized_shape, p, m.bias, m.eps)
+    elif isinstance(m, nn.Linear):
         x = torch.randn(2, m.in_features, generator=g).to(p.device, p.dtype)
         want = F.linear(x, p, m.bias)
     else:
@@ -512,7 +530,7 @@ class _Analysis:
             if not owned:
                 continue
             channels, idx = zip(*owned, strict=True)
-            out.append(ThetaSlice(layer.name, channels, idx))
+            out.append(ThetaSlice(layer.theta_module, channels, idx))
             if layer.bn is not None and _has_params(self.modules[layer.bn]):
                 out.append(ThetaSlice(layer.bn, channels, idx))
         for consumer in self.consumers:
@@ -536,7 +554,7 @@ class _Analysis:
             return None
         if "tensor_meta" not in node.meta:  # a size, a shape, arithmetic on them
             return None
-        inputs = node.all_input_nodes
+        inputs = [a for a in node.all_input_nodes if "tensor_meta" in a.meta or a.op == "get_attr"]
         if node.op == "get_attr" or (inputs and all(self.is_parameter(a) for a in inputs)):
             self.parameters.add(node.name)  # read by a rule (MulRule) or refused by `src`
             return None
@@ -561,7 +579,10 @@ class _Analysis:
     def inputs_like(self, node: fx.Node) -> Sources:
         """Fresh channels that are never pruned, like the input's, for `node`'s output."""
         shape = node.meta["tensor_meta"].shape
-        out = self.new_writers(shape[1] if len(shape) > 1 else 1)
+        return self.constants(shape[1] if len(shape) > 1 else 1)
+
+    def constants(self, n: int) -> Sources:
+        out = self.new_writers(n)
         self.input_ids.update(w for ids in out for w in ids)
         return out
 
@@ -596,7 +617,7 @@ class _Analysis:
         return out
 
     def writer(self, node: fx.Node, m: nn.Module) -> Sources:
-        sources = self.new_writers(m.weight.shape[0])
+        sources = self.new_writers(module_rule(m).out_channels(m))
         prunable = not any(fnmatch.fnmatchcase(node.target, p) for p in self.exclude)
         first = next(iter(sources[0]))
         self.layers[node.target] = Layer(node.target, m, node.name, None, prunable, first)

@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS = (
     "tests/test_curvature.py",
     "tests/test_gates.py",
+    "tests/test_channel_rules.py",
     "tests/methods",
     "tests/baselines/test_ablations.py",
     "tests/test_batchnorm.py",
@@ -68,6 +69,7 @@ SOSP_H = "sosp/methods/sosp_h.py"
 CURV = "sosp/curvature.py"
 GATES = "sosp/gates.py"
 STRUCT = "sosp/structures.py"
+RULES = "sosp/channel_rules.py"
 EVAL_IMPORT = Edit(
     CURV,
     "from sosp.modes import eval_mode\n",
@@ -277,6 +279,71 @@ MUTATIONS = (
                 GATES,
                 "            size - ((g - 1) * s - 2 * p + d * (k - 1) + 1)\n",
                 "            0 * size\n",
+            ),
+        ),
+    ),
+    Mutation(
+        "V1",
+        "attention surgery keeps every input of its qkv",
+        (
+            Edit(
+                RULES,
+                "        m.qkv = linear.shrink(m.qkv, list(range(m.qkv.out_features)), in_idx)\n",
+                "",
+            ),
+        ),
+    ),
+    Mutation(
+        "V2",
+        "the soft mask of an attention block leaves its output rows",
+        (
+            Edit(
+                RULES,
+                "        for p in slice_params(m.proj):\n            p[channels] = 0",
+                "        for p in slice_params(m.proj):\n            pass",
+            ),
+        ),
+    ),
+    Mutation(
+        "V3",
+        "a class token and a position embedding give their channels no never-pruned source",
+        (
+            Edit(
+                RULES,
+                "                srcs.append(walk.constants(len(srcs[0])))",
+                "                pass",
+            ),
+            Edit(
+                RULES,
+                "ChannelsLast(s | c for s, c in zip(sx, walk.constants(len(sx)), strict=True))",
+                "ChannelsLast(sx)",
+            ),
+        ),
+    ),
+    Mutation(
+        "V4",
+        "attention for the second derivative without the 1/sqrt(d) scale",
+        (Edit(CURV, "scale = q.shape[-1] ** -0.5 if scale is None else scale", "scale = 1.0"),),
+    ),
+    Mutation(
+        "V5",
+        "tokens concatenated with a class token scattered along dim 1, not the channels",
+        (
+            Edit(
+                RULES,
+                "            _scatter_operands(gm, node, kept, -1)",
+                "            _scatter_operands(gm, node, kept, 1)",
+            ),
+        ),
+    ),
+    Mutation(
+        "V6",
+        "a position embedding's sum scatters its tokens along dim 1, not the channels",
+        (
+            Edit(
+                RULES,
+                "            _scatter_operands(gm, node, kept, dim)\n            return",
+                "            _scatter_operands(gm, node, kept, 1)\n            return",
             ),
         ),
     ),

@@ -89,3 +89,26 @@ def test_hessian_through_a_hardsigmoid_gate():
     hvp = curvature.hessian_terms(graph, [(x, y)], "cross_entropy", 6)
     want = brute_hessian_term(twin, x, y, "cross_entropy", squeeze_excite_theta())
     torch.testing.assert_close(hvp.h_theta, want, rtol=RTOL, atol=1e-10)
+
+
+def test_fused_attention_gives_the_explicit_attentions_terms():
+    """PyTorch cannot differentiate fused scaled-dot-product attention twice; SOSP-H computes
+    through its explicit form (`TwiceDifferentiable`): on the tiny ViT with fused attention G,
+    lambda_1 and H theta equal those of the same weights with timm's explicit attention (which
+    the brute force above checks)."""
+    from tests.tiny_nets import TinyViT
+
+    torch.manual_seed(0)
+    explicit = randomized(TinyViT(fused=False))
+    fused = randomized(TinyViT(fused=True))
+    fused.load_state_dict(explicit.state_dict())
+    x, y = torch.randn(6, *SHAPE, dtype=torch.float64), torch.randint(3, (6,))
+    terms = []
+    for model in (fused, explicit):
+        graph = analyze(model, SHAPE)
+        gn = curvature.gauss_newton(graph, [(x, y)], "cross_entropy", 6)
+        hs = curvature.hessian_terms(graph, [(x, y)], "cross_entropy", 6)
+        terms.append((gn.G, gn.lambda1, hs.h_theta))
+    assert terms[0][2].abs().max() > 1e-6
+    for got, want in zip(*terms, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

@@ -278,10 +278,65 @@ def convnext_theta() -> dict:
     return theta
 
 
+class TinyViT(nn.Module):
+    """A vision transformer on 2x4x4 inputs: a 2x2 patch embedding (4 channels, 4 tokens), an
+    attention on the patch tokens alone (`attn0`: its input channels can die, so surgery
+    shrinks its qkv's inputs), a class token and a position embedding, one block of timm's
+    attention (2 heads of 2) and an MLP 4 -> 6 -> 4, each behind a LayerNorm and added to the
+    stream, a final LayerNorm, the class token to the classifier. `fused`: attention by
+    F.scaled_dot_product_attention, which PyTorch cannot differentiate twice (so not for the
+    brute force), else its explicit form. `class_token=False`: none, the position embedding
+    added to the patches' tokens (scattered into the stream where they lose channels) and the
+    tokens averaged for the classifier."""
+
+    def __init__(self, fused: bool = False, class_token: bool = True):
+        super().__init__()
+        from timm.layers import Attention
+
+        self.patch = nn.Conv2d(2, 4, 2, stride=2)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, 4)) if class_token else None
+        self.pos_embed = nn.Parameter(torch.randn(1, 4 + class_token, 4))
+        self.norm1, self.norm2, self.norm = nn.LayerNorm(4), nn.LayerNorm(4), nn.LayerNorm(4)
+        self.attn0 = Attention(4, num_heads=2, qkv_bias=True)
+        self.attn = Attention(4, num_heads=2, qkv_bias=True)
+        self.attn0.fused_attn = self.attn.fused_attn = fused
+        self.fc1, self.fc2 = nn.Linear(4, 6), nn.Linear(6, 4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.attn0(self.patch(x).flatten(2).transpose(1, 2))
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self.pos_embed
+        x = x + self.attn(self.norm1(x))
+        x = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        x = self.norm(x)
+        return self.fc(x[:, 0] if self.cls_token is not None else x.mean(1))
+
+
+def vit_theta() -> dict:
+    """The patch embedding's filters, each attention's output rows (its proj), fc1's and fc2's
+    rows. Each stream channel also holds the class token's and the position embedding's
+    entries, so no stream channel dies and the LayerNorms, which read the stream, hold none."""
+    theta = {}
+    for c in range(4):
+        theta[("patch", c)] = [("patch.weight", c), ("patch.bias", c)]
+    for name in ("attn0", "attn"):
+        for c in range(4):
+            theta[(name, c)] = [(f"{name}.proj.weight", c), (f"{name}.proj.bias", c)]
+    for c in range(6):
+        theta[("fc1", c)] = [("fc1.weight", c), ("fc1.bias", c)]
+    for c in range(4):
+        theta[("fc2", c)] = [("fc2.weight", c), ("fc2.bias", c)]
+    return theta
+
+
 CONSTRUCTS = {
     "squeeze_excite": (SqueezeExciteNet, squeeze_excite_theta),
     "grouped_conv": (GroupedConvNet, grouped_conv_theta),
     "split": (SplitNet, split_theta),
     "channel_shuffle": (ShuffleNet, shuffle_theta),
     "channels_last_layer_norm": (ConvNeXtNet, convnext_theta),
+    "vision_transformer": (TinyViT, vit_theta),
+    "vision_transformer_without_class_token": (lambda: TinyViT(class_token=False), vit_theta),
 }
