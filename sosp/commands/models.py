@@ -1,5 +1,5 @@
 """`sosp models`: the model zoo with parameter and MAC counts, or (`--timm`, `--torchvision`)
-which CNN families of timm and torchvision SOSP can prune."""
+which CNN (and timm's transformer and MLP) families of timm and torchvision SOSP can prune."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--timm",
         action="store_true",
-        help="list which timm CNN families prune instead of the zoo (the table of families is "
-        "sosp/models/families.py)",
+        help="list which timm CNN, vision transformer and MLP families prune instead of the zoo "
+        "(the table of families is sosp/models/families.py)",
     )
     p.add_argument(
         "--torchvision",
@@ -96,7 +96,7 @@ def _run_families(args: argparse.Namespace, sources: list[str]) -> int:
     bar = tqdm(chosen, desc="tracing", unit="model", disable=not show_progress(args))
     say = bar.write  # above the bar where there is one, else a plain print
     if not args.json:
-        say(f"{'source':<12} {'family':<14} {'model':<24} status")
+        say(f"{'source':<12} {'kind':<12} {'family':<14} {'model':<32} status")
     for f in bar:
         bar.set_postfix_str(f.model)
         torch.manual_seed(0)  # the same random weights every time (the analysis ignores them)
@@ -108,6 +108,7 @@ def _run_families(args: argparse.Namespace, sources: list[str]) -> int:
                 json.dumps(
                     {
                         "source": f.source,
+                        "kind": f.kind,
                         "family": f.name,
                         "model": f.model,
                         "input_shape": list(f.input_shape),
@@ -119,7 +120,7 @@ def _run_families(args: argparse.Namespace, sources: list[str]) -> int:
             )
         else:
             shown = f"prunes ({structures:,} structures)" if prunes else families.short(status)
-            say(f"{f.source:<12} {f.name:<14} {f.model:<24} {shown}")
+            say(f"{f.source:<12} {f.kind:<12} {f.name:<14} {f.model:<32} {shown}")
     bar.close()
     if not args.json:
         print(f"{pruning} of {len(chosen)} families prune")
@@ -130,6 +131,7 @@ def _chosen(sources: list[str], names: list[str] | None) -> list[families.Family
     """The families of `sources`, only those named in `names` where given (each name must be
     a family of at least one source)."""
     every = [f for s in sources for f in families.families(s)]
+    every += families.transformer_families() if "timm" in sources else []
     if not names:
         return every
     known = {f.name for f in every}

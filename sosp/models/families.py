@@ -1,4 +1,5 @@
-"""The CNN families of timm and torchvision that SOSP is checked on, one small member each.
+"""The CNN families of timm and torchvision that SOSP is checked on, and timm's vision
+transformer and MLP families (`TRANSFORMERS`), one small member each.
 
 `FAMILIES` is the one table: per source ("timm", "torchvision") and family, the smallest member
 (random weights), the input side it is checked at and any constructor keywords it needs.
@@ -37,6 +38,7 @@ class Family:
     model: str
     side: int = DEFAULT_SIDE
     kwargs: dict = field(default_factory=dict, hash=False)
+    kind: str = "cnn"  # or "transformer" (vision transformers and MLP models)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -44,8 +46,8 @@ class Family:
 
     @property
     def core(self) -> bool:
-        """Whether the family is one the support promise names (not `ALSO_TRIED`)."""
-        return (self.source, self.name) not in ALSO_TRIED
+        """Whether the family is a CNN one the support promise names (not `ALSO_TRIED`)."""
+        return self.kind == "cnn" and (self.source, self.name) not in ALSO_TRIED
 
 
 def _table(source: str, rows: dict[str, str | tuple]) -> dict[str, Family]:
@@ -133,6 +135,40 @@ FAMILIES: dict[str, dict[str, Family]] = {
         },
     ),
 }
+
+
+# timm's vision transformer and MLP families, one small member each at 32x32 where its
+# constructor takes `img_size` (its patch grid then 2x2 to 8x8), else at the side given.
+TRANSFORMERS: dict[str, Family] = {
+    name: Family("timm", name, model, side, {"img_size": side} if sized else {}, "transformer")
+    for name, (model, side, sized) in {
+        "vit": ("vit_tiny_patch16_224", 32, True),
+        "deit": ("deit_tiny_patch16_224", 32, True),
+        "deit_distilled": ("deit_tiny_distilled_patch16_224", 32, True),
+        "deit3": ("deit3_small_patch16_224", 32, True),
+        "flexivit": ("flexivit_small", 32, True),
+        "vit_registers": ("vit_small_patch14_reg4_dinov2", 28, True),
+        "eva02": ("eva02_tiny_patch14_224", 28, True),
+        "pit": ("pit_ti_224", 32, True),
+        "cait": ("cait_xxs24_224", 32, True),
+        "xcit": ("xcit_nano_12_p16_224", 32, True),
+        "levit": ("levit_128s", 32, True),
+        "mixer": ("mixer_s32_224", 32, True),
+        "resmlp": ("resmlp_12_224", 32, True),
+        "gmlp": ("gmlp_ti16_224", 32, True),
+        "tnt": ("tnt_s_patch16_224", 32, True),
+        "twins": ("twins_pcpvt_small", 32, True),
+        "swin": ("swin_tiny_patch4_window7_224", 224, False),
+        "visformer": ("visformer_tiny", 32, True),
+        "coat": ("coat_tiny", 32, True),
+        "poolformer": ("poolformer_s12", 64, False),
+    }.items()
+}
+
+
+def transformer_families() -> list[Family]:
+    """timm's vision transformer and MLP families (`TRANSFORMERS`), in table order."""
+    return list(TRANSFORMERS.values())
 
 
 # Families tried beyond the ones the support promise names (the core: at least 90% of those

@@ -14,14 +14,20 @@ def test_models_table_lists_the_zoo():
 
 
 def test_timm_families_say_prunes_or_where_they_stop():
-    """`sosp models --timm` prints one line per family (its model and "prunes", or the
-    operation that stops it, on one line) and then how many prune; --json one object each."""
-    r = run_sosp_here("models", "--timm", "--family", "resnet", "--family", "resnest")
+    """`sosp models --timm` prints one line per family (its kind, model and "prunes", or the
+    operation that stops it, on one line), CNNs and vision transformers, and then how many
+    prune; --json one object each."""
+    r = run_sosp_here(
+        "models", "--timm", "--family", "resnet", "--family", "resnest", "--family", "vit"
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[-1] == "1 of 2 families prune"
-    resnet = next(line for line in lines if line.split()[:3] == ["timm", "resnet", "resnet10t"])
-    resnest = next(line for line in lines if line.split()[:2] == ["timm", "resnest"])
+    assert lines[-1] == "2 of 3 families prune"
+    head = ["timm", "cnn", "resnet", "resnet10t"]
+    resnet = next(line for line in lines if line.split()[:4] == head)
+    resnest = next(line for line in lines if line.split()[:3] == ["timm", "cnn", "resnest"])
+    vit = next(line for line in lines if line.split()[:3] == ["timm", "transformer", "vit"])
+    assert "prunes" in vit
     assert "prunes" in resnet
     assert "node" in resnest and "prunes" not in resnest and "0x" not in resnest
 
