@@ -101,6 +101,15 @@ TABLES: dict[str, Table] = {
         MASK_OPS,
         digits=0,
     ),
+    "vit_speed_cpu": Table(
+        "Vision transformers pruned to fewer MACs (MLP units, attention output rows and patch "
+        "filters, global ranking; SOSP-I with one sampled label): speed-up over dense, "
+        "batch 64, 224 px, fp32",
+        "python benchmarks/vit_speed.py --threads 2 --ratios 0.3 0.5",
+        ("model", "method"),
+        ("ratio",),
+        "speedup",
+    ),
     "fig2_mask_time_vs_width": Table(
         "The paper's Fig. 2: mask time over the width of ResNet-56, N' = 100",
         "python benchmarks/mask_time.py --widths 1 2 3 4 --n-samples 100",
