@@ -51,6 +51,7 @@ from sosp.errors import BadInput
 from sosp.modes import eval_mode
 from sosp.shortcuts import (
     ChannelGather,
+    ChannelGroupNorm,
     ChannelLayerNorm,
     ChannelScatter,
     IndexAdd,
@@ -413,6 +414,38 @@ class LayerNormRule(ModuleRule):
             return None
         return ChannelLayerNorm(
             _select(m.weight, out_idx), _select(m.bias, out_idx), total, m.eps, self.channel_dim
+        )
+
+
+class GroupNormRule(ModuleRule):
+    """A GroupNorm: per-channel weight and bias like a BatchNorm (a writer's private norm, or
+    a consumer), but its statistics run over each group of channels, so a zero (pruned)
+    channel counts in its group's: surgery replaces it by a `ChannelGroupNorm` that keeps
+    counting the removed channels as zeros. Its channels are the input's (a zero-preserving
+    activation module after it, timm's fused GroupNormAct, has no rule yet)."""
+
+    def role(self, node: fx.Node, m: nn.GroupNorm) -> Role:
+        if not m.affine:  # a pruned channel would be -mean / std there, not zero
+            raise unsupported(node, "a GroupNorm without affine parameters")
+        if any(True for _ in m.children()):
+            raise unsupported(node, "a GroupNorm with modules inside (a fused activation)")
+        return Role.NORM
+
+    def sources(self, node: fx.Node, m: nn.GroupNorm, x: Sources) -> Sources:
+        _check_channels_first(node, x)
+        return x
+
+    def shrink(self, m: nn.GroupNorm, out_idx: list[int], in_idx: list[int]) -> nn.Module | None:
+        if len(out_idx) == m.num_channels:
+            return None
+        per = m.num_channels // m.num_groups
+        groups = [c // per for c in out_idx]
+        return ChannelGroupNorm(
+            _select(m.weight, out_idx),
+            _select(m.bias, out_idx),
+            groups,
+            [per] * m.num_groups,
+            m.eps,
         )
 
 
@@ -971,6 +1004,7 @@ MODULE_RULES: dict[type[nn.Module], ModuleRule] = {
     nn.BatchNorm2d: BatchNormRule(),
     nn.Flatten: FlattenRule(),
     nn.LayerNorm: LayerNormRule(channel_dim=-1),
+    nn.GroupNorm: GroupNormRule(),
     ZeroPadShortcut: ZeroPadShortcutRule(),
     **{t: ModuleRule() for t in ZERO_PRESERVING_MODULES},
     **{t: TaintingModuleRule() for t in TAINTING_MODULES},

@@ -198,3 +198,40 @@ class ChannelLayerNorm(nn.Module):
         y = (x - mean) * torch.rsqrt(squares / self.total + self.eps)
         shape = [-1] + [1] * (x.dim() - 2) if self.dim == 1 else [-1]
         return y * self.weight.view(shape) + self.bias.view(shape)
+
+
+class ChannelGroupNorm(nn.Module):
+    """A GroupNorm of [B, C, ...] whose groups lost channels to pruning: each kept channel's
+    group (`groups[i]`) still has its `sizes[g]` channels before pruning, the pruned ones
+    counting as zeros in the mean and variance, as they did (exactly zero) in the network
+    before surgery. weight, bias: [C] (None without affine)."""
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        groups: Sequence[int],
+        sizes: Sequence[int],
+        eps: float,
+    ):
+        super().__init__()
+        self.weight = None if weight is None else nn.Parameter(weight)
+        self.bias = None if bias is None else nn.Parameter(bias)
+        self.eps = eps
+        self.register_buffer("groups", torch.tensor(list(groups), dtype=torch.long))
+        self.register_buffer("sizes", torch.tensor(list(sizes), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(2)  # [B, C, HW]
+        count = self.sizes.to(x.dtype) * flat.shape[2]  # [G] elements per group, pruned too
+        sums = flat.new_zeros(len(x), len(self.sizes)).index_add_(1, self.groups, flat.sum(2))
+        mean = (sums / count)[:, self.groups]  # [B, C]
+        centered = flat - mean[..., None]
+        squares = flat.new_zeros(len(x), len(self.sizes))
+        squares.index_add_(1, self.groups, centered.square().sum(2))
+        missing = (self.sizes - torch.bincount(self.groups, minlength=len(self.sizes))).to(x.dtype)
+        var = (squares + missing * flat.shape[2] * (sums / count).square()) / count
+        y = centered * torch.rsqrt(var[:, self.groups] + self.eps)[..., None]
+        if self.weight is not None:
+            y = y * self.weight[:, None] + self.bias[:, None]
+        return y.view_as(x)

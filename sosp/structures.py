@@ -282,13 +282,17 @@ def _is_ruled_leaf(m: nn.Module) -> bool:
 
 @torch.no_grad()
 def _computes_as_base(m: nn.Module) -> bool:
-    """Whether a Conv2d, Linear or LayerNorm subclass `m` computes its base class's function
-    (timm's Linear and LayerNorm do)."""
+    """Whether a Conv2d, Linear, LayerNorm or GroupNorm subclass `m` computes its base class's
+    function (timm's Linear, LayerNorm and GroupNorm1 do)."""
     p = getattr(m, "weight", None)
-    if p is None or p.is_meta or not isinstance(m, nn.Conv2d | nn.Linear | nn.LayerNorm):
+    kinds = nn.Conv2d | nn.Linear | nn.LayerNorm | nn.GroupNorm
+    if p is None or p.is_meta or not isinstance(m, kinds):
         return False
     g = torch.Generator().manual_seed(0)
-    if isinstance(m, nn.LayerNorm):
+    if isinstance(m, nn.GroupNorm):
+        x = torch.randn(2, m.num_channels, 3, 3, generator=g).to(p.device, p.dtype)
+        want = F.group_norm(x, m.num_groups, p, m.bias, m.eps)
+    elif isinstance(m, nn.LayerNorm):
         x = torch.randn(2, 3, *m.normalized_shape, generator=g).to(p.device, p.dtype)
         want = F.layer_norm(x, m.normalized_shape, p, m.bias, m.eps)
     elif isinstance(m, nn.Linear):

@@ -348,6 +348,17 @@ MUTATIONS = (
         ),
     ),
     Mutation(
+        "N1",
+        "a GroupNorm after surgery forgets its group's pruned channels (zeros) in the variance",
+        (
+            Edit(
+                "sosp/shortcuts.py",
+                "(squares + missing * flat.shape[2] * (sums / count).square()) / count",
+                "squares / count",
+            ),
+        ),
+    ),
+    Mutation(
         "GF1",
         "loss preservation: |theta . g| of the filter instead of sum_i |theta_i g_i|",
         (Edit(GF, "lambda t, g: (t * g).abs().sum(1)", "lambda t, g: (t * g).sum(1).abs()"),),

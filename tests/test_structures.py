@@ -107,6 +107,7 @@ MODULE_EXAMPLES = {
     nn.Softsign: lambda: Probe(nn.Softsign()),
     nn.Upsample: lambda: Probe(nn.Upsample(scale_factor=2)),
     nn.LayerNorm: lambda: Probe(ChannelsLast(nn.LayerNorm(6))),
+    nn.GroupNorm: lambda: Probe(nn.GroupNorm(3, 6)),  # a consumer of 3 groups of 2
     nn.Sigmoid: _se(nn.Sigmoid()),
     nn.Hardsigmoid: _se(nn.Hardsigmoid()),
     nn.SiLU: lambda: Probe(nn.SiLU()),
@@ -274,11 +275,11 @@ def test_depthwise_conv_and_shared_batchnorm_are_consumers():
     assert graph.layers["3"].bn == "4" and not graph.consumers
 
 
-class _GroupNormProbe(nn.Module):
+class _InstanceNormProbe(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 6, 3)
-        self.norm = nn.GroupNorm(2, 6)
+        self.norm = nn.InstanceNorm2d(6, affine=True)
         self.fc = nn.Linear(6, 2)
 
     def forward(self, x):
@@ -288,7 +289,7 @@ class _GroupNormProbe(nn.Module):
 @pytest.mark.parametrize(
     "model, match",
     [
-        (_GroupNormProbe(), r"node 'norm'.*GroupNorm"),
+        (_InstanceNormProbe(), r"node 'norm'.*InstanceNorm2d"),
         (OpProbe(lambda a, b: _pooled(torch.sigmoid(a))), r"node 'fc'.*passed 'sigmoid'"),
         (OpProbe(lambda a, b: _pooled(a.softmax(1))), r"node 'softmax'"),
         (OpProbe(lambda a, b: _pooled(a + 1.0)), r"node 'fc'.*passed 'add'.*zero to nonzero"),

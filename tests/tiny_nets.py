@@ -331,6 +331,46 @@ def vit_theta() -> dict:
     return theta
 
 
+class GroupNormNet(nn.Module):
+    """conv1 (2 -> 6) -> GroupNorm (3 groups of 2, conv1's private norm) -> ReLU -> conv2
+    (6 -> 4) -> the sum with a 1x1 shortcut conv of conv1's output -> GroupNorm (2 groups, a
+    consumer of the sum) -> mean -> fc: a pruned channel still counts in its group's
+    statistics."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.gn1 = nn.Conv2d(2, 6, 3, padding=1), nn.GroupNorm(3, 6)
+        self.conv2, self.short = nn.Conv2d(6, 4, 3, padding=1), nn.Conv2d(6, 4, 1)
+        self.gn2 = nn.GroupNorm(2, 4)
+        self.fc = nn.Linear(4, 3)
+        with torch.no_grad():  # affines other than 1 and 0, so a forgotten beta shows
+            for gn in (self.gn1, self.gn2):
+                gn.weight.normal_(1, 0.5)
+                gn.bias.normal_(0, 0.5)
+
+    def forward(self, x):
+        x = F.relu(self.gn1(self.conv1(x)))
+        return self.fc(F.relu(self.gn2(self.conv2(x) + self.short(x))).mean((2, 3)))
+
+
+def group_norm_theta() -> dict:
+    """conv1's channels with gn1's (its private norm); conv2's and the shortcut's channels,
+    each alone (a stream channel dies only when both go, so gn2, which reads the sum, holds no
+    part of either)."""
+    theta = {}
+    for c in range(6):
+        theta[("conv1", c)] = [
+            ("conv1.weight", c),
+            ("conv1.bias", c),
+            ("gn1.weight", c),
+            ("gn1.bias", c),
+        ]
+    for name in ("conv2", "short"):
+        for c in range(4):
+            theta[(name, c)] = [(f"{name}.weight", c), (f"{name}.bias", c)]
+    return theta
+
+
 CONSTRUCTS = {
     "squeeze_excite": (SqueezeExciteNet, squeeze_excite_theta),
     "grouped_conv": (GroupedConvNet, grouped_conv_theta),
@@ -339,4 +379,5 @@ CONSTRUCTS = {
     "channels_last_layer_norm": (ConvNeXtNet, convnext_theta),
     "vision_transformer": (TinyViT, vit_theta),
     "vision_transformer_without_class_token": (lambda: TinyViT(class_token=False), vit_theta),
+    "group_norm": (GroupNormNet, group_norm_theta),
 }
