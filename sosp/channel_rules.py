@@ -1044,6 +1044,9 @@ METHOD_RULES: dict[str, OpRule] = {
 # that this table imports neither library): per-sample drop paths, identities in eval mode.
 NAMED_MODULE_RULES: dict[str, ModuleRule] = {
     "timm.layers.attention.Attention": AttentionRule(),
+    # TensorFlow's "same" padding (every tf_* model): the padding depends on the input's size
+    # alone, which pruning keeps, so the conv's channels are a Conv2d's
+    "timm.layers.conv2d_same.Conv2dSame": Conv2dRule(),
     "torchvision.ops.stochastic_depth.StochasticDepth": ModuleRule(),
     "timm.layers.drop.DropPath": ModuleRule(),
     "timm.layers.drop.DropBlock2d": ModuleRule(),

@@ -371,6 +371,29 @@ def group_norm_theta() -> dict:
     return theta
 
 
+class SamePaddingNet(nn.Module):
+    """timm's Conv2dSame (TensorFlow's "same" padding, as every tf_* model has): a strided one
+    (padding 0 before and 1 after on 4x4), its BatchNorm, ReLU, a second one, mean, fc."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers import Conv2dSame
+
+        self.conv1, self.bn1 = Conv2dSame(2, 4, 3, stride=2), nn.BatchNorm2d(4)
+        self.conv2 = Conv2dSame(4, 3, 3)
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv2(F.relu(self.bn1(self.conv1(x)))).mean((2, 3)))
+
+
+def same_padding_theta() -> dict:
+    """conv1's channels with bn1's, conv2's."""
+    theta = {("conv1", c): weights_and_biases(c, "conv1", "bn1") for c in range(4)}
+    theta.update({("conv2", c): [("conv2.weight", c), ("conv2.bias", c)] for c in range(3)})
+    return theta
+
+
 CONSTRUCTS = {
     "squeeze_excite": (SqueezeExciteNet, squeeze_excite_theta),
     "grouped_conv": (GroupedConvNet, grouped_conv_theta),
@@ -380,4 +403,5 @@ CONSTRUCTS = {
     "vision_transformer": (TinyViT, vit_theta),
     "vision_transformer_without_class_token": (lambda: TinyViT(class_token=False), vit_theta),
     "group_norm": (GroupNormNet, group_norm_theta),
+    "tf_same_padding": (SamePaddingNet, same_padding_theta),
 }

@@ -110,6 +110,7 @@ FAMILIES: dict[str, dict[str, Family]] = {
             "nf_resnet": "nf_resnet26",
             "hgnetv2": "hgnetv2_b0",
             "vgg": "vgg11",
+            "tf_efficientnet": "tf_efficientnet_b0",  # TensorFlow's "same" padding
         },
     ),
     "torchvision": _table(
@@ -177,7 +178,7 @@ ALSO_TRIED = {
     ("timm", name)
     for name in (
         "cs3darknet", "mobilenetv4", "fasternet", "repghostnet", "mobileone", "resnest",
-        "skresnet", "ecaresnet", "nf_resnet", "hgnetv2", "vgg",
+        "skresnet", "ecaresnet", "nf_resnet", "hgnetv2", "vgg", "tf_efficientnet",
     )
 }  # fmt: skip
 
