@@ -605,10 +605,38 @@ class AddRule(OpRule):
         _replace(gm, node, added, kept)
 
 
+class SubRule(OpRule):
+    """A difference of two feature maps (PoolFormer's `pool(x) - x`): like a sum, each
+    channel's sources are the union of its operands' (zero where both are); surgery scatters
+    an operand that keeps fewer channels into the difference's. By a constant: it taints."""
+
+    def sources(self, node: fx.Node, walk: Walk) -> Sources:
+        a, b = node.args[:2]
+        if len(node.args) > 2 or node.kwargs:
+            raise unsupported(node, "a subtraction with alpha or out=")
+        if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
+            return walk.src(a if isinstance(a, fx.Node) else b)
+        sa, sb = walk.src(a), walk.src(b)
+        if len(sa) != len(sb) or isinstance(sa, ChannelsLast) != isinstance(sb, ChannelsLast):
+            raise unsupported(node, "operands of different channel counts or layouts")
+        out = [x | y for x, y in zip(sa, sb, strict=True)]
+        if isinstance(sa, ChannelsLast):
+            node.meta["channel_dim"] = -1
+            return ChannelsLast(out)
+        return out
+
+    def tainted(self, node: fx.Node, walk: Walk) -> bool:
+        constant = any(not isinstance(a, fx.Node) and a != 0 for a in node.args[:2])
+        return constant or super().tainted(node, walk)
+
+    def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
+        _scatter_operands(gm, node, kept, node.meta.get("channel_dim", 1))
+
+
 def _scatter_operands(gm: fx.GraphModule, node: fx.Node, kept: Kept, dim: int) -> None:
-    """Where `node` joins tensors of the network with parameters (a class token's cat, a
-    position embedding's sum), every channel is kept (the parameter's are never pruned):
-    each tensor operand that keeps fewer is scattered into them first."""
+    """Each tensor operand of `node` that keeps fewer channels than `node`'s output is first
+    scattered into them (a class token's cat or a position embedding's sum, where every
+    channel is kept; a difference of feature maps)."""
     out = kept[node.name]
     where = {c: i for i, c in enumerate(out)}
 
@@ -661,12 +689,25 @@ class MulRule(OpRule):
         """A per-channel parameter factor (a layer scale) keeps the product's kept channels."""
         if "channel_scale" not in node.meta:
             return
-        target, channels = node.meta["channel_scale"]
+        target, channels, factor = node.meta["channel_scale"]
         owner, _, attr = target.rpartition(".")
         module = gm.get_submodule(owner)
         p = getattr(module, attr)
         dim = next(d for d, n in enumerate(p.shape) if n == channels)
         setattr(module, attr, nn.Parameter(_select(p, kept[node.name], dim)))
+        n = next(n for n in gm.graph.nodes if n.name == factor)
+        while n.op != "get_attr":  # a reshape to a traced constant shape: the new count
+            if n.target in ("view", "reshape", torch.reshape) and len(n.args) > 1:
+                n.args = (n.args[0], *_with_count(n.args[1:], channels, len(kept[node.name])))
+            n = n.args[0]
+
+
+def _with_count(shape: tuple, old: int, new: int) -> tuple:
+    """A reshape's shape arguments (sizes, or one tuple of them) with `old` replaced by
+    `new`."""
+    if len(shape) == 1 and isinstance(shape[0], tuple | list):
+        return (tuple(new if d == old else d for d in shape[0]),)
+    return tuple(new if d == old else d for d in shape)
 
 
 def _scaled(node: fx.Node, x: fx.Node, factor: object, walk: Walk) -> Sources:
@@ -680,7 +721,7 @@ def _scaled(node: fx.Node, x: fx.Node, factor: object, walk: Walk) -> Sources:
         root = factor
         while root.op != "get_attr":  # a reshape of the parameter
             root = root.args[0]
-        node.meta["channel_scale"] = (root.target, len(src))
+        node.meta["channel_scale"] = (root.target, len(src), factor.name)
     return src
 
 
@@ -1013,6 +1054,7 @@ FUNCTION_RULES: dict[Callable, OpRule] = {
     **{f: AddRule() for f in (operator.add, operator.iadd, torch.add)},
     **{f: MulRule() for f in (operator.mul, operator.imul, torch.mul)},
     **{f: DivRule() for f in (operator.truediv, torch.div)},
+    **{f: SubRule() for f in (operator.sub, torch.sub)},
     torch.cat: CatRule(),
     torch.flatten: FlattenOpRule(),
     **{f: SplitRule() for f in (torch.split, torch.chunk)},
@@ -1029,6 +1071,7 @@ METHOD_RULES: dict[str, OpRule] = {
     **{name: AddRule() for name in ("add", "add_")},
     **{name: MulRule() for name in ("mul", "mul_")},
     **{name: DivRule() for name in ("div", "div_")},
+    "sub": SubRule(),
     "flatten": FlattenOpRule(),
     "mean": MeanRule(),
     **{name: SplitRule() for name in ("split", "chunk")},

@@ -34,6 +34,7 @@ TESTS = (
     "tests/test_curvature.py",
     "tests/test_gates.py",
     "tests/test_channel_rules.py",
+    "tests/test_structures.py::test_every_function_and_method_rule_serves_analysis_and_surgery",
     "tests/methods",
     "tests/baselines/test_ablations.py",
     "tests/test_batchnorm.py",
@@ -355,6 +356,28 @@ MUTATIONS = (
                 "sosp/shortcuts.py",
                 "(squares + missing * flat.shape[2] * (sums / count).square()) / count",
                 "squares / count",
+            ),
+        ),
+    ),
+    Mutation(
+        "N2",
+        "a difference of feature maps that keep different channels is not scattered",
+        (
+            Edit(
+                RULES,
+                '        _scatter_operands(gm, node, kept, node.meta.get("channel_dim", 1))',
+                "        return",
+            ),
+        ),
+    ),
+    Mutation(
+        "N3",
+        "a layer scale's reshape to a traced constant shape keeps the old channel count",
+        (
+            Edit(
+                RULES,
+                "*_with_count(n.args[1:], channels, len(kept[node.name]))",
+                "*n.args[1:]",
             ),
         ),
     ),

@@ -164,6 +164,8 @@ def _unary(f):
 OP_EXAMPLES = {
     operator.add: _unary(lambda t: t),
     torch.add: lambda: OpProbe(lambda a, b: _pooled(torch.add(a, b))),
+    operator.sub: lambda: OpProbe(lambda a, b: _pooled(F.avg_pool2d(a, 3, 1, 1) - b)),
+    torch.sub: lambda: OpProbe(lambda a, b: _pooled(torch.sub(a, b))),
     torch.cat: lambda: OpProbe(lambda a, b: _pooled(torch.cat([a, b], 1)), k=12),
     torch.flatten: lambda: OpProbe(lambda a, b: torch.flatten(F.avg_pool2d(a, 4), 1), k=24),
     F.relu: _unary(F.relu),
@@ -200,6 +202,7 @@ OP_EXAMPLES = {
     F.adaptive_max_pool2d: _unary(lambda t: F.adaptive_max_pool2d(t, 3)),
     "add": lambda: OpProbe(lambda a, b: _pooled(a.add(b))),
     "add_": lambda: OpProbe(lambda a, b: _pooled(a.add_(b))),
+    "sub": lambda: OpProbe(lambda a, b: _pooled(a.sub(b))),
     "flatten": lambda: OpProbe(lambda a, b: F.avg_pool2d(a, 4).flatten(1), k=24),
     "mean": lambda: OpProbe(lambda a, b: (a + b).mean((2, 3))),
     "mul": _se(product=lambda x, g: x.mul(g)),

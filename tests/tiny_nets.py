@@ -394,6 +394,34 @@ def same_padding_theta() -> dict:
     return theta
 
 
+class PoolMixerNet(nn.Module):
+    """A PoolFormer block: conv1 -> GroupNorm of one group -> the token mixer pool(x) - x ->
+    a layer scale viewed to a traced constant shape (4, 1, 1) -> the residual sum -> mean
+    -> fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.norm = nn.Conv2d(2, 4, 3, padding=1), nn.GroupNorm(1, 4)
+        self.scale = nn.Parameter(torch.rand(4) + 0.5)
+        self.shape = (4, 1, 1)
+        self.fc = nn.Linear(4, 3)
+        with torch.no_grad():
+            self.norm.weight.normal_(1, 0.5)
+            self.norm.bias.normal_(0, 0.5)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        y = self.norm(x)
+        y = F.avg_pool2d(y, 3, 1, 1, count_include_pad=False) - y
+        return self.fc((x + y * self.scale.view(self.shape)).mean((2, 3)))
+
+
+def pool_mixer_theta() -> dict:
+    """conv1's channels with the norm's (it reads conv1's output only, before the sum): the
+    difference and the layer scale own no part of theta_s."""
+    return {("conv1", c): weights_and_biases(c, "conv1", "norm") for c in range(4)}
+
+
 CONSTRUCTS = {
     "squeeze_excite": (SqueezeExciteNet, squeeze_excite_theta),
     "grouped_conv": (GroupedConvNet, grouped_conv_theta),
@@ -404,4 +432,5 @@ CONSTRUCTS = {
     "vision_transformer_without_class_token": (lambda: TinyViT(class_token=False), vit_theta),
     "group_norm": (GroupNormNet, group_norm_theta),
     "tf_same_padding": (SamePaddingNet, same_padding_theta),
+    "pool_mixer": (PoolMixerNet, pool_mixer_theta),
 }
