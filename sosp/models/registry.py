@@ -13,7 +13,7 @@ import inspect
 from torch import nn
 
 from sosp.errors import BadInput, UnknownName
-from sosp.models import cifar_resnet, densenet, imagenet, mobilenet, vgg, wide_resnet
+from sosp.models import cifar_resnet, densenet, imagenet, mobilenet, vgg, vit, wide_resnet
 from sosp.models.base import ModelSpec
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -27,7 +27,7 @@ def register(name: str, spec: ModelSpec) -> None:
     _REGISTRY[name] = spec
 
 
-for _module in (cifar_resnet, densenet, imagenet, mobilenet, vgg, wide_resnet):
+for _module in (cifar_resnet, densenet, imagenet, mobilenet, vgg, vit, wide_resnet):
     for _name, _spec in _module.MODELS.items():
         register(_name, _spec)
 

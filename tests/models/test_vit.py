@@ -1,0 +1,47 @@
+"""The zoo's small vision transformer (`vit_mini`, timm's VisionTransformer on digits' 8x8 with
+patches of 2 pixels): every method prunes it into a network that computes what its soft mask
+does, in float64; slimming, which reads BatchNorm scales, says it has none."""
+
+import pytest
+import torch
+
+import sosp
+from sosp import methods, models
+from sosp.errors import BadInput
+from sosp.structures import analyze
+from sosp.surgery import indices_from_mask, soft_masked
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    model = models.create("vit_mini", 10, in_channels=1, image_size=8).double().eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(16, 1, 8, 8, generator=g, dtype=torch.float64)
+    return model, analyze(model, (1, 8, 8)), x, torch.randint(10, (16,), generator=g)
+
+
+def test_structures_are_patch_filters_attention_rows_and_mlp_units(vit):
+    """64 patch-embedding filters, then per block 64 attention output rows, 128 MLP units and
+    64 MLP output rows: 64 + 4 * 256 structures."""
+    _, graph, _, _ = vit
+    assert len(graph.structures) == 64 + 4 * 256
+    assert [name for name, c in graph.structures if c == 0][:4] == [
+        "patch_embed.proj", "blocks.0.attn", "blocks.0.mlp.fc1", "blocks.0.mlp.fc2",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", [m for m in methods.names() if m != "slimming"])
+def test_every_method_prunes_it_into_its_soft_mask(vit, method):
+    model, graph, x, y = vit
+    r = sosp.prune(model, method, 0.3, [(x, y)], n_samples=16)
+    assert r.report["after"]["params"] < r.report["before"]["params"]
+    soft = soft_masked(model, graph, indices_from_mask(graph, r.mask)).double().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(r.model.double().eval()(x), soft(x), rtol=1e-12, atol=1e-12)
+
+
+def test_slimming_names_the_missing_batchnorm(vit):
+    model, _, x, y = vit
+    with pytest.raises(BadInput, match="slimming needs a BatchNorm.*patch_embed.proj"):
+        sosp.prune(model, "slimming", 0.3, [(x, y)], n_samples=16)
