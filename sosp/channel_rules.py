@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import itertools
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from math import prod
 from typing import Protocol
@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
+from sosp.attention import heads_attention
 from sosp.errors import BadInput
 from sosp.modes import eval_mode
 from sosp.shortcuts import (
@@ -125,6 +126,9 @@ class Walk(Protocol):
 
     def is_parameter(self, arg: object) -> bool:
         """Whether `arg` is a parameter of the model read directly (or a reshape of one)."""
+
+    def link(self, groups: Iterable[frozenset[int]]) -> None:
+        """Make each group of writer ids go together (one structure)."""
 
     def constants(self, n: int) -> Sources:
         """Sources of `n` channels that are never pruned: a parameter's (a class token, a
@@ -272,10 +276,10 @@ _NORM_TENSORS, _NORM_STATS = ("weight", "bias"), ("running_mean", "running_var")
 
 
 class AttentionRule(ModuleRule):
-    """timm's multi-head self-attention on [B, N, C] tokens, as one writer: its input channels
-    are read by `qkv` (a consumer of the stream, shrunk along its input), its output channels
-    written by `proj`, whose rows are the structures (theta_s and the gate live there); the
-    heads inside are kept whole."""
+    """timm's multi-head self-attention on [B, N, C] tokens that `sosp.attention` cannot open
+    (q/k norms, an output gate), as one writer: its input channels are read by `qkv` (shrunk
+    along its input), its output channels written by `proj`, whose rows are the structures
+    (theta_s and the gate live there); the heads inside are kept whole."""
 
     channel_dim = -1
 
@@ -530,6 +534,30 @@ class PadRule(OpRule):
         return (constant and (_arg(node, 3, "value", None) or 0) != 0) or super().tainted(
             node, walk
         )
+
+
+class HeadsRule(OpRule):
+    """`attention.heads_attention(qkv, H, D, scale)`: qkv's channels [3, H, D] (q, k, v) ->
+    the heads' [H, D]. Each head's q, k and v channels go together (one structure: zeroing
+    them zeroes the head's output, which surgery removes); output channel (h, d) is alive
+    with its head. Surgery passes the kept number of heads."""
+
+    def sources(self, node: fx.Node, walk: Walk) -> Sources:
+        x, heads, dim = node.args[:3]
+        src = walk.src(x)
+        per = heads * dim
+        if not isinstance(src, ChannelsLast) or len(src) != 3 * per:
+            raise unsupported(node, "attention heads read from other than [B, N, 3 * H * D]")
+
+        def head(h: int, d: int) -> frozenset[int]:
+            return frozenset().union(*(src[t * per + h * dim + d] for t in range(3)))
+
+        walk.link(frozenset().union(*(head(h, d) for d in range(dim))) for h in range(heads))
+        return ChannelsLast(head(h, d) for h in range(heads) for d in range(dim))
+
+    def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
+        x, heads, dim, *rest = node.args
+        node.args = (x, len(kept[node.name]) // dim, dim, *rest)
 
 
 class TaintingRule(OpRule):
@@ -1065,6 +1093,7 @@ FUNCTION_RULES: dict[Callable, OpRule] = {
     **{f: OpRule() for f in ZERO_PRESERVING_FUNCTIONS},
     F.dropout: DropoutRule(),
     F.pad: PadRule(),
+    heads_attention: HeadsRule(),
     **{f: TaintingRule() for f in TAINTING_FUNCTIONS},
 }
 METHOD_RULES: dict[str, OpRule] = {

@@ -39,6 +39,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
+from sosp.attention import heads_attention
 from sosp.channel_rules import AttentionRule, module_rule
 from sosp.errors import BadInput
 from sosp.gates import ConstantParameters, Gates, gated
@@ -452,8 +453,9 @@ def _attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=No
 
 def _needs_twice_differentiable(graph: StructureGraph) -> bool:
     """Whether `graph.gm` runs an op that `TwiceDifferentiable` replaces: hardsigmoid, or
-    attention (a module of the attention rule, or a scaled_dot_product_attention node)."""
-    targets = {F.hardsigmoid, F.scaled_dot_product_attention}
+    attention (a module of the attention rule, a heads_attention or scaled_dot_product_attention
+    node)."""
+    targets = {F.hardsigmoid, F.scaled_dot_product_attention, heads_attention}
     return any(
         isinstance(m, nn.Hardsigmoid) or isinstance(module_rule(m), AttentionRule)
         for m in graph.gm.modules()

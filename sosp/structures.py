@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from sosp.attention import heads_visible
 from sosp.channel_rules import (
     MODULE_RULES,
     NAMED_MODULE_RULES,
@@ -259,13 +260,14 @@ class _Tracer(fx.Tracer):
     Linear). Other subclasses are traced into: their forward differs (a weight-standardized
     conv)."""
 
-    def __init__(self, model: nn.Module | None = None):
+    def __init__(self, model: nn.Module | None = None, opened: Sequence[nn.Module] = ()):
         # `model` is optional: unpickling a GraphModule re-traces its code with its tracer's
         # class called without arguments (torch.load of a pruned network); it then keeps
-        # every module as a leaf itself.
+        # every module as a leaf itself. `opened`: attention modules traced into.
         super().__init__()
         leaves = model.modules() if model is not None else ()
-        self.leaves = {id(m) for m in leaves if _is_ruled_leaf(m)}  # before tracing
+        inside = {id(m) for m in opened}
+        self.leaves = {id(m) for m in leaves if _is_ruled_leaf(m) and id(m) not in inside}
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return id(m) in self.leaves or super().is_leaf_module(m, qualname)
@@ -312,9 +314,10 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     """fx GraphModule of `model` (sharing its modules) with tensor shapes of one sample
     [1, *input_shape] recorded on every node."""
     check_model(model)
-    tracer = _Tracer(model)
     try:
-        with eval_mode(model):  # training-only branches (drop paths) are not analysed
+        # training-only branches (drop paths) are not analysed; attention heads are visible
+        with eval_mode(model), heads_visible(model) as opened:
+            tracer = _Tracer(model, opened)
             graph = tracer.trace(model)
     except Exception as e:  # fx raises many types for data-dependent control flow
         where = next(reversed(tracer.module_stack), "")  # the module whose forward failed
@@ -419,6 +422,9 @@ class _Analysis:
 
     def is_parameter(self, arg) -> bool:
         return isinstance(arg, fx.Node) and arg.name in self.parameters
+
+    def link(self, groups: Iterable[frozenset[int]]) -> None:
+        self.links += list(groups)
 
     def tie(self, node: fx.Node, value: fx.Node, gate: fx.Node) -> None:
         if len(self.src(gate)) == len(self.src(value)):

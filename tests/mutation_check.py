@@ -382,6 +382,22 @@ MUTATIONS = (
         ),
     ),
     Mutation(
+        "H1",
+        "surgery keeps the number of attention heads when heads are pruned",
+        (Edit(RULES, "node.args = (x, len(kept[node.name]) // dim, dim, *rest)", "return"),),
+    ),
+    Mutation(
+        "H2",
+        "a head's q, k and v channels are not one structure",
+        (
+            Edit(
+                RULES,
+                "walk.link(frozenset().union(*(head(h, d) for d in range(dim))) for h in",
+                "walk.link([] for h in",
+            ),
+        ),
+    ),
+    Mutation(
         "GF1",
         "loss preservation: |theta . g| of the filter instead of sum_i |theta_i g_i|",
         (Edit(GF, "lambda t, g: (t * g).abs().sum(1)", "lambda t, g: (t * g).sum(1).abs()"),),

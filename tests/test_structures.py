@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sosp import counting
+from sosp.attention import heads_attention
 from sosp.channel_rules import FUNCTION_RULES, METHOD_RULES, MODULE_RULES
 from sosp.selection import shuffled
 from sosp.shortcuts import ZeroPadShortcut
@@ -138,6 +139,22 @@ class OpProbe(nn.Module):
         return self.fc(self.tail(self.a(x), self.b(x)))
 
 
+class _HeadsProbe(nn.Module):
+    """conv [6] -> tokens -> timm's Attention (2 heads of 3: its forward calls
+    `heads_attention` while traced) -> fc on the mean token."""
+
+    def __init__(self):
+        super().__init__()
+        from timm.layers import Attention
+
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.attn = Attention(6, num_heads=2, qkv_bias=True)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(self.attn(self.conv(x).flatten(2).transpose(1, 2)).mean(1))
+
+
 def _pooled(t):
     return F.adaptive_avg_pool2d(t, 1).flatten(1)
 
@@ -193,6 +210,7 @@ OP_EXAMPLES = {
     torch.chunk: _unary(lambda t: _swapped(torch.chunk(t, 2, 1))),
     operator.getitem: lambda: OpProbe(lambda a, b: _pooled((a + b)[:, 1:4]), k=3),
     torch.reshape: lambda: OpProbe(lambda a, b: torch.reshape(F.avg_pool2d(a, 4), (-1, 24)), 24),
+    heads_attention: _HeadsProbe,
     F.pad: _unary(lambda t: F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="reflect"), 2)),
     torch.permute: lambda: Probe(ChannelsLast(nn.Linear(6, 6), torch.permute)),
     torch.transpose: _unary(lambda t: _shuffled(t, lambda v: torch.transpose(v, 1, 2))),

@@ -280,10 +280,11 @@ def convnext_theta() -> dict:
 
 class TinyViT(nn.Module):
     """A vision transformer on 2x4x4 inputs: a 2x2 patch embedding (4 channels, 4 tokens), an
-    attention on the patch tokens alone (`attn0`: its input channels can die, so surgery
-    shrinks its qkv's inputs), a class token and a position embedding, one block of timm's
-    attention (2 heads of 2) and an MLP 4 -> 6 -> 4, each behind a LayerNorm and added to the
-    stream, a final LayerNorm, the class token to the classifier. `fused`: attention by
+    attention with q/k norms on the patch tokens alone (`attn0`: one writer, its heads whole;
+    its input channels can die, so surgery shrinks its qkv's inputs), a class token and a
+    position embedding, one block of timm's attention (2 heads of 2, each a structure) and an
+    MLP 4 -> 6 -> 4, each behind a LayerNorm and added to the stream, a final LayerNorm, the
+    class token to the classifier. `fused`: attention by
     F.scaled_dot_product_attention, which PyTorch cannot differentiate twice (so not for the
     brute force), else its explicit form. `class_token=False`: none, the position embedding
     added to the patches' tokens (scattered into the stream where they lose channels) and the
@@ -297,7 +298,7 @@ class TinyViT(nn.Module):
         self.cls_token = nn.Parameter(torch.randn(1, 1, 4)) if class_token else None
         self.pos_embed = nn.Parameter(torch.randn(1, 4 + class_token, 4))
         self.norm1, self.norm2, self.norm = nn.LayerNorm(4), nn.LayerNorm(4), nn.LayerNorm(4)
-        self.attn0 = Attention(4, num_heads=2, qkv_bias=True)
+        self.attn0 = Attention(4, num_heads=2, qkv_bias=True, qk_norm=True, norm_layer=nn.LayerNorm)
         self.attn = Attention(4, num_heads=2, qkv_bias=True)
         self.attn0.fused_attn = self.attn.fused_attn = fused
         self.fc1, self.fc2 = nn.Linear(4, 6), nn.Linear(6, 4)
@@ -315,15 +316,22 @@ class TinyViT(nn.Module):
 
 
 def vit_theta() -> dict:
-    """The patch embedding's filters, each attention's output rows (its proj), fc1's and fc2's
-    rows. Each stream channel also holds the class token's and the position embedding's
-    entries, so no stream channel dies and the LayerNorms, which read the stream, hold none."""
+    """The patch embedding's filters; attn0's output rows (its proj); attn's heads (the q, k
+    and v rows of qkv, channels t * 4 + h * 2 + d) and its proj's rows; fc1's and fc2's rows.
+    Each stream channel also holds the class token's and the position embedding's entries, so
+    no stream channel dies and the LayerNorms, which read the stream, hold none."""
     theta = {}
     for c in range(4):
         theta[("patch", c)] = [("patch.weight", c), ("patch.bias", c)]
-    for name in ("attn0", "attn"):
-        for c in range(4):
-            theta[(name, c)] = [(f"{name}.proj.weight", c), (f"{name}.proj.bias", c)]
+    for c in range(4):
+        theta[("attn0", c)] = [("attn0.proj.weight", c), ("attn0.proj.bias", c)]
+    for h in range(2):
+        rows = [t * 4 + h * 2 + d for t in range(3) for d in range(2)]
+        theta[("attn.qkv", 2 * h)] = [
+            (f"attn.qkv.{p}", r) for r in rows for p in ("weight", "bias")
+        ]
+    for c in range(4):
+        theta[("attn.proj", c)] = [("attn.proj.weight", c), ("attn.proj.bias", c)]
     for c in range(6):
         theta[("fc1", c)] = [("fc1.weight", c), ("fc1.bias", c)]
     for c in range(4):

@@ -21,13 +21,17 @@ def vit():
     return model, analyze(model, (1, 8, 8)), x, torch.randint(10, (16,), generator=g)
 
 
-def test_structures_are_patch_filters_attention_rows_and_mlp_units(vit):
-    """64 patch-embedding filters, then per block 64 attention output rows, 128 MLP units and
-    64 MLP output rows: 64 + 4 * 256 structures."""
+def test_structures_are_patch_filters_heads_attention_rows_and_mlp_units(vit):
+    """64 patch-embedding filters, then per block 2 heads (q, k and v rows of qkv each), 64
+    attention output rows, 128 MLP units and 64 MLP output rows: 64 + 4 * 258 structures."""
     _, graph, _, _ = vit
-    assert len(graph.structures) == 64 + 4 * 256
-    assert [name for name, c in graph.structures if c == 0][:4] == [
-        "patch_embed.proj", "blocks.0.attn", "blocks.0.mlp.fc1", "blocks.0.mlp.fc2",
+    assert len(graph.structures) == 64 + 4 * 258
+    assert [name for name, c in graph.structures if c == 0][:5] == [
+        "patch_embed.proj", "blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1",
+        "blocks.0.mlp.fc2",
+    ]  # fmt: skip
+    assert [s for s in graph.structures if s[0] == "blocks.0.attn.qkv"] == [
+        ("blocks.0.attn.qkv", 0), ("blocks.0.attn.qkv", 32),
     ]  # fmt: skip
 
 
