@@ -102,8 +102,8 @@ TABLES: dict[str, Table] = {
         digits=0,
     ),
     "vit_speed_cpu": Table(
-        "Vision transformers pruned to fewer MACs (MLP units, attention output rows and patch "
-        "filters, global ranking; SOSP-I with one sampled label): speed-up over dense, "
+        "Vision transformers pruned to fewer MACs (heads, MLP units, attention output rows and "
+        "patch filters, global ranking; SOSP-I with one sampled label): speed-up over dense, "
         "batch 64, 224 px, fp32",
         "python benchmarks/vit_speed.py --threads 2 --ratios 0.3 0.5",
         ("model", "method"),
