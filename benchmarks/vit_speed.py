@@ -6,9 +6,10 @@
 
 Random weights (the saliencies of N' random samples; timing does not depend on the values).
 Each model is pruned by each method with `budget="macs"` at each ratio (global ranking, filter
-coupling: heads, MLP hidden units, attention output rows, patch-embedding filters), then the dense and
-the pruned network run in eval mode under inference mode on a batch of `--batch-size` random
-images, timed as the best of two medians of `--repeats` calls, interleaved. One CSV row per
+coupling: heads, MLP hidden units, attention output rows, patch-embedding filters), then the
+dense and the pruned network run in eval mode under inference mode on a batch of
+`--batch-size` random images, timed as the best of two medians of `--repeats` calls,
+interleaved. One CSV row per
 (model, method, ratio) with the device's name and thread count.
 """
 
