@@ -70,7 +70,8 @@ SOSP_H = "sosp/methods/sosp_h.py"
 CURV = "sosp/curvature.py"
 GATES = "sosp/gates.py"
 STRUCT = "sosp/structures.py"
-RULES = "sosp/channel_rules.py"
+RULES = "sosp/channel_rules/ops.py"
+MODULE_RULES = "sosp/channel_rules/modules.py"
 EVAL_IMPORT = Edit(
     CURV,
     "from sosp.modes import eval_mode\n",
@@ -288,7 +289,7 @@ MUTATIONS = (
         "attention surgery keeps every input of its qkv",
         (
             Edit(
-                RULES,
+                MODULE_RULES,
                 "        m.qkv = linear.shrink(m.qkv, list(range(m.qkv.out_features)), in_idx)\n",
                 "",
             ),
@@ -299,7 +300,7 @@ MUTATIONS = (
         "the soft mask of an attention block leaves its output rows",
         (
             Edit(
-                RULES,
+                MODULE_RULES,
                 "        for p in slice_params(m.proj):\n            p[channels] = 0",
                 "        for p in slice_params(m.proj):\n            pass",
             ),
