@@ -94,6 +94,7 @@ OLD_EVAL_BODY = """    was = model.training
 """
 FIG4_CIFAR10 = """  fig4_cifar10:
     title: "Fig. 4, first-order ablation, CIFAR-10"
+    tags: [fig4]
     dataset: cifar10
     models: [resnet56, vgg19]
 """
