@@ -93,11 +93,12 @@ class AddRule(OpRule):
     a constant keeps the channels but taints them (0 + c is not 0)."""
 
     IN_PLACE = (operator.iadd, "add_")
+    WHAT = "an add"
 
     def sources(self, node: fx.Node, walk: Walk) -> Sources:
         a, b = node.args[:2]
         if len(node.args) > 2 or node.kwargs:
-            raise unsupported(node, "an add with alpha or out=")
+            raise unsupported(node, f"{self.WHAT} with alpha or out=")
         if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
             return walk.src(a if isinstance(a, fx.Node) else b)
         if walk.is_parameter(a) or walk.is_parameter(b):  # a position embedding
@@ -112,7 +113,7 @@ class AddRule(OpRule):
             raise unsupported(node, "operands of different channel counts (broadcasting)")
         out = [x | y for x, y in zip(sa, sb, strict=True)]
         if isinstance(sa, ChannelsLast) != isinstance(sb, ChannelsLast):
-            raise unsupported(node, "a sum of operands with channels in different dims")
+            raise unsupported(node, f"{self.WHAT} of operands with channels in different dims")
         if isinstance(sa, ChannelsLast):
             node.meta["channel_dim"] = -1
             return ChannelsLast(out)
@@ -153,29 +154,18 @@ class AddRule(OpRule):
         _replace(gm, node, added, kept)
 
 
-class SubRule(OpRule):
-    """A difference of two feature maps (PoolFormer's `pool(x) - x`): like a sum, each
-    channel's sources are the union of its operands' (zero where both are); surgery scatters
-    an operand that keeps fewer channels into the difference's. By a constant: it taints."""
+class SubRule(AddRule):
+    """A difference of two feature maps (PoolFormer's `pool(x) - x`): a sum's sources (each
+    channel's the union of its operands', zero where both are) and taint; surgery scatters an
+    operand that keeps fewer channels into the difference's. A parameter operand has no rule."""
+
+    WHAT = "a subtraction"
 
     def sources(self, node: fx.Node, walk: Walk) -> Sources:
-        a, b = node.args[:2]
-        if len(node.args) > 2 or node.kwargs:
-            raise unsupported(node, "a subtraction with alpha or out=")
-        if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
-            return walk.src(a if isinstance(a, fx.Node) else b)
-        sa, sb = walk.src(a), walk.src(b)
-        if len(sa) != len(sb) or isinstance(sa, ChannelsLast) != isinstance(sb, ChannelsLast):
-            raise unsupported(node, "operands of different channel counts or layouts")
-        out = [x | y for x, y in zip(sa, sb, strict=True)]
-        if isinstance(sa, ChannelsLast):
-            node.meta["channel_dim"] = -1
-            return ChannelsLast(out)
-        return out
-
-    def tainted(self, node: fx.Node, walk: Walk) -> bool:
-        constant = any(not isinstance(a, fx.Node) and a != 0 for a in node.args[:2])
-        return constant or super().tainted(node, walk)
+        for arg in node.args[:2]:
+            if walk.is_parameter(arg):
+                walk.src(arg)  # refuses it, naming the parameter
+        return super().sources(node, walk)
 
     def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
         _scatter_operands(gm, node, kept, node.meta.get("channel_dim", 1))
