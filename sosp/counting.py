@@ -64,6 +64,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 def _one_sample(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """Zeros [1, *input_shape] on the device and in the dtype of `model`'s parameters."""
     param = next(model.parameters(), None)
     kwargs = {"device": param.device, "dtype": param.dtype} if param is not None else {}
     return torch.zeros(1, *input_shape, **kwargs)
@@ -178,11 +179,9 @@ def layer_counts(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, La
         for m in model.modules()
         if isinstance(m, nn.Conv2d | nn.Linear)
     ]
-    param = next(model.parameters(), None)
-    kwargs = {"device": param.device, "dtype": param.dtype} if param is not None else {}
     try:
         with eval_mode(model):
-            model(torch.zeros(1, *input_shape, **kwargs))
+            model(_one_sample(model, input_shape))
     finally:
         for h in handles:
             h.remove()
