@@ -132,7 +132,7 @@ def gated(graph: StructureGraph, batch_size: int | None = None) -> Iterator[Gate
     flat = torch.ones(shape, dtype=p.dtype, device=p.device, requires_grad=True)
     pieces = flat.split(widths, dim=-1)
     channels, structures, offset = [], [], 0
-    handles = []
+    handles, written = [], _written_in_place(graph)
     for sl, m, gate in zip(graph.theta, modules, pieces, strict=True):
         channels += [offset + c for c in sl.channels]
         structures += sl.structures
@@ -141,7 +141,7 @@ def gated(graph: StructureGraph, batch_size: int | None = None) -> Iterator[Gate
         site, where = rule.gate_site(m)
         # a gate inside a fused module (norm, then activation) meets activations that may
         # write in place unseen by the fx graph: copied there
-        copy = where == "input" or _written_in_place(graph, sl.module)
+        copy = where == "input" or sl.module in written
         handles.append(_install(site, where, gate, rule.channel_dim, copy))
     try:
         yield Gates(pieces, _index(channels, p.device), _index(structures, p.device))
@@ -158,15 +158,16 @@ def _install(site: nn.Module, where: str, gate: torch.Tensor, dim: int, copy: bo
     return site.register_forward_hook(lambda _m, _i, out: _Gate.apply(out, gate, dim, copy))
 
 
-def _written_in_place(graph: StructureGraph, module: str) -> bool:
-    """Whether a consumer of `module`'s output in the fx graph may write it in place, directly
-    or through what may return it or a view of it (an Identity, eval-mode dropout, a reshape):
-    a module with `inplace=True` (ReLU), a function called with `inplace=True`, or an in-place
+def _written_in_place(graph: StructureGraph) -> set[str]:
+    """The modules whose output a consumer in the fx graph may write in place, directly or
+    through what may return it or a view of it (an Identity, eval-mode dropout, a reshape): a
+    module with `inplace=True` (ReLU), a function called with `inplace=True`, or an in-place
     function or method (`relu_`, `add_`, `+=`)."""
-    for node in graph.gm.graph.nodes:
-        if node.op == "call_module" and node.target == module:
-            return _any_user_in_place(graph.gm, node)
-    return False
+    return {
+        node.target
+        for node in graph.gm.graph.nodes
+        if node.op == "call_module" and _any_user_in_place(graph.gm, node)
+    }
 
 
 def _any_user_in_place(gm: nn.Module, node: fx.Node) -> bool:
