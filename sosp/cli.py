@@ -53,10 +53,21 @@ def main(argv: list[str] | None = None) -> int:
             signum = getattr(e, "signum", signal.SIGINT)
             how = "interrupted" if signum == signal.SIGINT else f"stopped by {signum.name}"
             print(f"{' '.join(['sosp', *only])}: {how}; {_kept()}", file=sys.stderr)
+            _forget_interrupt_in_string_code()
             return 128 + signum
         finally:
             if io := _io():
                 io.release_folders()
+
+
+def _forget_interrupt_in_string_code() -> None:
+    """Let `python -m sosp` exit with the code `main` returns after a caught Ctrl-C.
+
+    CPython remembers a KeyboardInterrupt that ended code run from a string (`exec` of the
+    functions dataclasses and namedtuples build, as they are imported) even when a caller caught
+    it, and under `-m` then dies by SIGINT (exit -2) instead; the next string that runs to its
+    end clears the mark."""
+    exec("pass")
 
 
 def _kept() -> str:

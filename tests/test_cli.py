@@ -4,10 +4,12 @@ errors as one line on stderr with exit code 2."""
 import contextlib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
 import traceback
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +115,29 @@ def test_in_process_runner_reports_what_a_subprocess_does():
     args = ("count", "--model", "resnet57", "--json")
     here, there = run_sosp_here(*args), run_sosp(*args)
     assert (here.returncode, here.stderr, here.stdout) == (there.returncode, there.stderr, "")
+
+
+def test_interrupt_inside_string_code_still_exits_130(tmp_path):
+    """`python -m sosp` returns 130 after Ctrl-C even where the interrupt ended code run from
+    a string (a dataclass being built while torch's modules import), which CPython otherwise
+    turns into death by SIGINT (-2) however the interrupt was handled."""
+    (tmp_path / "interrupted_in_exec.py").write_text(
+        "import sys\n"
+        "from sosp import cli\n"
+        "from sosp.commands import base\n"
+        "def stop(_args):\n"
+        "    exec('raise KeyboardInterrupt')\n"
+        "base.check_startup = stop\n"
+        "sys.exit(cli.main(['count', '--model', 'resnet20']))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(
+        [sys.executable, "-m", "interrupted_in_exec"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.startswith("sosp count: interrupted; "), r.stderr
