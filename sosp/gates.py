@@ -31,46 +31,63 @@ from sosp.structures import StructureGraph
 
 
 class _Gate(torch.autograd.Function):
-    """y = x * gamma at gamma = 1, so y = x: a structure gate that costs no operation forward
-    (a copy only where a consumer writes y in place, `copy`). `gamma` is [C] (one per channel)
-    or [B, C] (one per sample and channel); the channels of `x` lie along `dim`. Its backward
-    is `_GateGrad`, so double backpropagation through it stays a few operations per gate."""
+    """y = x at gamma = 1, x the output of a module: a structure gate that costs no operation
+    forward (a copy only where a consumer writes y in place, `copy`). Linear, y = gamma * x,
+    where `nb` is None; quadratic, y = gamma^2 (x - b) + gamma b with `nb` = -b broadcast over
+    x, for a BatchNorm's output x = a * z + b whose input z is the output of the writer the
+    same gate scales (`paired_norms`): one gate instead of one on each. `gamma` is [C] (one per
+    channel) or [B, C] (one per sample and channel); the channels of `x` lie along `dim`. Its
+    backward is `_GateGrad` where a graph is created (double backpropagation stays a few
+    operations per gate), two operations elsewhere."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, gamma: torch.Tensor, dim: int, copy: bool) -> torch.Tensor:
-        ctx.save_for_backward(x, gamma)
-        ctx.dim = dim
+    def forward(ctx, x, gamma, nb, dim: int, copy: bool) -> torch.Tensor:
+        u = x if nb is None else torch.add(nb, x, alpha=2)  # dy/dgamma at 1: x, or 2x - b
+        ctx.save_for_backward(x, u, gamma, nb)
+        ctx.dim, ctx.per_sample = dim % x.dim(), gamma.dim() == 2
         return x.clone() if copy else x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, gamma = ctx.saved_tensors
-        grad_x, grad_gamma = _GateGrad.apply(grad, x, gamma, ctx.dim)
-        return grad_x, grad_gamma, None, None
+        x, u, gamma, nb = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a graph of this backward is asked for
+            grad_x, grad_gamma = _GateGrad.apply(grad, x, u, gamma, nb, ctx.dim)
+        else:
+            grad_x, grad_gamma = grad, _summed_to_gate(grad * u, ctx.dim, ctx.per_sample)
+        return grad_x, grad_gamma, None, None, None
 
 
 class _GateGrad(torch.autograd.Function):
-    """(grad * gamma, grad * x summed to gamma's shape) at gamma = 1, with the exact
-    derivatives of both (once differentiable: what a Hessian-vector product needs)."""
+    """(grad * gamma^k, grad * dy/dgamma summed to gamma's shape) at gamma = 1, k = 1
+    (linear gate) or 2 (quadratic), with the exact derivatives of both (once differentiable:
+    what a Hessian-vector product needs)."""
 
     @staticmethod
-    def forward(ctx, grad, x, gamma, dim):
-        ctx.save_for_backward(grad, x)
-        ctx.dim, ctx.per_sample = dim % x.dim(), gamma.dim() == 2
-        return grad.view_as(grad), _summed_to_gate(grad * x, ctx.dim, ctx.per_sample)
+    def forward(ctx, grad, x, u, gamma, nb, dim):
+        ctx.save_for_backward(grad, x, u, nb)
+        ctx.dim, ctx.per_sample = dim, gamma.dim() == 2
+        ctx.set_materialize_grads(False)
+        return grad.view_as(grad), _summed_to_gate(grad * u, dim, ctx.per_sample)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_grad_x, d_grad_gamma):
-        grad, x = ctx.saved_tensors
-        d_grad, d_x, d_gamma = d_grad_x, None, None
+        grad, x, u, nb = ctx.saved_tensors
+        k = 1 if nb is None else 2
+        d_grad, d_x, e = d_grad_x, None, None  # e: what d_gamma sums
         if d_grad_gamma is not None:
             w = d_grad_gamma.view(_broadcast_shape(d_grad_gamma, x.dim(), ctx.dim))
-            d_grad = x * w if d_grad is None else torch.addcmul(d_grad, x, w)
-            d_x = grad * w
-        if d_grad_x is not None:
-            d_gamma = _summed_to_gate(d_grad_x * grad, ctx.dim, ctx.per_sample)
-        return d_grad, d_x, d_gamma, None
+            d_grad = u * w if d_grad is None else torch.addcmul(d_grad, u, w)
+            d_x = grad * (w if k == 1 else 2 * w)  # d(dy/dgamma)/dx = k
+            if k == 2:  # d^2 y / dgamma^2 = 2 (x - b)
+                e = d_x * torch.add(x, nb)
+        if d_grad_x is not None:  # d(grad * gamma^k)/dgamma = k grad
+            if e is None:
+                e = d_grad_x * grad if k == 1 else torch.mul(d_grad_x, 2) * grad
+            else:
+                e = torch.addcmul(e, d_grad_x, grad, value=k)
+        d_gamma = None if e is None else _summed_to_gate(e, ctx.dim, ctx.per_sample)
+        return d_grad, d_x, None, d_gamma, None, None
 
 
 def _summed_to_gate(t: torch.Tensor, dim: int, per_sample: bool) -> torch.Tensor:
@@ -124,25 +141,31 @@ class Gates:
 def gated(graph: StructureGraph, batch_size: int | None = None) -> Iterator[Gates]:
     """Install a gate (ones, requires_grad) on the output channels of every module of
     `graph.theta` (at its rule's `gate_site`): one per channel, or with `batch_size` one per
-    sample and channel. Yields their `Gates`."""
+    sample and channel; a writer and the BatchNorm it alone feeds share one quadratic gate
+    (`paired_norms`). Yields their `Gates`. The BatchNorms must be in eval mode."""
     p = next(graph.gm.parameters())
-    modules = [graph.gm.get_submodule(sl.module) for sl in graph.theta]
+    pairs = paired_norms(graph)
+    theta = [sl for sl in graph.theta if sl.module not in pairs.values()]
+    modules = [graph.gm.get_submodule(sl.module) for sl in theta]
     widths = [m.weight.shape[0] for m in modules]
     shape = (sum(widths),) if batch_size is None else (batch_size, sum(widths))
     flat = torch.ones(shape, dtype=p.dtype, device=p.device, requires_grad=True)
     pieces = flat.split(widths, dim=-1)
     channels, structures, offset = [], [], 0
     handles, written = [], _written_in_place(graph)
-    for sl, m, gate in zip(graph.theta, modules, pieces, strict=True):
+    norms = [m for sl, m in zip(theta, modules, strict=True) if sl.module in pairs]
+    shifts = dict(zip(map(id, norms), _negated_shifts(norms), strict=True))
+    for sl, m, gate in zip(theta, modules, pieces, strict=True):
         channels += [offset + c for c in sl.channels]
         structures += sl.structures
         offset += gate.shape[-1]
         rule = module_rule(m)
         site, where = rule.gate_site(m)
+        nb = shifts.get(id(m))
         # a gate inside a fused module (norm, then activation) meets activations that may
         # write in place unseen by the fx graph: copied there
         copy = where == "input" or sl.module in written
-        handles.append(_install(site, where, gate, rule.channel_dim, copy))
+        handles.append(_install(site, where, gate, nb, rule.channel_dim, copy))
     try:
         yield Gates(pieces, _index(channels, p.device), _index(structures, p.device))
     finally:
@@ -150,12 +173,76 @@ def gated(graph: StructureGraph, batch_size: int | None = None) -> Iterator[Gate
             h.remove()
 
 
-def _install(site: nn.Module, where: str, gate: torch.Tensor, dim: int, copy: bool):
+def paired_norms(graph: StructureGraph) -> dict[str, str]:
+    """{BatchNorm: writer} where a writer's output feeds only an eval-mode BatchNorm (running
+    statistics, gated at its output) and both hold theta slices of the same structures on the
+    same channels. Scaling theta_s scales the writer's channel and the norm's weight and bias
+    by 1 + t, so the norm's output channel is (1 + t)^2 (y - b) + (1 + t) b, b its shift: one
+    quadratic gate there stands for both."""
+    slices = {sl.module: sl for sl in graph.theta}
+    nodes = {n.target: n for n in graph.gm.graph.nodes if n.op == "call_module"}
+    pairs = {}
+    for name, sl in slices.items():
+        m = graph.gm.get_submodule(name)
+        node = nodes.get(name)
+        if node is None or not isinstance(m, nn.modules.batchnorm._BatchNorm):
+            continue
+        source = node.args[0] if node.args else None
+        if not isinstance(source, fx.Node) or source.op != "call_module" or len(source.users) != 1:
+            continue
+        writer = slices.get(source.target)
+        eval_stats = not m.training and m.running_var is not None
+        at_output = module_rule(m).gate_site(m) == (m, "output")
+        writer_m = graph.gm.get_submodule(source.target)
+        writer_at_output = module_rule(writer_m).gate_site(writer_m) == (writer_m, "output")
+        if (
+            writer is not None
+            and eval_stats
+            and at_output
+            and writer_at_output
+            and (writer.channels, writer.structures) == (sl.channels, sl.structures)
+        ):
+            pairs[name] = source.target
+    return pairs
+
+
+def _negated_shifts(norms: list[nn.modules.batchnorm._BatchNorm]) -> tuple[torch.Tensor, ...]:
+    """Per eval-mode BatchNorm, [C]: -b of its y = a z + b; a few operations for all of them
+    (`gated` runs once per batch for SOSP-I)."""
+    if not norms:
+        return ()
+    with torch.no_grad():
+        like = norms[0].running_var
+
+        def cat(tensors: list[torch.Tensor | None], fill: float) -> torch.Tensor:
+            return torch.cat(
+                [torch.full_like(m.running_var, fill) if t is None else t
+                 for m, t in zip(norms, tensors, strict=True)]
+            )  # fmt: skip
+
+        eps = torch.tensor(
+            [m.eps for m in norms for _ in range(len(m.running_var))], dtype=like.dtype
+        ).to(like.device)
+        scale = torch.rsqrt(cat([m.running_var for m in norms], 0) + eps)
+        scale = scale * cat([m.weight for m in norms], 1)
+        mean, bias = cat([m.running_mean for m in norms], 0), cat([m.bias for m in norms], 0)
+        nb = torch.addcmul(-bias, mean, scale)  # -b = mean * scale - bias
+        return nb.split([len(m.running_var) for m in norms])
+
+
+def _install(site: nn.Module, where: str, gate: torch.Tensor, nb, dim: int, copy: bool):
+    """A hook that gates `site`'s input or output; `nb` ([C] or None) as `_Gate` takes it,
+    shaped once per number of dimensions."""
+    shaped = {}
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        if nb is not None and x.dim() not in shaped:
+            shaped[x.dim()] = nb.view(_broadcast_shape(nb, x.dim(), dim % x.dim()))
+        return _Gate.apply(x, gate, shaped.get(x.dim()), dim, copy)
+
     if where == "input":
-        return site.register_forward_pre_hook(
-            lambda _m, args: (_Gate.apply(args[0], gate, dim, copy), *args[1:])
-        )
-    return site.register_forward_hook(lambda _m, _i, out: _Gate.apply(out, gate, dim, copy))
+        return site.register_forward_pre_hook(lambda _m, args: (apply(args[0]), *args[1:]))
+    return site.register_forward_hook(lambda _m, _i, out: apply(out))
 
 
 def _written_in_place(graph: StructureGraph) -> set[str]:
@@ -237,6 +324,8 @@ class ConstantParameters(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is F.conv2d:
             return _constant_conv(*args, **kwargs)
+        if func is F.relu:
+            return _Relu.apply(*args, *kwargs.values())
         if func is not F.batch_norm:
             return func(*args, **kwargs)
         bound = dict(zip(_BATCH_NORM_ARGS, args, strict=False)) | kwargs
@@ -281,6 +370,38 @@ class _ConstantConv(torch.autograd.Function):
         ]
         x_grad = F.conv_transpose2d(grad, weight, None, stride, padding, extra, groups, dilation)
         return x_grad, None, None, None
+
+
+class _Relu(torch.autograd.Function):
+    """F.relu (in place where asked): backward one threshold_backward, whose own backward is
+    one more and nothing for the activation (autograd's formula forms zeros for it there and
+    carries them back through the network)."""
+
+    @staticmethod
+    def forward(ctx, x, inplace=False):
+        y = x.relu_() if inplace else x.relu()
+        if inplace:
+            ctx.mark_dirty(y)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return _ReluGrad.apply(grad, y), None
+
+
+class _ReluGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grad, y):
+        ctx.save_for_backward(y)
+        return torch.ops.aten.threshold_backward(grad, y, 0)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d):
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(d, y, 0), None
 
 
 class _ConstantAffine(torch.autograd.Function):

@@ -191,7 +191,7 @@ MUTATIONS = (
             Edit(
                 GATES,
                 "widths = [m.weight.shape[0] for m in modules]",
-                "widths = [len(sl.channels) for sl in graph.theta]",
+                "widths = [len(sl.channels) for sl in theta]",
             ),
         ),
     ),
@@ -230,7 +230,13 @@ MUTATIONS = (
     Mutation(
         "G1",
         "gate derivatives: d(grad_gamma)/d(x) dropped from the double backward",
-        (Edit(GATES, "            d_x = grad * w\n", "            d_x = None\n"),),
+        (
+            Edit(
+                GATES,
+                "            d_x = grad * (w if k == 1 else 2 * w)",
+                "            d_x = None and grad",
+            ),
+        ),
     ),
     Mutation(
         "G2",
@@ -238,8 +244,8 @@ MUTATIONS = (
         (
             Edit(
                 GATES,
-                "        if d_grad_x is not None:\n            d_gamma =",
-                "        if False:\n            d_gamma =",
+                "        if d_grad_x is not None:  # d(grad * gamma^k)/dgamma = k grad\n",
+                "        if False:\n",
             ),
         ),
     ),
@@ -249,7 +255,7 @@ MUTATIONS = (
         (
             Edit(
                 GATES,
-                "d_grad = x * w if d_grad is None else torch.addcmul(d_grad, x, w)",
+                "d_grad = u * w if d_grad is None else torch.addcmul(d_grad, u, w)",
                 "d_grad = d_grad",
             ),
         ),
@@ -282,6 +288,42 @@ MUTATIONS = (
                 GATES,
                 "            size - ((g - 1) * s - 2 * p + d * (k - 1) + 1)\n",
                 "            0 * size\n",
+            ),
+        ),
+    ),
+    Mutation(
+        "Q1",
+        "quadratic gate (a writer and its BatchNorm): its second derivative 2 (x - b) dropped",
+        (
+            Edit(
+                GATES, "                e = d_x * torch.add(x, nb)\n", "                e = None\n"
+            ),
+        ),
+    ),
+    Mutation(
+        "Q2",
+        "quadratic gate: its first derivative taken as x, not 2x - b",
+        (Edit(GATES, "u = x if nb is None else torch.add(nb, x, alpha=2)", "u = x"),),
+    ),
+    Mutation(
+        "Q3",
+        "quadratic gate: the BatchNorm's shift b with the running mean added, not subtracted",
+        (
+            Edit(
+                GATES,
+                "torch.addcmul(-bias, mean, scale)",
+                "torch.addcmul(-bias, -mean, scale)",
+            ),
+        ),
+    ),
+    Mutation(
+        "R1",
+        "ReLU of the gated passes: its double backward passes the gradient through unmasked",
+        (
+            Edit(
+                GATES,
+                "        return torch.ops.aten.threshold_backward(d, y, 0), None",
+                "        return d, None",
             ),
         ),
     ),

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sosp import curvature
+from sosp import curvature, gates
 from sosp.gates import ConstantParameters
 from sosp.op_count import OpCounter
 from sosp.structures import analyze
@@ -116,3 +116,82 @@ def test_gates_copy_only_where_a_consumer_writes_in_place():
     assert clones == [2, 0]
     torch.testing.assert_close(terms[0].lambda1, terms[1].lambda1, rtol=1e-12, atol=0)
     torch.testing.assert_close(terms[0].h_theta, terms[1].h_theta, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_relu_matches_autograd_to_second_order_without_zeros(inplace):
+    """F.relu under `ConstantParameters` (in place where asked) gives autograd's output, input
+    gradient and second-order gradient, and its double backward forms no zeros for the
+    activation (autograd's formula for threshold_backward does, and carries them back)."""
+    x0 = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def second_order(constant: bool):
+        x = x0.clone().requires_grad_()
+        with ConstantParameters() if constant else contextlib.nullcontext(), OpCounter() as ops:
+            y = F.relu(x * 1.5, inplace=inplace)
+            (gx,) = torch.autograd.grad((y * y.sin()).sum(), x, create_graph=True)
+            (ggx,) = torch.autograd.grad((gx**2).sum(), x)
+        return (y, gx, ggx), ops.by_name["aten.zeros_like.default"]
+
+    (got, zeros), (want, autograd_zeros) = second_order(True), second_order(False)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert (zeros, autograd_zeros) == (0, 1)
+
+
+class _SharedConvOutput(torch.nn.Module):
+    """conv1 -> bn1 (conv1's output also read by the residual sum), conv2 -> bn2 alone."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv1, self.bn1 = nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.conv2, self.bn2 = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        a = self.conv1(x)
+        x = torch.relu(self.bn1(a) + a)
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def _randomized_norms(net: torch.nn.Module) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                for t in (m.running_mean, m.weight, m.bias):
+                    t.copy_(torch.randn(t.shape, generator=g))
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return net
+
+
+@pytest.mark.parametrize("net", [_SharedConvOutput, _InPlaceConsumers])
+def test_a_writer_and_its_norm_share_one_quadratic_gate_with_the_same_terms(net, monkeypatch):
+    """A conv whose output only its eval-mode BatchNorm reads shares that norm's gate (one
+    quadratic gate, `paired_norms`); a conv whose output is read elsewhere too keeps its own.
+    lambda_1, theta_s . H theta_struc and the per-sample Jacobian equal those of one linear
+    gate per module (fewer operator calls on a deep network: tests/test_op_count.py)."""
+    torch.manual_seed(0)
+    model = _randomized_norms(net().double()).eval()
+    graph = analyze(model, (2, 4, 4))
+    pairs = gates.paired_norms(graph)
+    expected = (
+        {"bn2": "conv2"} if net is _SharedConvOutput else {f"bn{i}": f"conv{i}" for i in (1, 2, 3)}
+    )
+    assert pairs == expected
+    model.bn2.train()
+    assert "bn2" not in gates.paired_norms(graph)
+    model.eval()
+    x = torch.randn(5, 2, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y = torch.randint(3, (5,), generator=torch.Generator().manual_seed(3))
+    results = []
+    for paired in (True, False):
+        if not paired:
+            monkeypatch.setattr(gates, "paired_norms", lambda _graph: {})
+        terms = curvature.hessian_terms(graph, [(x, y)], "cross_entropy", 5)
+        J, _ = curvature.gate_jacobians(graph, x)
+        results.append((terms.lambda1, terms.h_theta, J))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
