@@ -13,6 +13,7 @@ import json
 
 import torch
 
+from sosp import batch_size as auto_batch
 from sosp import data, loaders, methods, paths, tracking
 from sosp.api import PruneResult, prune_with
 from sosp.commands.base import (
@@ -38,6 +39,7 @@ from sosp.commands.base import (
 from sosp.io import atomic_write_text
 from sosp.settings import PruneSettings
 
+AUTO = "auto"
 RECALIBRATE_DEFAULT = "on without --checkpoint, i.e. when pruning at initialization"
 # The report's entries a ratio's W&B run holds as its summary: counts before and after, time.
 SUMMARY = (
@@ -81,9 +83,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=_batch_size,
         default=100,
-        help="batch size of the pruning samples (default: 100)",
+        help="pruning samples per saliency pass (default: 100), or 'auto': as many as the "
+        "device's free memory holds for this method, measured on passes over 1 and 2 samples",
     )
     add_device(p)
     add_data_root(p)
@@ -101,7 +104,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = PruneSettings.from_args(args, recalibrate_bn=not args.checkpoint)
     options = parse_options(args.option)
-    check_bounds(args, batch_size=AT_LEAST_ONE)
+    if args.batch_size != AUTO:
+        check_bounds(args, batch_size=AT_LEAST_ONE)
     torch.manual_seed(settings.seed)  # without --checkpoint: the init `sosp train` starts from
     widths = parse_widths(args.widths)
     model, meta = model_for(args.model, args.dataset, widths)
@@ -113,13 +117,19 @@ def run(args: argparse.Namespace) -> int:
     folders = paths.ratio_folders(args.out, args.ratio)  # every check before any work
     check_out_folder(args.out)
     model = model.to(device)  # every step of the pruning runs there
-    samples = _samples(meta, args, settings.seed)
+    batch_size = args.batch_size
+    if batch_size == AUTO:
+        probe = next(iter(_samples(meta, args, settings.seed, max(auto_batch.PROBES))))
+        chosen = auto_batch.for_method(model, args.method, probe, settings, options)
+        print(chosen.line(device))
+        batch_size = chosen.batch_size
+    samples = _samples(meta, args, settings.seed, batch_size)
     progress = show_progress(args)  # a bar on a terminal only, never into a log
     results = prune_with(model, args.method, args.ratio, samples, settings, options, progress)
     _say_recalibrated(results[0].report["bn_recalibration"])
     arch = {"model": args.model, "dataset": meta.name, "exclude": settings.exclude_list}
     arch |= {"widths": widths} if widths else {}
-    run_info = {"checkpoint": args.checkpoint, "seed": settings.seed}
+    run_info = {"checkpoint": args.checkpoint, "seed": settings.seed, "batch_size": batch_size}
     shape = {"input_shape": list(meta.input_shape)}  # what `check_mask_fits` compares
     reports = [
         _write(folder, r, arch, run_info, shape) for folder, r in zip(folders, results, strict=True)
@@ -141,7 +151,7 @@ def _log(args, settings: PruneSettings, options: dict, report: dict) -> None:
         "exclude": settings.exclude_list,
         "options": options,
         "checkpoint": args.checkpoint,
-        "batch_size": args.batch_size,
+        "batch_size": report["batch_size"],
         "n_samples": report["n_samples"],
         "out": report["folder"],
     }
@@ -151,9 +161,20 @@ def _log(args, settings: PruneSettings, options: dict, report: dict) -> None:
     log_result(args, config, report["folder"], {k: report[k] for k in SUMMARY})
 
 
-def _samples(meta: data.DatasetInfo, args: argparse.Namespace, seed: int):
-    """Batches of the training split, unaugmented, in an order drawn by `seed`."""
-    return loaders.pruning_samples(meta.name, args.data_root, args.download, args.batch_size, seed)
+def _samples(meta: data.DatasetInfo, args: argparse.Namespace, seed: int, batch_size: int):
+    """Batches of the training split, unaugmented, in an order drawn by `seed` (the same
+    order whatever the batch size)."""
+    return loaders.pruning_samples(meta.name, args.data_root, args.download, batch_size, seed)
+
+
+def _batch_size(text: str) -> int | str:
+    """--batch-size: a whole number, or 'auto'."""
+    if text == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor 'auto'") from None
 
 
 def _say_recalibrated(info: dict | None) -> None:
