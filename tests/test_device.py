@@ -7,7 +7,7 @@ import torch
 
 import sosp
 from sosp import counting, methods, models
-from sosp.selection import Saliency, greedy_order, order, sorted_order
+from sosp.selection import Saliency, _greedy_on_device, greedy_order, order, sorted_order
 from sosp.structures import analyze
 from sosp.surgery import build_pruned
 
@@ -51,7 +51,8 @@ def test_prune_returns_a_model_on_the_device_it_was_given(method, device):
 
 def test_selection_follows_the_device_of_q(device):
     """The greedy (Eq. 4) and the sorted orders are the same for saliencies on the test
-    device as on the CPU, with kernel-scaling factors made on the CPU."""
+    device as on the CPU, with kernel-scaling factors made on the CPU; on CUDA also when the
+    greedy's steps run as replayed CUDA graphs of a few steps each."""
     g = torch.Generator().manual_seed(0)
     A = torch.randn(40, 40, generator=g, dtype=torch.float64)
     q = 0.5 * (A @ A.T).abs() + torch.rand(40, generator=g, dtype=torch.float64).diag()
@@ -60,6 +61,8 @@ def test_selection_follows_the_device_of_q(device):
     scale = 1 / torch.tensor([3.0, 1.0, 7.0, 1.0]).repeat_interleave(10)
     want = greedy_order(q, layer_of, caps, scale)
     assert greedy_order(q.to(device), layer_of, caps, scale) == want
+    for block in (4, 7):  # on CUDA: 3 steps, CUDA graphs of `block` steps replayed, the rest
+        assert _greedy_on_device(q.to(device), layer_of, caps, scale, block) == want
     scores = q.diagonal()
     assert sorted_order(scores.to(device), layer_of, caps) == sorted_order(scores, layer_of, caps)
     for scope in ("global", "local"):
@@ -182,3 +185,17 @@ def test_latency_budget_on_the_device_it_was_given(method, device, tmp_path):
     lat = r.report["latency"]
     assert lat["measured_on"]["device"] == here.type
     assert lat["predicted_removed"] >= 0.1 and lat["measured_ms"] > 0
+
+
+def test_batch_size_auto_probes_on_the_device_of_the_model(device):
+    """`--batch-size auto` probes SOSP-H and SOSP-I on a model on the test device with
+    CPU-made samples, measuring there (CUDA: the allocator's peak, which holds the chosen
+    batch's own pass within the budget)."""
+    from sosp import batch_size
+
+    model = models.create("resnet20", 10, 1, 8).to(device)
+    x, y = cpu_batches()[0]
+    for method in ("sosp_h", "sosp_i"):
+        chosen = batch_size.for_method(model, method, (x, y))
+        assert chosen.per_sample_bytes > 0 and chosen.batch_size >= 1
+        assert chosen.measured == ("allocator peak" if device.type == "cuda" else "saved tensors")
