@@ -393,6 +393,23 @@ MUTATIONS = (
         ),
     ),
     Mutation(
+        "V7",
+        "a position embedding added to feature maps [B, C, H, W] is scattered along the last dim",
+        (Edit(RULES, "    return 1 if fits else None", "    return -1 if fits else None"),),
+    ),
+    Mutation(
+        "V8",
+        "a reshape of a map's trailing dims keeps its literal channel count after surgery",
+        (
+            Edit(
+                "sosp/channel_rules/views.py",
+                "                node.args = (node.args[0], *_with_channels(node.args[1:], "
+                "len(kept[node.name])))\n",
+                "                pass\n",
+            ),
+        ),
+    ),
+    Mutation(
         "N1",
         "a GroupNorm after surgery forgets its group's pruned channels (zeros) in the variance",
         (

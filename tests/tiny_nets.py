@@ -430,6 +430,37 @@ def pool_mixer_theta() -> dict:
     return {("conv1", c): weights_and_biases(c, "conv1", "norm") for c in range(4)}
 
 
+class TokenMapNet(nn.Module):
+    """PiT's moves between feature maps and tokens: conv1 (2 -> 4) plus a position embedding
+    [1, 4, 4, 4] (one value per channel and position, so conv1's channels die into a stream
+    that does not), the map as tokens, an MLP block 4 -> 6 -> 4 behind a LayerNorm added to
+    them, a projection 4 -> 5, the tokens back to a map by a reshape with the literal channel
+    count 5, conv2 (5 -> 3) -> ReLU -> mean -> fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.pos_embed = nn.Parameter(torch.randn(1, 4, 4, 4))
+        self.norm = nn.LayerNorm(4)
+        self.fc1, self.fc2, self.proj = nn.Linear(4, 6), nn.Linear(6, 4), nn.Linear(4, 5)
+        self.conv2, self.fc = nn.Conv2d(5, 3, 3, padding=1), nn.Linear(3, 3)
+
+    def forward(self, x):
+        x = (self.conv1(x) + self.pos_embed).flatten(2).transpose(1, 2)
+        x = x + self.fc2(F.gelu(self.fc1(self.norm(x))))
+        x = self.proj(x).transpose(1, 2).reshape(x.shape[0], 5, 4, 4)
+        return self.fc(F.relu(self.conv2(x)).mean((2, 3)))
+
+
+def token_map_theta() -> dict:
+    """conv1's filters (the position embedding holds every stream channel), fc1's units,
+    fc2's and proj's rows, conv2's filters."""
+    theta = {("conv1", c): [("conv1.weight", c), ("conv1.bias", c)] for c in range(4)}
+    for name, n in (("fc1", 6), ("fc2", 4), ("proj", 5), ("conv2", 3)):
+        theta.update({(name, c): [(f"{name}.weight", c), (f"{name}.bias", c)] for c in range(n)})
+    return theta
+
+
 CONSTRUCTS = {
     "squeeze_excite": (SqueezeExciteNet, squeeze_excite_theta),
     "grouped_conv": (GroupedConvNet, grouped_conv_theta),
@@ -441,4 +472,5 @@ CONSTRUCTS = {
     "group_norm": (GroupNormNet, group_norm_theta),
     "tf_same_padding": (SamePaddingNet, same_padding_theta),
     "pool_mixer": (PoolMixerNet, pool_mixer_theta),
+    "token_map": (TokenMapNet, token_map_theta),
 }

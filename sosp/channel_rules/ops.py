@@ -104,10 +104,14 @@ class AddRule(OpRule):
         if walk.is_parameter(a) or walk.is_parameter(b):  # a position embedding
             x, p = (b, a) if walk.is_parameter(a) else (a, b)
             sx = walk.src(x)
-            if _shape(p)[-1] != len(sx) or not isinstance(sx, ChannelsLast):
-                raise unsupported(node, "a parameter added other than per channel of [B, N, C]")
-            node.meta["channel_dim"] = -1
-            return ChannelsLast(s | c for s, c in zip(sx, walk.constants(len(sx)), strict=True))
+            dim = _parameter_channel_dim(_shape(p), _shape(x), sx)
+            if dim is None:
+                raise unsupported(
+                    node, "a parameter added other than per channel of [B, N, C] or [B, C, ...]"
+                )
+            node.meta["channel_dim"] = dim
+            out = [s | c for s, c in zip(sx, walk.constants(len(sx)), strict=True)]
+            return ChannelsLast(out) if dim == -1 else out
         sa, sb = walk.src(a), walk.src(b)
         if len(sa) != len(sb):
             raise unsupported(node, "operands of different channel counts (broadcasting)")
@@ -169,6 +173,17 @@ class SubRule(AddRule):
 
     def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
         _scatter_operands(gm, node, kept, node.meta.get("channel_dim", 1))
+
+
+def _parameter_channel_dim(p: tuple, x: tuple, sx: Sources) -> int | None:
+    """The dim of x's channels (-1 tokens [B, N, C], 1 feature maps [B, C, ...]) where a
+    parameter of shape `p` added to x of shape `x` holds one value per channel there (a
+    position embedding [1, N, C] or [1, C, H, W]); None where it does not."""
+    if isinstance(sx, ChannelsLast):
+        return -1 if p and p[-1] == len(sx) else None
+    after_batch = len(x) - 1
+    fits = 0 < after_batch <= len(p) <= len(x) and p[-after_batch] == len(sx)
+    return 1 if fits else None
 
 
 def _scatter_operands(gm: fx.GraphModule, node: fx.Node, kept: Kept, dim: int) -> None:

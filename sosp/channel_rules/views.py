@@ -161,6 +161,9 @@ class ViewRule(OpRule):
         elif len(after) == len(before) + 1 and after[3:] == before[2:]:
             if after[0] == before[0] and after[1] * after[2] == before[1]:
                 return Blocked(src, (after[1], after[2]), list(range(before[1])), node.name)
+        if _reshapes_only_after_channels(src, before, after):
+            node.meta["channels_at"] = 1
+            return src
         raise unsupported(node, f"a reshape from {before} to {after} that moves channels")
 
     def rewire(self, gm: fx.GraphModule, node: fx.Node, kept: Kept) -> None:
@@ -181,11 +184,34 @@ class ViewRule(OpRule):
                 new = gm.graph.call_function(torch.flatten, (node.args[0], 1))
             bypassed = []
         else:
+            if node.meta.get("channels_at") == 1:  # a literal channel count in the shape
+                node.args = (node.args[0], *_with_channels(node.args[1:], len(kept[node.name])))
             return
         _replace(gm, node, new, kept)
         for n in bypassed:
             if not n.users:
                 gm.graph.erase_node(n)
+
+
+def _reshapes_only_after_channels(src: Sources, before: tuple, after: tuple) -> bool:
+    """Whether a reshape of a tensor with channels in dim 1 keeps its batch and channel dims
+    and reshapes only the dims after them ([B, C, N] <-> [B, C, H, W])."""
+    return (
+        not isinstance(src, ChannelsLast | Blocked)
+        and min(len(before), len(after)) >= 2
+        and after[:2] == before[:2]
+        and prod(after[2:]) == prod(before[2:])
+    )
+
+
+def _with_channels(shape: tuple, channels: int) -> tuple:
+    """A reshape's shape arguments (sizes, or one tuple of them) with dim 1 set to `channels`
+    where it is a literal number (a size read from the tensor stays as it is)."""
+    nested = len(shape) == 1 and isinstance(shape[0], tuple | list)
+    sizes = list(shape[0] if nested else shape)
+    if len(sizes) > 1 and isinstance(sizes[1], int):
+        sizes[1] = channels
+    return (tuple(sizes),) if nested else tuple(sizes)
 
 
 class TransposeRule(OpRule):
