@@ -9,14 +9,18 @@
 # folded, global and per-layer scope, round_to 8/32/64, per conv (benchmarks/layer_latency.py),
 # then torch.compile); ResNet-50
 # training images/s through the device JPEG decoder and the PIL DataLoader; ResNet-50 mask
-# time at N' = 1000 (Table 2's setting); the device-sensitive tests on the GPU. FULL=1 adds
-# what earlier sessions measured: ResNet-56 latency (eager and compiled), training throughput
-# (eager and CUDA-graph steps), mask time of ResNet-56 widths 1-4, and a two-epoch training on
-# a fake CIFAR-10 in the real on-disk format, eagerly and with --cuda-graph.
+# time at N' = 1000 (Table 2's setting); mask time of ResNet-56 widths 1-4 (start-up apart);
+# the greedy of Eq. 4 at S = 22,720 (CUDA graphs of its steps); CIFAR ResNet-56 training
+# throughput per step path (torch.compile too, as for ImageNet); `sosp prune --batch-size auto`; the
+# device-sensitive tests on the GPU. FULL=1 adds what earlier sessions measured: ResNet-56
+# latency (eager and compiled) and a two-epoch training on a fake CIFAR-10 in the real on-disk
+# format, eagerly and with --cuda-graph.
 #
 #   bash benchmarks/gpu_check.sh [OUT]          # on a GPU machine, from the repository root
 #   DEVICE=cpu SMALL=1 bash benchmarks/gpu_check.sh /tmp/check   # the same steps, tiny, on a CPU
 #   STEPS="latency_imagenet tests" bash benchmarks/gpu_check.sh     # only the steps named
+#   STEPS="mask_time_imagenet mask_time greedy_time throughput throughput_imagenet batch_auto" \
+#       bash benchmarks/gpu_check.sh            # the mask and training rows
 #
 # On an H200 the steps took about 8 minutes in all (2026-11), before channel_steps and
 # layer_latency_imagenet (up to 90 s) were added; their limits add up to more, so
@@ -34,7 +38,7 @@ mkdir -p "$out"
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
 variants="--coupling filter stream --round-to none 8"
 if [ "${SMALL:-0}" = 1 ]; then
-    n=40; n_in=8; widths="1 2"; steps=2; epochs=1
+    n=40; n_in=8; widths="1 2"; steps=2; epochs=1; compile=""; greedy_sizes=600; mask_small="--image-size 8"
     jpeg="--images 20 --batch-size 4 --steps 2 --warmup 1 --workers 2"
     latency="--quick $variants"
     latency_in="--precisions fp32 --batch-sizes 1 2 --repeats 2 --n-samples 8 --round-to 8"
@@ -47,7 +51,7 @@ if [ "${SMALL:-0}" = 1 ]; then
     latency_budget="--batch-size 2 --ratios 0.2 --n-samples 8 --step 1024 --repeats 1"
     latency_budget="$latency_budget --budgets latency --coupling stream --corrections 1"
 else
-    n=1000; n_in=1000; widths="1 2 3 4"; steps=30; epochs=2
+    n=1000; n_in=1000; widths="1 2 3 4"; steps=30; epochs=2; compile="--compile default"; greedy_sizes="5000 22720"; mask_small=""
     jpeg="--images 1000 --batch-size 256 --steps 12 --warmup 3 --workers 14"
     latency="--modes eager --batch-sizes 1 64 128 256 1024 $variants"
     latency_in="--precisions bf16 fp32 --batch-sizes 1 64 256 --repeats 20 $variants"
@@ -98,10 +102,19 @@ step layer_latency_imagenet 60 python3 benchmarks/layer_latency.py --device "$de
 step latency_imagenet_aligned 140 python3 benchmarks/latency.py --device "$device" --imagenet \
     $modes $latency_in_more --precisions bf16 fp32 --coupling stream filter --round-to 32 64 \
     --scope local global --out "$out/latency_resnet50_aligned.csv"
-step throughput_imagenet 100 python3 benchmarks/train_throughput.py --device "$device" \
-    --imagenet $jpeg --out "$out/train_throughput"
+step throughput_imagenet 200 python3 benchmarks/train_throughput.py --device "$device" \
+    --imagenet $jpeg $compile --out "$out/train_throughput"
 step mask_time_imagenet 70 python3 benchmarks/mask_time.py --device "$device" --imagenet \
     --n-samples "$n_in" --batch-size 50 --label-samples 1 --out "$out/mask_time_resnet50"
+step mask_time 60 python3 benchmarks/mask_time.py --device "$device" --widths $widths \
+    --n-samples "$n" $mask_small --out "$out/mask_time_resnet56"
+step throughput 120 python3 benchmarks/train_throughput.py --device "$device" \
+    --steps "$steps" --workers 8 $compile --out "$out/train_throughput"
+step greedy_time 40 python3 benchmarks/greedy_time.py --device "$device" --sizes $greedy_sizes \
+    --out "$out/greedy_time.csv"
+step batch_auto 40 python3 -m sosp prune --model resnet56 --dataset digits --method sosp_h \
+    --ratio 0.5 --n-samples "$n" --batch-size auto --device "$device" --no-progress \
+    --out "$out/prune_batch_auto"
 step tests 50 env SOSP_TEST_DEVICE="$device" python3 -m pytest -q -rP -p no:cacheprovider -m device \
     tests/test_device.py tests/test_jpeg_loader.py
 step latency_imagenet_compile 90 python3 benchmarks/latency.py --device "$device" --imagenet \
@@ -113,10 +126,6 @@ step latency_imagenet_compile_aligned 90 python3 benchmarks/latency.py --device 
 if [ "${FULL:-0}" = 1 ]; then  # measured in earlier sessions; FULL=1 runs them again
     step latency 60 python3 benchmarks/latency.py --device "$device" $latency \
         --out "$out/latency_resnet56.csv"
-    step throughput 40 python3 benchmarks/train_throughput.py --device "$device" \
-        --steps "$steps" --workers 8 --out "$out/train_throughput"
-    step mask_time 40 python3 benchmarks/mask_time.py --device "$device" --widths $widths \
-        --n-samples "$n" --out "$out/mask_time_resnet56"
     fake=$(mktemp -d)
     python3 -c "from sosp import data; data.write_fake_cifar10('$fake', per_batch=500)"
     step train 30 python3 -m sosp train --model resnet20 --dataset cifar10 --data-root "$fake" \

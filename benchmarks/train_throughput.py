@@ -4,10 +4,13 @@
 the device-resident loader with the training step captured as a CUDA graph (`GraphedStep`,
 what `sosp train --cuda-graph` runs). With `--imagenet`: ResNet-50 at 224 px on real JPEGs,
 decoded on the device (`JpegLoader`, `--loader jpeg`) against PIL in DataLoader workers
-(`--loader torch`), each also without the model (the loader's own images/s).
+(`--loader torch`), each also without the model (the loader's own images/s). `--compile MODE
+...` adds the device-resident (CIFAR) or device-decoded (ImageNet) path with the model under
+`torch.compile` in each mode.
 
     python benchmarks/train_throughput.py                   # this CPU
     python benchmarks/train_throughput.py --device cuda     # bf16 + channels_last on the GPU
+    python benchmarks/train_throughput.py --device cuda --compile default reduce-overhead
     python benchmarks/train_throughput.py --device cuda --imagenet --workers 16
 
 Runs on data written in the real on-disk format (no download): a random CIFAR-10 in its pickled
@@ -35,7 +38,9 @@ from sosp.jpeg_loader import JpegLoader
 from sosp.timing import synchronize
 from sosp.train import optimizer_for, step_function
 
-GRAPH = "tensor (device-resident) + CUDA graph"
+TENSOR = "tensor (device-resident)"
+GRAPH = f"{TENSOR} + CUDA graph"
+COMPILE = "torch.compile "
 
 
 def endless(batches):
@@ -59,6 +64,15 @@ def images_per_second(model, batches, recipe, device, amp, steps, warmup, cuda_g
         seen += len(y)
     synchronize(device)
     return seen / (time.perf_counter() - start)
+
+
+def compiled_if_named(model, path: str, warmup: int) -> tuple[torch.nn.Module, int]:
+    """(the model under torch.compile in the mode the path names, at least 3 warm-up steps
+    for compiling and a recompile), or (the model, `warmup`) for a path without it."""
+    if COMPILE not in path:
+        return model, warmup
+    mode = path.rsplit(COMPILE, 1)[1].strip("()")
+    return torch.compile(model, mode=mode), max(warmup, 3)
 
 
 def loader_images_per_second(batches, steps: int, warmup: int, device: str) -> float:
@@ -99,6 +113,11 @@ def imagenet_paths(args, root: str, amp: bool) -> dict:
             jpeg,
             True,
         )
+    for mode in args.compile or []:
+        paths[f"jpeg, decoded on the device ({args.workers} workers read) + {COMPILE}({mode})"] = (
+            jpeg,
+            False,
+        )
     paths[f"torch DataLoader, PIL ({args.workers} workers)"] = (
         lambda: loaders.torch_loader(
             data.load("imagenette", "train", root, augment=True),
@@ -128,6 +147,14 @@ def main() -> None:
         action="store_true",
         help="torch.backends.cudnn.benchmark = True (cuDNN times its algorithms per shape)",
     )
+    p.add_argument(
+        "--compile",
+        nargs="*",
+        metavar="MODE",
+        help="also time the device-resident path with the model under torch.compile in each "
+        "MODE (e.g. default, max-autotune-no-cudagraphs, reduce-overhead: CUDA graphs); "
+        "with --imagenet the device-decoded JPEG path",
+    )
     args = p.parse_args()
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if args.imagenet:
@@ -146,7 +173,7 @@ def main() -> None:
         data.write_fake_cifar10(root, per_batch=per_batch)
         x, y = data.tensors("cifar10", "train", root)
         paths = {
-            "tensor (device-resident)": loaders.TensorLoader(
+            TENSOR: loaders.TensorLoader(
                 x, y, meta, args.batch_size, shuffle=True, augment=True, device=args.device
             ),
             f"torch DataLoader ({args.workers} workers)": loaders.torch_loader(
@@ -161,6 +188,11 @@ def main() -> None:
             paths[GRAPH] = loaders.TensorLoader(
                 x, y, meta, args.batch_size, shuffle=True, augment=True, device=args.device
             )
+        for mode in args.compile or []:  # the device-resident loader, the model compiled
+            paths[f"{TENSOR} + {COMPILE}({mode})"] = loaders.TensorLoader(
+                x, y, meta, args.batch_size, shuffle=True, augment=True, device=args.device
+            )
+        alone = loader_images_per_second(paths[TENSOR], args.steps, args.warmup, args.device)
         for name, batches in paths.items():
             graphed = name == GRAPH
             warmup = graph_warmup if graphed else args.warmup
@@ -168,6 +200,7 @@ def main() -> None:
             model = models.create(args.model, 10, 3, 32).to(args.device)
             if amp:
                 model = model.to(memory_format=torch.channels_last)
+            model, warmup = compiled_if_named(model, name, warmup)
             ips = images_per_second(
                 model, batches, recipe, args.device, amp, args.steps, warmup, graphed
             )
@@ -175,6 +208,7 @@ def main() -> None:
                 "model": args.model,
                 "path": name,
                 "images_per_second": round(ips, 1),
+                "loader_alone_images_per_second": round(alone, 1) if name == TENSOR else None,
                 "batch_size": args.batch_size,
                 "steps": args.steps,
                 "warmup": warmup,
@@ -199,6 +233,7 @@ def imagenet(args) -> None:
             if amp:
                 model = model.to(memory_format=torch.channels_last)
             warmup = max(args.warmup, GraphedStep.WARMUP + 1) if graphed else args.warmup
+            model, warmup = compiled_if_named(model, name, warmup)
             train = images_per_second(
                 model, make(), recipe, args.device, amp, args.steps, warmup, graphed
             )
