@@ -143,7 +143,7 @@ def main() -> None:
         kept = pd.read_csv(out.with_suffix(".csv"), keep_default_na=False)
         if "code" in kept:
             kept = kept[kept["code"] != args.code]
-        rows = kept.to_dict("records") + rows
+        rows = pd.concat([kept, pd.DataFrame(rows)]).astype(object).fillna("").to_dict("records")
     atomic_write_csv(out.with_suffix(".csv"), rows)
     if len(args.widths) > 1 and not args.count_ops:
         plot(rows, out.with_suffix(".png"))
