@@ -40,7 +40,7 @@ from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
 from sosp.attention import heads_attention
-from sosp.channel_rules import AttentionRule, module_rule
+from sosp.channel_rules import AttentionRule, MultiheadAttentionRule, module_rule
 from sosp.errors import BadInput
 from sosp.gates import ConstantParameters, Gates, gated
 from sosp.modes import eval_mode
@@ -429,7 +429,7 @@ class TwiceDifferentiable(TorchFunctionMode):
     """Computes ops that PyTorch cannot differentiate twice by equal ones that it can:
     hardsigmoid(x) = relu6(x + 3) / 6 (MobileNetV3's squeeze-and-excitation gates), and fused
     scaled-dot-product attention (no mask, not causal, no dropout) as softmax(q k^T * scale) v
-    (a vision transformer's attention)."""
+    (a vision transformer's attention, also inside `nn.MultiheadAttention`)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -437,6 +437,8 @@ class TwiceDifferentiable(TorchFunctionMode):
             return F.relu6(args[0] + 3) / 6
         if func is F.scaled_dot_product_attention:
             return _attention(*args, **kwargs)
+        if func is F.multi_head_attention_forward:
+            return _multi_head_attention(*args, **kwargs)
         return func(*args, **kwargs)
 
 
@@ -451,13 +453,51 @@ def _attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=No
     return ((q * scale) @ k.transpose(-2, -1)).softmax(-1) @ v
 
 
+def _multi_head_attention(
+    query, key, value, embed_dim, num_heads, in_w, in_b, bias_k, bias_v, add_zero_attn,
+    dropout_p, out_w, out_b, training=True, key_padding_mask=None, need_weights=True,
+    attn_mask=None, use_separate_proj_weight=False, q_proj_weight=None, k_proj_weight=None,
+    v_proj_weight=None, static_k=None, static_v=None, average_attn_weights=True,
+    is_causal=False,
+):  # fmt: skip
+    """`F.multi_head_attention_forward` (query, key, value [L, B, E]) with its attention in
+    the explicit form of `_attention`; anything else it does (masks, extra or separate
+    projections, dropout) is left to it."""
+    plain = not (
+        bias_k is not None or bias_v is not None or add_zero_attn or key_padding_mask is not None
+        or attn_mask is not None or use_separate_proj_weight or static_k is not None
+        or static_v is not None or is_causal or (dropout_p and training)
+    )  # fmt: skip
+    if not plain:
+        return F.multi_head_attention_forward(
+            query, key, value, embed_dim, num_heads, in_w, in_b, bias_k, bias_v,
+            add_zero_attn, dropout_p, out_w, out_b, training, key_padding_mask, need_weights,
+            attn_mask, use_separate_proj_weight, q_proj_weight, k_proj_weight, v_proj_weight,
+            static_k, static_v, average_attn_weights, is_causal,
+        )  # fmt: skip
+    L, B, _ = query.shape
+    w, b = in_w.chunk(3), in_b.chunk(3) if in_b is not None else (None,) * 3
+    q, k, v = (
+        F.linear(t, wi, bi).reshape(t.shape[0], B * num_heads, -1).transpose(0, 1)
+        for t, wi, bi in zip((query, key, value), w, b, strict=True)
+    )  # [B * H, L or S, D]
+    weights = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+    out = (weights @ v).transpose(0, 1).reshape(L, B, embed_dim)
+    out = F.linear(out, out_w, out_b)
+    if not need_weights:
+        return out, None
+    weights = weights.view(B, num_heads, L, -1)
+    return out, weights.mean(1) if average_attn_weights else weights
+
+
 def _needs_twice_differentiable(graph: StructureGraph) -> bool:
     """Whether `graph.gm` runs an op that `TwiceDifferentiable` replaces: hardsigmoid, or
-    attention (a module of the attention rule, a heads_attention or scaled_dot_product_attention
+    attention (a module of an attention rule, a heads_attention or scaled_dot_product_attention
     node)."""
     targets = {F.hardsigmoid, F.scaled_dot_product_attention, heads_attention}
+    attention = (AttentionRule, MultiheadAttentionRule)
     return any(
-        isinstance(m, nn.Hardsigmoid) or isinstance(module_rule(m), AttentionRule)
+        isinstance(m, nn.Hardsigmoid) or isinstance(module_rule(m), attention)
         for m in graph.gm.modules()
     ) or any(n.target in targets for n in graph.gm.graph.nodes)
 

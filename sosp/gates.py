@@ -155,16 +155,19 @@ def gated(graph: StructureGraph, batch_size: int | None = None) -> Iterator[Gate
     handles, written = [], _written_in_place(graph)
     norms = [m for sl, m in zip(theta, modules, strict=True) if sl.module in pairs]
     shifts = dict(zip(map(id, norms), _negated_shifts(norms), strict=True))
+    holders = {layer.theta_module: layer.name for layer in graph.layers.values()}
     for sl, m, gate in zip(theta, modules, pieces, strict=True):
         channels += [offset + c for c in sl.channels]
         structures += sl.structures
         offset += gate.shape[-1]
-        rule = module_rule(m)
-        site, where = rule.gate_site(m)
+        name = holders.get(sl.module, sl.module)  # a writer whose theta_s lies in a part
+        owner = graph.gm.get_submodule(name)
+        rule = module_rule(owner)
+        site, where = rule.gate_site(owner)
         nb = shifts.get(id(m))
         # a gate inside a fused module (norm, then activation) meets activations that may
         # write in place unseen by the fx graph: copied there
-        copy = where == "input" or sl.module in written
+        copy = where == "input" or name in written
         handles.append(_install(site, where, gate, nb, rule.channel_dim, copy))
     try:
         yield Gates(pieces, _index(channels, p.device), _index(structures, p.device))
@@ -242,7 +245,9 @@ def _install(site: nn.Module, where: str, gate: torch.Tensor, nb, dim: int, copy
 
     if where == "input":
         return site.register_forward_pre_hook(lambda _m, args: (apply(args[0]), *args[1:]))
-    return site.register_forward_hook(lambda _m, _i, out: apply(out))
+    return site.register_forward_hook(  # of a tuple (an attention's and its weights) the first
+        lambda _m, _i, out: (apply(out[0]), *out[1:]) if isinstance(out, tuple) else apply(out)
+    )
 
 
 def _written_in_place(graph: StructureGraph) -> set[str]:

@@ -404,6 +404,7 @@ class _Analysis:
         self.clean_reads: list[tuple[fx.Node, fx.Node]] = []  # (reader, tainted tensor)
         self.parameters: set[str] = set()  # nodes that read a parameter (or reshape one)
         self.input_ids: set[int] = set()  # ids of the input's channels, and of ops on them alone
+        self.whole_reads: list[tuple[fx.Node, fx.Node]] = []  # (module, input) needing all
         self.input_only_errors: list[Unsupported] = []  # what ops on them alone would have raised
 
     # -- the Walk protocol ------------------------------------------------------------------
@@ -465,6 +466,7 @@ class _Analysis:
         if not g.structures:
             raise BadInput("the model has no prunable structures (all layers excluded?)")
         self.check_clean_reads(g)
+        self.check_whole_reads(g)
         g.theta = self.theta_slices(g)
         return g
 
@@ -524,6 +526,18 @@ class _Analysis:
                     f"it reads {t.name!r}, which passed {self.tainted[t.name]!r}, an op that "
                     "maps zero to nonzero, so pruned channels are not zero there; such a "
                     "tensor may only gate a feature map by a product (x * sigmoid(...))",
+                )
+
+    def check_whole_reads(self, g: StructureGraph) -> None:
+        """Fail where a module that needs all of its input channels (`reads_whole`) reads a
+        channel that pruning can remove (all of whose writers are structures)."""
+        dying = {w for members in g.members for w in members} | g.followers.keys()
+        for reader, t in self.whole_reads:
+            if any(s <= dying for s in self.sources[t.name]):
+                raise unsupported(
+                    reader,
+                    f"it needs every channel of {t.name!r}, and pruning can remove some; "
+                    "exclude the layers that write them",
                 )
 
     def theta_slices(self, g: StructureGraph) -> list[ThetaSlice]:
@@ -597,10 +611,12 @@ class _Analysis:
         return out
 
     def visit_module(self, node: fx.Node, m: nn.Module) -> Sources:
-        (x,) = node.args
         rule = module_rule(m)
         if rule is None:
             raise unsupported(node, f"module type {type(m).__name__} is not supported")
+        x = rule.input_of(node, m)
+        if rule.reads_whole:
+            self.whole_reads.append((node, x))
         role = rule.role(node, m)
         if role is Role.WRITER:
             src = self.src(x)

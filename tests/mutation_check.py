@@ -410,6 +410,16 @@ MUTATIONS = (
         ),
     ),
     Mutation(
+        "M1",
+        "nn.MultiheadAttention lets pruning narrow the query its input projection reads",
+        (Edit(MODULE_RULES, "    reads_whole = True\n", "    reads_whole = False\n"),),
+    ),
+    Mutation(
+        "M2",
+        "nn.MultiheadAttention's explicit form (SOSP-H's second derivatives) without the scale",
+        (Edit(CURV, "weights = ((q * q.shape[-1] ** -0.5) @ k", "weights = ((q * 1.0) @ k"),),
+    ),
+    Mutation(
         "N1",
         "a GroupNorm after surgery forgets its group's pruned channels (zeros) in the variance",
         (

@@ -7,9 +7,10 @@ theta_s computes what the physically pruned network computes."""
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sosp import curvature
-from sosp.structures import analyze
+from sosp.structures import Unsupported, analyze
 from sosp.surgery import build_pruned, soft_masked
 from tests.brute import brute_gauss_newton, brute_hessian_term, zeroed
 from tests.tiny_nets import CONSTRUCTS, SqueezeExciteNet, randomized, squeeze_excite_theta
@@ -45,7 +46,8 @@ def test_curvature_matches_brute_force(name):
     torch.testing.assert_close(res.G, G, rtol=RTOL, atol=1e-10)
     torch.testing.assert_close(res.lambda1, lambda1, rtol=RTOL, atol=1e-10)
     hvp = curvature.hessian_terms(graph, batches, "cross_entropy", 6)
-    want = brute_hessian_term(model, x, y, "cross_entropy", theta)
+    with sdpa_kernel(SDPBackend.MATH):  # torch's attention in a twice-differentiable form
+        want = brute_hessian_term(model, x, y, "cross_entropy", theta)
     torch.testing.assert_close(hvp.h_theta, want, rtol=RTOL, atol=1e-10)
 
 
@@ -112,3 +114,25 @@ def test_fused_attention_gives_the_explicit_attentions_terms():
     assert terms[0][2].abs().max() > 1e-6
     for got, want in zip(*terms, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_multihead_attention_refuses_an_input_that_pruning_can_narrow():
+    """nn.MultiheadAttention's input projection needs the query's full width: reading the
+    patch embedding's channels directly (no position embedding keeps them), the analysis
+    stops naming the attention; with the patch embedding excluded it analyses."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patch = torch.nn.Conv2d(2, 4, 2, stride=2)
+            self.attn = torch.nn.MultiheadAttention(4, 2, batch_first=True)
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            x = self.patch(x).flatten(2).transpose(1, 2)
+            return self.fc(self.attn(x, x, x)[0].mean(1))
+
+    with pytest.raises(Unsupported, match=r"'attn'.*needs every channel of 'transpose'"):
+        analyze(Net(), SHAPE)
+    graph = analyze(Net(), SHAPE, exclude=["patch"])
+    assert {name for name, _ in graph.structures} == {"attn"}

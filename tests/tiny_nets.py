@@ -461,6 +461,35 @@ def token_map_theta() -> dict:
     return theta
 
 
+class TorchAttentionNet(nn.Module):
+    """torchvision's encoder block on 2x4x4 inputs: a 2x2 patch embedding (4 channels, 4
+    tokens), a position embedding, `nn.MultiheadAttention` (2 heads, batch first, as
+    self-attention behind a LayerNorm) added to the stream, the tokens averaged, fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(2, 4, 2, stride=2)
+        self.pos_embed = nn.Parameter(torch.randn(1, 4, 4))
+        self.norm = nn.LayerNorm(4)
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).permute(0, 2, 1) + self.pos_embed
+        y = self.norm(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return self.fc(x.mean(1))
+
+
+def torch_attention_theta() -> dict:
+    """The patch embedding's filters and the attention's output rows (out_proj's)."""
+    theta = {("patch", c): [("patch.weight", c), ("patch.bias", c)] for c in range(4)}
+    theta.update(
+        {("attn", c): [("attn.out_proj.weight", c), ("attn.out_proj.bias", c)] for c in range(4)}
+    )
+    return theta
+
+
 CONSTRUCTS = {
     "squeeze_excite": (SqueezeExciteNet, squeeze_excite_theta),
     "grouped_conv": (GroupedConvNet, grouped_conv_theta),
@@ -473,4 +502,5 @@ CONSTRUCTS = {
     "tf_same_padding": (SamePaddingNet, same_padding_theta),
     "pool_mixer": (PoolMixerNet, pool_mixer_theta),
     "token_map": (TokenMapNet, token_map_theta),
+    "torch_multihead_attention": (TorchAttentionNet, torch_attention_theta),
 }

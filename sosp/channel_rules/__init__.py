@@ -69,6 +69,7 @@ from sosp.channel_rules.modules import (
     GroupNormRule,
     LayerNormRule,
     LinearRule,
+    MultiheadAttentionRule,
     ZeroPadShortcutRule,
 )
 from sosp.channel_rules.ops import (
@@ -102,8 +103,9 @@ __all__ = [
     "TAINTING_MODULES", "TAINTING_FUNCTIONS", "TAINTING_METHODS", "MODULE_RULES",
     "FUNCTION_RULES", "METHOD_RULES", "NAMED_MODULE_RULES", "qualified_name", "module_rule",
     "op_rule", "AttentionRule", "BatchNormRule", "Conv2dRule", "FlattenRule", "GroupNormRule",
-    "LayerNormRule", "LinearRule", "ZeroPadShortcutRule", "AddRule", "CatRule", "DivRule",
-    "DropoutRule", "HeadsRule", "MeanRule", "MulRule", "PadRule", "SubRule", "TaintingRule",
+    "LayerNormRule", "LinearRule", "MultiheadAttentionRule", "ZeroPadShortcutRule", "AddRule",
+    "CatRule", "DivRule", "DropoutRule", "HeadsRule", "MeanRule", "MulRule", "PadRule",
+    "SubRule", "TaintingRule",
     "FlattenOpRule", "GetItemRule", "PermuteRule", "SplitRule", "TransposeRule", "ViewRule",
 ]  # fmt: skip
 
@@ -131,6 +133,7 @@ MODULE_RULES: dict[type[nn.Module], ModuleRule] = {
     nn.Flatten: FlattenRule(),
     nn.LayerNorm: LayerNormRule(channel_dim=-1),
     nn.GroupNorm: GroupNormRule(),
+    nn.MultiheadAttention: MultiheadAttentionRule(),
     ZeroPadShortcut: ZeroPadShortcutRule(),
     **{t: ModuleRule() for t in ZERO_PRESERVING_MODULES},
     **{t: TaintingModuleRule() for t in TAINTING_MODULES},

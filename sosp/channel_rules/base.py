@@ -97,9 +97,16 @@ class ModuleRule:
 
     zero_preserving = True
     channel_dim = 1  # of the output: 1 (NCHW, [B, C]) or -1 (a Linear, a channels-last norm)
+    reads_whole = False  # True: every channel the module reads must stay (no shrinkable input)
 
     def role(self, node: fx.Node, m: nn.Module) -> Role:
         return Role.MAP
+
+    def input_of(self, node: fx.Node, m: nn.Module) -> fx.Node:
+        """The tensor the module reads: its one argument."""
+        if len(node.args) != 1:
+            raise unsupported(node, f"a {type(m).__name__} called on {len(node.args)} inputs")
+        return node.args[0]
 
     def written(self, node: fx.Node, m: nn.Module, x: Sources, out: Sources) -> Sources:
         """A WRITER's output sources `out` (fresh ids) in the layout its input `x` implies;

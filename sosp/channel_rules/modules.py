@@ -106,6 +106,51 @@ class LinearRule(ModuleRule):
 _NORM_TENSORS, _NORM_STATS = ("weight", "bias"), ("running_mean", "running_var")
 
 
+class MultiheadAttentionRule(ModuleRule):
+    """torch's `nn.MultiheadAttention` as self-attention on batch-first [B, N, C] tokens
+    (torchvision's ViT encoder), one writer: `out_proj`'s rows are the structures (theta_s and
+    the gate, on the module's output, live there); the input projection needs the query's
+    full width, so pruning may remove none of the channels it reads; the heads inside are
+    kept whole."""
+
+    channel_dim = -1
+    reads_whole = True
+
+    def input_of(self, node: fx.Node, m: nn.Module) -> fx.Node:
+        q, k, v = (list(node.args) + [node.kwargs.get(n) for n in ("key", "value")])[:3]
+        if not (q is k is v):
+            raise unsupported(node, "a MultiheadAttention other than self-attention")
+        return q
+
+    def role(self, node: fx.Node, m: nn.Module) -> Role:
+        if not m.batch_first or not m._qkv_same_embed_dim:
+            raise unsupported(
+                node, "a MultiheadAttention without batch_first or with its own kdim, vdim"
+            )
+        return Role.WRITER
+
+    def written(self, node: fx.Node, m: nn.Module, x: Sources, out: Sources) -> Sources:
+        if not isinstance(x, ChannelsLast) or len(_shape(node.args[0])) != 3:
+            raise unsupported(node, "attention on a tensor other than [B, N, C] tokens")
+        return ChannelsLast(out)
+
+    def out_channels(self, m: nn.Module) -> int:
+        return m.out_proj.out_features
+
+    def theta_part(self, m: nn.Module) -> str:
+        return "out_proj"
+
+    def shrink(self, m: nn.Module, out_idx: list[int], in_idx: list[int]) -> nn.Module:
+        assert len(in_idx) == m.embed_dim, "reads_whole: its input keeps every channel"
+        m = _copy_to_shrink(m, "out_proj")
+        m.out_proj = LinearRule().shrink(m.out_proj, out_idx, list(range(m.embed_dim)))
+        return m
+
+    def zero(self, m: nn.Module, channels: list[int]) -> None:
+        for p in slice_params(m.out_proj):
+            p[channels] = 0
+
+
 class AttentionRule(ModuleRule):
     """timm's multi-head self-attention on [B, N, C] tokens that `sosp.attention` cannot open
     (q/k norms, an output gate), as one writer: its input channels are read by `qkv` (shrunk

@@ -72,7 +72,9 @@ class SplitRule(OpRule):
 
 def channel_pieces(node: fx.Node) -> list[tuple[int, int]] | None:
     """[(start, stop)] of each piece's channels for a split/chunk `node` along channels; None
-    for one along another dim."""
+    for one along another dim, or for a module returning a tuple (an attention's)."""
+    if node.op == "call_module":
+        return None
     metas = node.meta["tensor_meta"]
     dim = _arg(node, 2, "dim", 0)  # split(x, sizes, dim), chunk(x, chunks, dim), x.split(...)
     if dim % len(metas[0].shape) != 1:
@@ -240,8 +242,8 @@ class TransposeRule(OpRule):
 
 
 class PermuteRule(OpRule):
-    """[B, C, H, W] -> [B, H, W, C] (`ChannelsLast`) and back; a permute that keeps the
-    channel dim where it is passes its sources."""
+    """[B, C, H, W] -> [B, H, W, C] (`ChannelsLast`) and back, [B, C, N] <-> [B, N, C]
+    likewise; a permute that keeps the channel dim where it is passes its sources."""
 
     TO_LAST, TO_FIRST = (0, 2, 3, 1), (0, 3, 1, 2)
 
@@ -249,6 +251,8 @@ class PermuteRule(OpRule):
         src = walk.src(node.args[0])
         dims = node.kwargs.get("dims") or node.args[1:]  # permute(x, 0, 2, 3, 1) or a list
         dims = tuple(dims[0] if isinstance(dims[0], list | tuple) else dims)
+        if dims == (0, 2, 1) and not isinstance(src, Blocked):  # [B, C, N] <-> [B, N, C]
+            return list(src) if isinstance(src, ChannelsLast) else ChannelsLast(src)
         if isinstance(src, ChannelsLast) and dims == self.TO_FIRST:
             return list(src)
         if not isinstance(src, ChannelsLast | Blocked) and dims == self.TO_LAST:

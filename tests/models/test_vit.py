@@ -1,6 +1,7 @@
 """The zoo's small vision transformer (`vit_mini`, timm's VisionTransformer on digits' 8x8 with
 patches of 2 pixels): every method prunes it into a network that computes what its soft mask
-does, in float64; slimming, which reads BatchNorm scales, says it has none."""
+does, in float64; slimming, which reads BatchNorm scales, says it has none. torchvision's
+VisionTransformer (nn.MultiheadAttention) prunes into its soft mask too."""
 
 import pytest
 import torch
@@ -49,3 +50,30 @@ def test_slimming_names_the_missing_batchnorm(vit):
     model, _, x, y = vit
     with pytest.raises(BadInput, match="slimming needs a BatchNorm.*patch_embed.proj"):
         sosp.prune(model, "slimming", 0.3, [(x, y)], n_samples=16)
+
+
+def test_torchvision_vit_prunes_patch_filters_attention_rows_and_mlp_units():
+    """torchvision's VisionTransformer (nn.MultiheadAttention in its encoder blocks): the
+    structures are the patch embedding's filters, each attention's output rows (heads kept
+    whole), each MLP's units and output rows; SOSP-H, SOSP-I (one sampled label) and
+    magnitude prune it into its soft mask in float64."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.VisionTransformer(
+        image_size=16, patch_size=4, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=12,
+        num_classes=10,
+    ).double().eval()  # fmt: skip
+    graph = analyze(model, (3, 16, 16))
+    kinds = {name.rsplit(".", 1)[-1] for name, _ in graph.structures}
+    assert kinds == {"conv_proj", "self_attention", "0", "3"}
+    assert len(graph.structures) == 8 + 2 * (8 + 12 + 8)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 3, 16, 16, generator=g, dtype=torch.float64)
+    y = torch.randint(10, (4,), generator=g)
+    for method, options in (("sosp_h", {}), ("sosp_i", {"label_samples": 1}), ("magnitude", {})):
+        r = sosp.prune(model, method, 0.4, [(x, y)], n_samples=4, **options)
+        soft = soft_masked(model, graph, indices_from_mask(graph, r.mask)).double().eval()
+        with torch.no_grad():
+            torch.testing.assert_close(r.model(x), soft(x), rtol=1e-9, atol=1e-12)
+        assert r.report["pruned_structures"] > 0
