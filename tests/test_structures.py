@@ -89,6 +89,22 @@ def _se(gate=torch.sigmoid, product=operator.mul):
     return lambda: Probe(SqueezeExcite(gate, product))
 
 
+class _TorchAttentionProbe(nn.Module):
+    """conv [6] -> tokens plus a position embedding (which keeps the attention's input whole)
+    -> nn.MultiheadAttention (2 heads of 3, self-attention) -> fc on the mean token."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.pos = nn.Parameter(torch.randn(1, 64, 6))
+        self.attn = nn.MultiheadAttention(6, 2, batch_first=True)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = self.conv(x).flatten(2).transpose(1, 2) + self.pos
+        return self.fc(self.attn(x, x, x, need_weights=False)[0].mean(1))
+
+
 # One network per module kind of the table, using it where its channels are pruned.
 MODULE_EXAMPLES = {
     nn.Conv2d: lambda: Probe(nn.Conv2d(6, 6, 3, padding=1, groups=6)),  # depthwise; + writers
@@ -109,6 +125,7 @@ MODULE_EXAMPLES = {
     nn.Upsample: lambda: Probe(nn.Upsample(scale_factor=2)),
     nn.LayerNorm: lambda: Probe(ChannelsLast(nn.LayerNorm(6))),
     nn.GroupNorm: lambda: Probe(nn.GroupNorm(3, 6)),  # a consumer of 3 groups of 2
+    nn.MultiheadAttention: _TorchAttentionProbe,
     nn.Sigmoid: _se(nn.Sigmoid()),
     nn.Hardsigmoid: _se(nn.Hardsigmoid()),
     nn.SiLU: lambda: Probe(nn.SiLU()),

@@ -464,7 +464,8 @@ def token_map_theta() -> dict:
 class TorchAttentionNet(nn.Module):
     """torchvision's encoder block on 2x4x4 inputs: a 2x2 patch embedding (4 channels, 4
     tokens), a position embedding, `nn.MultiheadAttention` (2 heads, batch first, as
-    self-attention behind a LayerNorm) added to the stream, the tokens averaged, fc."""
+    self-attention behind a LayerNorm) added to the stream, the tokens averaged, a hidden
+    layer (5 units), fc."""
 
     def __init__(self):
         super().__init__()
@@ -472,21 +473,23 @@ class TorchAttentionNet(nn.Module):
         self.pos_embed = nn.Parameter(torch.randn(1, 4, 4))
         self.norm = nn.LayerNorm(4)
         self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
-        self.fc = nn.Linear(4, 3)
+        self.hidden, self.fc = nn.Linear(4, 5), nn.Linear(5, 3)
 
     def forward(self, x):
         x = self.patch(x).flatten(2).permute(0, 2, 1) + self.pos_embed
         y = self.norm(x)
         x = x + self.attn(y, y, y, need_weights=False)[0]
-        return self.fc(x.mean(1))
+        return self.fc(F.gelu(self.hidden(x.mean(1))))
 
 
 def torch_attention_theta() -> dict:
-    """The patch embedding's filters and the attention's output rows (out_proj's)."""
+    """The patch embedding's filters, the attention's output rows (out_proj's) and the
+    hidden units before the classifier."""
     theta = {("patch", c): [("patch.weight", c), ("patch.bias", c)] for c in range(4)}
     theta.update(
         {("attn", c): [("attn.out_proj.weight", c), ("attn.out_proj.bias", c)] for c in range(4)}
     )
+    theta.update({("hidden", c): [("hidden.weight", c), ("hidden.bias", c)] for c in range(5)})
     return theta
 
 

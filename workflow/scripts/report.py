@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -281,7 +282,7 @@ def published_table(summary: pd.DataFrame, published: pd.DataFrame) -> pd.DataFr
 
 def _models_axes(models: list[str], title: str):
     fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.6), squeeze=False)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, 55 * len(models), break_on_hyphens=False), fontsize=10)
     return fig, axes[0]
 
 
