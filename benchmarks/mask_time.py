@@ -101,6 +101,7 @@ def main() -> None:
                 batches,
                 exclude="resnet_downsample",
                 n_samples=args.n_samples,
+                recalibrate_bn=False,  # the mask alone, as on a trained network
                 **{k: v for k, v in options.items() if v},
             )
             first = mask()  # pays this process's first tracing, autotuning, lazy imports

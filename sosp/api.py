@@ -20,7 +20,7 @@ from sosp.latency_budget import Unreachable, select
 from sosp.latency_table import LatencyModel, LatencyTable
 from sosp.selection import Saliency, layer_caps, order, prefix_for_budget, rounded, shuffled
 from sosp.settings import PruneSettings, check_ratios
-from sosp.structures import StructureGraph, analyze, check_model
+from sosp.structures import StructureGraph, analyze, check_model, check_runs
 from sosp.surgery import Mask, build_pruned, indices_from_mask, mask_from_indices
 from sosp.timing import StepTimer
 
@@ -64,7 +64,8 @@ def prune(
     scope, ...: see there for each one's meaning and default) are the settings; `progress`
     shows progress bars; the remaining keywords are the method's own options (see
     `sosp.methods.options_of(method)`). The model passed in is left
-    unchanged; with recalibrate_bn the returned model carries the re-estimated BatchNorm
+    unchanged; with recalibrate_bn (unset: when every BatchNorm still has its initial
+    statistics, an untrained network) the returned model carries the re-estimated BatchNorm
     statistics and the report their eval-mode logit standard deviation before and after.
     """
     return prune_ratios(model, method, [ratio], data, loss, exclude, **kwargs)[0]
@@ -156,14 +157,19 @@ class _Ranking:
 
 
 def _recalibrated(
-    model: nn.Module, batches: list[Batch], recalibrate: bool
+    model: nn.Module, batches: list[Batch], recalibrate: bool | None
 ) -> tuple[nn.Module, dict | None]:
-    """(`model`, None), or with `recalibrate` (a copy of `model` with BatchNorm statistics
-    re-estimated on `batches`, what the re-estimation changed)."""
+    """(`model`, None), or with `recalibrate` (None: where every BatchNorm has its initial
+    statistics) a copy of `model` with BatchNorm statistics re-estimated on `batches`, and
+    what the re-estimation changed and why it ran ("asked" or "initial statistics")."""
+    why = "asked"
+    if recalibrate is None:
+        recalibrate, why = batchnorm.has_initial_statistics(model), "initial statistics"
     if not recalibrate:
         return model, None
+    check_runs(model, tuple(batches[0][0].shape[1:]))  # one line, not the model's error
     model = copy.deepcopy(model)  # the model passed in stays unchanged
-    return model, batchnorm.recalibrate(model, batches)
+    return model, {**batchnorm.recalibrate(model, batches), "because": why}
 
 
 def _rank(
@@ -243,7 +249,7 @@ def _shared_report(
         "round_to": settings.round_to,
         "latency_table": settings.latency_table,
         "shuffle_within_layers": settings.shuffle_within_layers,
-        "recalibrate_bn": settings.recalibrate_bn,
+        "recalibrate_bn": recalibration is not None,
         "bn_recalibration": recalibration,
         "loss": settings.loss,
         "exclude": settings.exclude_list,

@@ -4,7 +4,8 @@ Saliencies are computed in eval mode (BatchNorm on its running statistics, so sa
 interact). An untrained network's running statistics are the initial 0 and 1, which makes its
 eval-mode function meaningless (on a fresh ResNet-56 the logits' standard deviation is in the
 hundreds and the softmax is one-hot); pruning at initialization therefore re-estimates them
-first.
+first: `sosp.prune` does unless told otherwise whenever every BatchNorm still has them
+(`has_initial_statistics`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ def logit_std(model: nn.Module, batches: Sequence[Batch]) -> float:
     with eval_mode(model):
         out = torch.cat([model(x.to(p.device, p.dtype)).flatten(1) for x, _ in batches])
     return float(out.std())
+
+
+def has_initial_statistics(model: nn.Module) -> bool:
+    """Whether `model` has BatchNorms with running statistics and every one of them still
+    holds its initial ones (mean 0, variance 1, no batch counted): an untrained network."""
+    bns = [m for m in model.modules() if isinstance(m, BATCHNORMS) and m.track_running_stats]
+    return bool(bns) and all(
+        not m.running_mean.any()
+        and bool((m.running_var == 1).all())
+        and (m.num_batches_tracked is None or int(m.num_batches_tracked) == 0)
+        for m in bns
+    )
 
 
 @torch.no_grad()

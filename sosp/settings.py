@@ -68,11 +68,12 @@ class PruneSettings:
         False,
         "divide each saliency by its kernel's side length, 1, 3 or 7 (the paper's SOSP*)",
     )
-    recalibrate_bn: bool = setting(
-        False,
+    recalibrate_bn: bool | None = setting(
+        None,
         "re-estimate BatchNorm running statistics on the pruning samples before the "
         "saliencies (needed when pruning at initialization, where the initial statistics "
-        "0 and 1 make the eval-mode network meaningless)",
+        "0 and 1 make the eval-mode network meaningless); unset: when every BatchNorm still "
+        "has them",
     )
     exclude: tuple[str, ...] = setting(
         (),

@@ -326,22 +326,30 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
             f"cannot trace {type(model).__name__} with torch.fx{inside if where else ''}: {e}"
         ) from e
     gm = fx.GraphModule(model, graph)
+    # run once first: ShapeProp prints the traceback of an error before wrapping it
+    check_runs(gm, input_shape, type(model).__name__)
+    p = next(model.parameters())
+    with eval_mode(model):
+        ShapeProp(gm).propagate(torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device))
+    return gm
+
+
+def check_runs(model: nn.Module, input_shape: Sequence[int], name: str | None = None) -> None:
+    """Raise `BadInput` unless `model` (in eval mode, called `name`) runs on one sample of
+    `input_shape`, saying how to create it for the data."""
     p = next(model.parameters())
     x = torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device)
-    with eval_mode(model):
-        try:  # run once first: ShapeProp prints the traceback of an error before wrapping it
-            with torch.no_grad():
-                gm(x)
+    with eval_mode(model), torch.no_grad():
+        try:
+            model(x)
         except Exception as e:  # whatever the model's own code raises on this shape
             first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
             raise BadInput(
-                f"{type(model).__name__} does not run on inputs of shape {tuple(input_shape)} "
-                f"(one sample; {first}); create the model for this data, e.g. "
-                "models.create(name, num_classes, in_channels=C, image_size=H) with the data's "
-                "C and H (digits: in_channels=1, image_size=8)"
+                f"{name or type(model).__name__} does not run on inputs of shape "
+                f"{tuple(input_shape)} (one sample; {first}); create the model for this data, "
+                "e.g. models.create(name, num_classes, in_channels=C, image_size=H) with the "
+                "data's C and H (digits: in_channels=1, image_size=8)"
             ) from e
-        ShapeProp(gm).propagate(x)
-    return gm
 
 
 def check_model(model: object) -> None:

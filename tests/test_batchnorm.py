@@ -38,5 +38,33 @@ def test_untrained_resnet56_is_recalibrated_before_pruning():
     assert info["logit_std_before"] > 100 and info["logit_std_after"] < 10
     assert batchnorm.logit_std(r.model, data) < 10
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    plain = sosp.prune(model, "sosp_h", 0.5, data, n_samples=64)
-    assert plain.report["bn_recalibration"] is None and plain.order != r.order
+    off = sosp.prune(model, "sosp_h", 0.5, data, n_samples=64, recalibrate_bn=False)
+    assert off.report["bn_recalibration"] is None and off.order != r.order
+
+
+def test_unset_recalibrates_exactly_the_networks_with_initial_statistics():
+    """With recalibrate_bn unset, `sosp.prune` re-estimates the statistics of an untrained
+    ResNet-56 (every BatchNorm at mean 0, variance 1) and the report says so and why: its
+    eval-mode logits then have standard deviation below 10 (hundreds before) and the order
+    is the forced one's; a network whose statistics moved (one training-mode pass) is left
+    alone, as with recalibrate_bn=False."""
+    torch.manual_seed(0)
+    model = models.create("resnet56", 10, 3, 16)
+    x = torch.randn(64, 3, 16, 16)
+    data = [(x[:32], torch.randint(10, (32,))), (x[32:], torch.randint(10, (32,)))]
+    assert batchnorm.has_initial_statistics(model)
+    auto = sosp.prune(model, "sosp_h", 0.5, data, n_samples=64)
+    info = auto.report["bn_recalibration"]
+    assert auto.report["recalibrate_bn"] and info["because"] == "initial statistics"
+    assert info["logit_std_before"] > 100 and batchnorm.logit_std(auto.model, data) < 10
+    forced = sosp.prune(model, "sosp_h", 0.5, data, n_samples=64, recalibrate_bn=True)
+    assert forced.report["bn_recalibration"]["because"] == "asked"
+    assert forced.order == auto.order
+    model.train()
+    with torch.no_grad():
+        model(x)
+    assert not batchnorm.has_initial_statistics(model)
+    trained = sosp.prune(model, "sosp_h", 0.5, data, n_samples=64)
+    assert not trained.report["recalibrate_bn"] and trained.report["bn_recalibration"] is None
+    kept = sosp.prune(model, "sosp_h", 0.5, data, n_samples=64, recalibrate_bn=False)
+    assert trained.order == kept.order

@@ -17,7 +17,7 @@ GOOD = {
     "scope": list(selection.SCOPES),
     "max_layer_fraction": [None, 0.5, 1, 1.0],
     "kernel_scaling": [True, False],
-    "recalibrate_bn": [True, False],
+    "recalibrate_bn": [True, False, None],
     "exclude": [(), ("resnet_downsample",), ("conv1", "fc*")],
     "coupling": list(structures.COUPLINGS),
     "round_to": [None, 1, 8],
@@ -33,7 +33,7 @@ BAD = {
     "scope": ["layer", None],
     "max_layer_fraction": [0, -0.1, 1.5, "0.9", True],
     "kernel_scaling": [1, "yes", None],
-    "recalibrate_bn": [0, None],
+    "recalibrate_bn": [0, "auto"],
     "exclude": [5, ("conv1", 2)],
     "coupling": ["block", None],
     "round_to": [0, -8, 2.5, True, "8"],
@@ -173,10 +173,10 @@ SETTINGS = [
 @pytest.mark.parametrize("settings", SETTINGS)
 @pytest.mark.parametrize("checkpoint", [[], ["--checkpoint", "dense.pt"]])
 def test_command_line_parses_back_to_equal_settings(settings, checkpoint):
-    """`command_line()` read by the real `sosp prune` parser gives the same settings, whatever
-    the command's context-dependent default (recalibrate_bn: on without --checkpoint)."""
+    """`command_line()` read by the real `sosp prune` parser gives the same settings, with or
+    without --checkpoint (recalibrate_bn unset stays unset: decided by the statistics)."""
     args = cli.parser().parse_args([*PRUNE, *checkpoint, *settings.command_line()])
-    assert PruneSettings.from_args(args, recalibrate_bn=not args.checkpoint) == settings
+    assert PruneSettings.from_args(args) == settings
 
 
 @pytest.mark.parametrize("name", PruneSettings.names())

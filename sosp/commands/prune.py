@@ -40,7 +40,7 @@ from sosp.io import atomic_write_text
 from sosp.settings import PruneSettings
 
 AUTO = "auto"
-RECALIBRATE_DEFAULT = "on without --checkpoint, i.e. when pruning at initialization"
+RECALIBRATE_DEFAULT = "unset"
 # The report's entries a ratio's W&B run holds as its summary: counts before and after, time.
 SUMMARY = (
     "before",
@@ -102,7 +102,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = PruneSettings.from_args(args, recalibrate_bn=not args.checkpoint)
+    settings = PruneSettings.from_args(args)
     options = parse_options(args.option)
     if args.batch_size != AUTO:
         check_bounds(args, batch_size=AT_LEAST_ONE)
@@ -179,8 +179,9 @@ def _batch_size(text: str) -> int | str:
 
 def _say_recalibrated(info: dict | None) -> None:
     if info:
+        why = " (they had their initial statistics)" if info["because"] != "asked" else ""
         print(
-            f"recalibrated the statistics of {info['batchnorms']} BatchNorms on "
+            f"recalibrated the statistics of {info['batchnorms']} BatchNorms{why} on "
             f"{info['samples']} pruning samples: eval-mode logit std "
             f"{info['logit_std_before']:.3g} -> {info['logit_std_after']:.3g}"
         )

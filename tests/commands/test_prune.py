@@ -110,7 +110,10 @@ def test_pruning_at_initialization_recalibrates_batchnorm(tmp_path):
     args += ["--method", "magnitude"]  # recalibration comes before any method's saliency
     r = run_sosp("prune", *args, "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert "recalibrated the statistics of 57 BatchNorms on 64 pruning samples" in r.stdout
+    assert (
+        "recalibrated the statistics of 57 BatchNorms (they had their initial statistics) on "
+        "64 pruning samples" in r.stdout
+    )
     info = json.loads((out / "report.json").read_text())["bn_recalibration"]
     assert info["logit_std_before"] > 20 and info["logit_std_after"] < 10  # 47 on 8x8 digits
     x = data.load("digits", "train").tensors[0][:64]
