@@ -20,6 +20,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullFormatter
 from plotting import legend_right, save
 
 
@@ -85,6 +86,7 @@ def accuracy_vs_rounds(summary: pd.DataFrame, experiment: str, title: str, path:
                         capsize=2, label=method)  # fmt: skip
         ax.set_xscale("log")
         ax.set_xticks(sorted(f.rounds.unique()), [str(r) for r in sorted(f.rounds.unique())])
+        ax.xaxis.set_minor_formatter(NullFormatter())  # only the rounds run are labelled
         ax.set_title(f"{model}, ratio {ratio:g}", fontsize=9)
         ax.set_xlabel("pruning rounds")
         ax.set_ylabel("final test accuracy (%)")

@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded from elsewhere
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 from plotting import legend_right, save  # noqa: E402 (beside this script)
 
 from sosp.io import atomic_write_text  # noqa: E402
@@ -96,8 +97,11 @@ def accuracy_vs(runs, title, x: str, path: Path) -> None:
             agg = g.groupby("sparsity_target").agg({"acc": ["mean", "min", "max"], x: "mean"})
             _band(ax, agg[(x, "mean")], agg, "acc", label=label(g.iloc[0]))
         ax.set_xlabel("sparsity (%)" if x == "sparsity" else "theoretical speed-up")
-        if x == "speedup":
+        if x == "speedup":  # log axis: labels at 1, 2, 5 x 10^k only, written as speed-ups
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(model, fontsize=9)
         ax.grid(alpha=0.3)
