@@ -215,6 +215,26 @@ def test_generated_schema_checks_overrides_and_fills_defaults(tmp_path):
         assert "--max-layer-fraction" not in c and "--no-kernel-scaling" in c
 
 
+def test_batch_size_auto_reaches_the_prune_command_and_other_words_are_refused(tmp_path):
+    """`batch_size: auto` in an experiment becomes `--batch-size auto` on its prune commands;
+    a word other than auto is refused by the config's schema."""
+    text = TINY.replace("    n_samples: 64\n", "    n_samples: 64\n    batch_size: auto\n")
+    assert text != TINY
+    r = snakemake(
+        tmp_path, "-n", "-p", "--cores", "1", "--configfile", str(write_config(tmp_path, text))
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    prunes = [line.split() for line in r.stdout.splitlines() if " sosp prune " in line]
+    assert prunes and all(c[c.index("--batch-size") + 1] == "auto" for c in prunes)
+    bad = text.replace("batch_size: auto", "batch_size: most")
+    (tmp_path / "bad").mkdir()
+    r = snakemake(
+        tmp_path / "bad", "-n", "--cores", "1", "--configfile",
+        str(write_config(tmp_path / "bad", bad)),
+    )  # fmt: skip
+    assert r.returncode != 0 and "batch_size" in r.stderr, r.stderr[-3000:]
+
+
 def test_optional_settings_reach_the_command_and_unset_ones_rename_nothing(tmp_path):
     """coupling, round_to and shuffle_within_layers may be set per experiment or per method
     and reach the prune command; where unset they are not hashed, so the demo's prune jobs
