@@ -115,7 +115,12 @@ def schema_error(error):
             if e.validator != "type" or e.absolute_path != error.absolute_path
         ]
         if inner:
-            return schema_error(max(inner, key=lambda e: len(e.absolute_path)))
+            message = schema_error(max(inner, key=lambda e: len(e.absolute_path)))
+            types = [  # the branches the value is not even of the type of, e.g. integer
+                str(e.validator_value) for e in error.context
+                if e.validator == "type" and e.absolute_path == error.absolute_path
+            ]  # fmt: skip
+            return message + (f" (or a value of type {' or '.join(types)})" if types else "")
         if all(e.validator == "type" for e in error.context):
             types = " or ".join(str(e.validator_value) for e in error.context)
             return f"{key_path(path)}: {short_repr(value)} is a {type(value).__name__}, not {types}"
