@@ -203,7 +203,13 @@ MUTATIONS = (
     Mutation(
         "15",
         "Eq. 4 greedy selection: factor 2 on the off-diagonal Q dropped",
-        (Edit("sosp/selection.py", "step = 2 * weight", "step = weight"),),
+        (
+            Edit(
+                "sosp/selection.py",
+                "self.step_weight = q, 2 * weight",
+                "self.step_weight = q, weight",
+            ),
+        ),
     ),
     Mutation(
         "16",
@@ -344,8 +350,8 @@ MUTATIONS = (
         (
             Edit(
                 MODULE_RULES,
-                "        for p in slice_params(m.proj):\n            p[channels] = 0",
-                "        for p in slice_params(m.proj):\n            pass",
+                "slice_params(getattr(m, self.proj)):\n            p[channels] = 0",
+                "slice_params(getattr(m, self.proj)):\n            pass",
             ),
         ),
     ),
@@ -360,8 +366,8 @@ MUTATIONS = (
             ),
             Edit(
                 RULES,
-                "ChannelsLast(s | c for s, c in zip(sx, walk.constants(len(sx)), strict=True))",
-                "ChannelsLast(sx)",
+                "out = [s | c for s, c in zip(sx, walk.constants(len(sx)), strict=True)]",
+                "out = list(sx)",
             ),
         ),
     ),
@@ -417,7 +423,13 @@ MUTATIONS = (
     Mutation(
         "M2",
         "nn.MultiheadAttention's explicit form (SOSP-H's second derivatives) without the scale",
-        (Edit(CURV, "weights = ((q * q.shape[-1] ** -0.5) @ k", "weights = ((q * 1.0) @ k"),),
+        (
+            Edit(
+                CURV,
+                "weights = _attention_weights(q, k)",
+                "weights = _attention_weights(q, k, 1.0)",
+            ),
+        ),
     ),
     Mutation(
         "N1",
