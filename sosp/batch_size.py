@@ -56,16 +56,13 @@ def fitting_batch_size(fixed: float, per_sample: float, budget: float, most: int
     return max(1, min(most, int((budget - fixed) // per_sample)))
 
 
-def auto_batch_size(
-    run_pass: Callable[[int], None], device: torch.device, most: int, free: int | None = None
-) -> AutoBatch:
+def auto_batch_size(run_pass: Callable[[int], None], device: torch.device, most: int) -> AutoBatch:
     """Choose the batch size of `run_pass(b)` (one saliency pass over b samples) on `device`,
-    at most `most`; `free` overrides the free memory (bytes) measured now."""
+    at most `most`, for the memory free now."""
     peaks = [probe_bytes(run_pass, b, device) for b in PROBES]
     per_sample = max(0, (peaks[1] - peaks[0]) // (PROBES[1] - PROBES[0]))
     fixed = max(0, peaks[0] - per_sample * PROBES[0])
-    free = free_bytes(device) if free is None else free
-    budget = int(free * FRACTION.get(device.type, 0.5))
+    budget = int(free_bytes(device) * FRACTION.get(device.type, 0.5))
     size = fitting_batch_size(fixed, per_sample, budget, most)
     measured = "allocator peak" if device.type == "cuda" else "saved tensors"
     return AutoBatch(size, fixed, per_sample, budget, measured)

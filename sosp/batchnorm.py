@@ -30,10 +30,15 @@ def logit_std(model: nn.Module, batches: Sequence[Batch]) -> float:
     return float(out.std())
 
 
+def tracked_batchnorms(model: nn.Module) -> list[nn.Module]:
+    """The BatchNorms of `model` that keep running statistics."""
+    return [m for m in model.modules() if isinstance(m, BATCHNORMS) and m.track_running_stats]
+
+
 def has_initial_statistics(model: nn.Module) -> bool:
     """Whether `model` has BatchNorms with running statistics and every one of them still
     holds its initial ones (mean 0, variance 1, no batch counted): an untrained network."""
-    bns = [m for m in model.modules() if isinstance(m, BATCHNORMS) and m.track_running_stats]
+    bns = tracked_batchnorms(model)
     return bool(bns) and all(
         not m.running_mean.any()
         and bool((m.running_var == 1).all())
@@ -48,7 +53,7 @@ def recalibrate(model: nn.Module, batches: Sequence[Batch]) -> dict:
     average of its batch statistics over `batches` (BatchNorms in train mode, every other
     module in eval mode, so dropout stays off; no weights change). Returns
     {"samples", "logit_std_before", "logit_std_after"} of the eval-mode outputs."""
-    bns = [m for m in model.modules() if isinstance(m, BATCHNORMS) and m.track_running_stats]
+    bns = tracked_batchnorms(model)
     before = logit_std(model, batches)
     p = next(model.parameters())
     momenta = [m.momentum for m in bns]

@@ -40,7 +40,7 @@ from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
 from sosp.attention import heads_attention
-from sosp.channel_rules import AttentionRule, MultiheadAttentionRule, module_rule
+from sosp.channel_rules import AttentionRule, module_rule
 from sosp.errors import BadInput
 from sosp.gates import ConstantParameters, Gates, gated
 from sosp.modes import eval_mode
@@ -449,8 +449,13 @@ def _attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=No
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask, dropout_p, is_causal, scale=scale, **kwargs
         )
+    return _attention_weights(q, k, scale) @ v
+
+
+def _attention_weights(q, k, scale=None):
+    """softmax(q k^T * scale), scale 1 / sqrt(q's last dim) by default."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return ((q * scale) @ k.transpose(-2, -1)).softmax(-1) @ v
+    return ((q * scale) @ k.transpose(-2, -1)).softmax(-1)
 
 
 def _multi_head_attention(
@@ -481,7 +486,7 @@ def _multi_head_attention(
         F.linear(t, wi, bi).reshape(t.shape[0], B * num_heads, -1).transpose(0, 1)
         for t, wi, bi in zip((query, key, value), w, b, strict=True)
     )  # [B * H, L or S, D]
-    weights = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+    weights = _attention_weights(q, k)
     out = (weights @ v).transpose(0, 1).reshape(L, B, embed_dim)
     out = F.linear(out, out_w, out_b)
     if not need_weights:
@@ -492,12 +497,11 @@ def _multi_head_attention(
 
 def _needs_twice_differentiable(graph: StructureGraph) -> bool:
     """Whether `graph.gm` runs an op that `TwiceDifferentiable` replaces: hardsigmoid, or
-    attention (a module of an attention rule, a heads_attention or scaled_dot_product_attention
-    node)."""
+    attention (a module of an attention rule, timm's or torch's; a heads_attention or
+    scaled_dot_product_attention node)."""
     targets = {F.hardsigmoid, F.scaled_dot_product_attention, heads_attention}
-    attention = (AttentionRule, MultiheadAttentionRule)
     return any(
-        isinstance(m, nn.Hardsigmoid) or isinstance(module_rule(m), attention)
+        isinstance(m, nn.Hardsigmoid) or isinstance(module_rule(m), AttentionRule)
         for m in graph.gm.modules()
     ) or any(n.target in targets for n in graph.gm.graph.nodes)
 

@@ -5,7 +5,7 @@ ops that map zero to zero, and the helpers rules share (`sosp.channel_rules` exp
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from typing import Protocol
 
@@ -178,6 +178,14 @@ class Blocked(list):
 def _shape(x_node: fx.Node) -> torch.Size:
     """The shape `trace` recorded for tensor node `x_node` (batch of one)."""
     return x_node.meta["tensor_meta"].shape
+
+
+def _reshaped_sizes(shape: tuple, change: Callable[[list], list]) -> tuple:
+    """A reshape's shape arguments (sizes, or one tuple of them) with their sizes `change`d
+    (a list of them in, a list out)."""
+    nested = len(shape) == 1 and isinstance(shape[0], tuple | list)
+    sizes = change(list(shape[0] if nested else shape))
+    return (tuple(sizes),) if nested else tuple(sizes)
 
 
 def _replace(gm: fx.GraphModule, node: fx.Node, new: fx.Node, kept: Kept) -> None:

@@ -106,14 +106,54 @@ class LinearRule(ModuleRule):
 _NORM_TENSORS, _NORM_STATS = ("weight", "bias"), ("running_mean", "running_var")
 
 
-class MultiheadAttentionRule(ModuleRule):
-    """torch's `nn.MultiheadAttention` as self-attention on batch-first [B, N, C] tokens
-    (torchvision's ViT encoder), one writer: `out_proj`'s rows are the structures (theta_s and
-    the gate, on the module's output, live there); the input projection needs the query's
-    full width, so pruning may remove none of the channels it reads; the heads inside are
-    kept whole."""
+class AttentionRule(ModuleRule):
+    """timm's multi-head self-attention on [B, N, C] tokens that `sosp.attention` cannot open
+    (q/k norms, an output gate), as one writer: its input channels are read by `qkv` (shrunk
+    along its input), its output channels written by `proj`, whose rows are the structures
+    (theta_s and the gate live there); the heads inside are kept whole."""
 
     channel_dim = -1
+    proj = "proj"  # the submodule whose rows are the structures
+
+    def role(self, node: fx.Node, m: nn.Module) -> Role:
+        if getattr(m, "gate", None) is not None:
+            raise unsupported(node, "an attention block with an output gate")
+        return Role.WRITER
+
+    def written(self, node: fx.Node, m: nn.Module, x: Sources, out: Sources) -> Sources:
+        if not isinstance(x, ChannelsLast) or len(_shape(node.args[0])) != 3:
+            raise unsupported(node, "attention on a tensor other than [B, N, C] tokens")
+        return ChannelsLast(out)
+
+    def out_channels(self, m: nn.Module) -> int:
+        return getattr(m, self.proj).out_features
+
+    def theta_part(self, m: nn.Module) -> str:
+        return self.proj
+
+    def gate_site(self, m: nn.Module) -> tuple[nn.Module, str]:
+        return m.proj, "output"
+
+    def shrink(self, m: nn.Module, out_idx: list[int], in_idx: list[int]) -> nn.Module:
+        m = _copy_to_shrink(m, "qkv", "proj")
+        linear = LinearRule()
+        m.qkv = linear.shrink(m.qkv, list(range(m.qkv.out_features)), in_idx)
+        m.proj = linear.shrink(m.proj, out_idx, list(range(m.proj.in_features)))
+        return m
+
+    def zero(self, m: nn.Module, channels: list[int]) -> None:
+        for p in slice_params(getattr(m, self.proj)):
+            p[channels] = 0
+
+
+class MultiheadAttentionRule(AttentionRule):
+    """torch's `nn.MultiheadAttention` as self-attention on batch-first [B, N, C] tokens
+    (torchvision's ViT encoder), one writer as timm's: `out_proj`'s rows are the structures;
+    its forward uses `out_proj`'s weights without calling it, so the gate sits on the
+    module's output (its first element); the input projection needs the query's full width,
+    so pruning may remove none of the channels it reads."""
+
+    proj = "out_proj"
     reads_whole = True
 
     def input_of(self, node: fx.Node, m: nn.Module) -> fx.Node:
@@ -129,65 +169,14 @@ class MultiheadAttentionRule(ModuleRule):
             )
         return Role.WRITER
 
-    def written(self, node: fx.Node, m: nn.Module, x: Sources, out: Sources) -> Sources:
-        if not isinstance(x, ChannelsLast) or len(_shape(node.args[0])) != 3:
-            raise unsupported(node, "attention on a tensor other than [B, N, C] tokens")
-        return ChannelsLast(out)
-
-    def out_channels(self, m: nn.Module) -> int:
-        return m.out_proj.out_features
-
-    def theta_part(self, m: nn.Module) -> str:
-        return "out_proj"
+    def gate_site(self, m: nn.Module) -> tuple[nn.Module, str]:
+        return m, "output"
 
     def shrink(self, m: nn.Module, out_idx: list[int], in_idx: list[int]) -> nn.Module:
         assert len(in_idx) == m.embed_dim, "reads_whole: its input keeps every channel"
         m = _copy_to_shrink(m, "out_proj")
         m.out_proj = LinearRule().shrink(m.out_proj, out_idx, list(range(m.embed_dim)))
         return m
-
-    def zero(self, m: nn.Module, channels: list[int]) -> None:
-        for p in slice_params(m.out_proj):
-            p[channels] = 0
-
-
-class AttentionRule(ModuleRule):
-    """timm's multi-head self-attention on [B, N, C] tokens that `sosp.attention` cannot open
-    (q/k norms, an output gate), as one writer: its input channels are read by `qkv` (shrunk
-    along its input), its output channels written by `proj`, whose rows are the structures
-    (theta_s and the gate live there); the heads inside are kept whole."""
-
-    channel_dim = -1
-
-    def role(self, node: fx.Node, m: nn.Module) -> Role:
-        if getattr(m, "gate", None) is not None:
-            raise unsupported(node, "an attention block with an output gate")
-        return Role.WRITER
-
-    def written(self, node: fx.Node, m: nn.Module, x: Sources, out: Sources) -> Sources:
-        if not isinstance(x, ChannelsLast) or len(_shape(node.args[0])) != 3:
-            raise unsupported(node, "attention on a tensor other than [B, N, C] tokens")
-        return ChannelsLast(out)
-
-    def out_channels(self, m: nn.Module) -> int:
-        return m.proj.out_features
-
-    def theta_part(self, m: nn.Module) -> str:
-        return "proj"
-
-    def gate_site(self, m: nn.Module) -> tuple[nn.Module, str]:
-        return m.proj, "output"
-
-    def shrink(self, m: nn.Module, out_idx: list[int], in_idx: list[int]) -> nn.Module:
-        m = _copy_to_shrink(m, "qkv", "proj")
-        linear = LinearRule()
-        m.qkv = linear.shrink(m.qkv, list(range(m.qkv.out_features)), in_idx)
-        m.proj = linear.shrink(m.proj, out_idx, list(range(m.proj.in_features)))
-        return m
-
-    def zero(self, m: nn.Module, channels: list[int]) -> None:
-        for p in slice_params(m.proj):
-            p[channels] = 0
 
 
 class BatchNormRule(ModuleRule):

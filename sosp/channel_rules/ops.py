@@ -19,6 +19,7 @@ from sosp.channel_rules.base import (
     _arg,
     _call_new_module,
     _replace,
+    _reshaped_sizes,
     _select,
     _shape,
     unsupported,
@@ -258,9 +259,7 @@ class MulRule(OpRule):
 def _with_count(shape: tuple, old: int, new: int) -> tuple:
     """A reshape's shape arguments (sizes, or one tuple of them) with `old` replaced by
     `new`."""
-    if len(shape) == 1 and isinstance(shape[0], tuple | list):
-        return (tuple(new if d == old else d for d in shape[0]),)
-    return tuple(new if d == old else d for d in shape)
+    return _reshaped_sizes(shape, lambda sizes: [new if d == old else d for d in sizes])
 
 
 def _scaled(node: fx.Node, x: fx.Node, factor: object, walk: Walk) -> Sources:

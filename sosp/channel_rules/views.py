@@ -20,6 +20,7 @@ from sosp.channel_rules.base import (
     _arg,
     _call_new_module,
     _replace,
+    _reshaped_sizes,
     _shape,
     unsupported,
 )
@@ -209,11 +210,12 @@ def _reshapes_only_after_channels(src: Sources, before: tuple, after: tuple) -> 
 def _with_channels(shape: tuple, channels: int) -> tuple:
     """A reshape's shape arguments (sizes, or one tuple of them) with dim 1 set to `channels`
     where it is a literal number (a size read from the tensor stays as it is)."""
-    nested = len(shape) == 1 and isinstance(shape[0], tuple | list)
-    sizes = list(shape[0] if nested else shape)
-    if len(sizes) > 1 and isinstance(sizes[1], int):
-        sizes[1] = channels
-    return (tuple(sizes),) if nested else tuple(sizes)
+
+    def set_channels(sizes: list) -> list:
+        literal = len(sizes) > 1 and isinstance(sizes[1], int)
+        return [sizes[0], channels, *sizes[2:]] if literal else sizes
+
+    return _reshaped_sizes(shape, set_channels)
 
 
 class TransposeRule(OpRule):
